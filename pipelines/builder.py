@@ -1,0 +1,42 @@
+"""Spec -> Beam graph: read, each named stage in order, rejects, kept data, output, ledger."""
+
+from __future__ import annotations
+
+import apache_beam as beam
+
+from iptkit.pipelines.ledger import CountAs, CountRejects, WriteLedger, out_key
+from iptkit.pipelines.registry import STAGES, StageContext
+from iptkit.pipelines.rundir import RunDir
+from iptkit.pipelines.sinks import WriteJsonlShards
+from iptkit.pipelines.spec import Plan
+from iptkit.transforms.read import ReadSources
+from iptkit.transforms.sources import READ_STAGE
+from iptkit.transforms.stage import KEPT, REJECTS
+
+
+def build(pipeline: beam.Pipeline, plan: Plan, run: RunDir) -> None:
+    """Add the whole run to `pipeline`: only the stages the spec names, in its order."""
+    spec = plan.spec
+    files = [f for source in spec.sources for f in plan.files[source.name]]
+    read = pipeline | READ_STAGE >> ReadSources(spec.sources, files)
+    records = read[KEPT]
+    events = [records | f"Count {READ_STAGE}" >> CountAs(out_key(READ_STAGE))]
+    rejects = [(READ_STAGE, read[REJECTS])]
+    for stage in plan.stages:
+        context = StageContext(name=stage.name, seed=spec.seed, run_dir=run.root)
+        result = records | stage.name >> STAGES[stage.type].build(stage.config, context)
+        records = result[KEPT]
+        events.append(records | f"Count {stage.name}" >> CountAs(out_key(stage.name)))
+        rejects.append((stage.name, result[REJECTS]))
+        if stage.config.save:
+            records | f"Save {stage.name}" >> WriteJsonlShards(
+                run.data_dir(stage.name), spec.output_shards, compress=True
+            )
+    for name, stage_rejects in rejects:
+        stage_rejects | f"Rejects {name}" >> WriteJsonlShards(
+            run.rejects_dir(name), spec.output_shards, compress=False
+        )
+        events.append(stage_rejects | f"Count rejects {name}" >> CountRejects())
+    if spec.keep_records:
+        records | "Output" >> WriteJsonlShards(run.output_dir, spec.output_shards, compress=True)
+    events | "Ledger events" >> beam.Flatten() | "Ledger" >> WriteLedger(run.ledger_counts)

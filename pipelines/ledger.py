@@ -1,0 +1,128 @@
+"""The ledger: where every record went, stage by stage, and the check that none was lost.
+
+The counts come from the data, not from runner metrics: each stage's input, kept and rejected
+PCollections are counted inside the pipeline (a combine, so it costs one small shuffle) and
+written to RUN/.ledger/counts.json. That holds on every runner, retries included, where metric
+counters may be approximate. The driver then builds RUN/stats.json and checks, for every stage,
+`in == out + sum(dropped)`. Timings do come from Beam metrics, as they are only informative.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+import apache_beam as beam
+
+from iptkit.pipelines.rundir import atomic_write
+from iptkit.transforms.record import Reject
+from iptkit.transforms.sources import READ_STAGE
+
+SEP = "\t"
+
+
+def out_key(stage: str) -> str:
+    return f"{stage}{SEP}out"
+
+
+def dropped_key(stage: str, reason: str) -> str:
+    return f"{stage}{SEP}dropped{SEP}{reason}"
+
+
+class CountAs(beam.PTransform):
+    """One `(key, 1)` event per element; summed with every other event by `WriteLedger`."""
+
+    def __init__(self, key: str):
+        super().__init__()
+        self._key = key
+
+    def expand(self, pcoll):
+        key = self._key
+        return pcoll | beam.Map(lambda _: (key, 1))
+
+
+class CountRejects(beam.PTransform):
+    """One `(stage-dropped-reason, 1)` event per reject."""
+
+    def expand(self, pcoll):
+        def event(r: Reject) -> tuple[str, int]:
+            return dropped_key(r.stage, r.reason), 1
+
+        return pcoll | beam.Map(event)
+
+
+class WriteLedger(beam.PTransform):
+    """Sums all events and writes them, as one JSON object, to `path`."""
+
+    def __init__(self, path: str):
+        super().__init__()
+        self._path = path
+
+    def expand(self, events):
+        path = self._path
+
+        def write(counts: dict[str, int]) -> None:
+            atomic_write(path, json.dumps(counts, sort_keys=True).encode("utf-8"))
+
+        return (
+            events
+            | "Sum" >> beam.CombinePerKey(sum)
+            | "Collect" >> beam.combiners.ToDict()
+            | "Write" >> beam.Map(write)
+        )
+
+
+def assemble(stage_names: list[str], counts: dict[str, int], keep_records: bool) -> dict[str, Any]:
+    """stats.json from the summed events.
+
+    `read`'s `in` is what the reader found (lines, rows, paragraphs), each of which became a
+    record or a read reject. A stage's `in` is the count of the PCollection it consumed, which is
+    the previous stage's kept output, counted once.
+    """
+    stages: dict[str, dict[str, Any]] = {}
+    previous_out = 0
+    for name in [READ_STAGE, *stage_names]:
+        prefix = f"{name}{SEP}dropped{SEP}"
+        dropped = {k[len(prefix):]: v for k, v in sorted(counts.items()) if k.startswith(prefix)}
+        out = counts.get(out_key(name), 0)
+        seen = out + sum(dropped.values()) if name == READ_STAGE else previous_out
+        stages[name] = {"in": seen, "out": out, "dropped": dropped}
+        previous_out = out
+    read = stages[READ_STAGE]
+    return {
+        "read": read["in"],
+        "rejected_at_read": sum(read["dropped"].values()),
+        "stages": stages,
+        "output_records": stages[[READ_STAGE, *stage_names][-1]]["out"] if keep_records else None,
+    }
+
+
+def violations(stats: dict[str, Any]) -> list[str]:
+    """Every stage where records appeared or vanished: `in != out + sum(dropped)`."""
+    problems = []
+    for name, row in stats["stages"].items():
+        dropped = sum(row["dropped"].values())
+        if row["in"] != row["out"] + dropped:
+            problems.append(
+                f"stage {name}: in {row['in']} != out {row['out']} + dropped {dropped}"
+            )
+    return problems
+
+
+def summary_table(stats: dict[str, Any], seconds: dict[str, float]) -> str:
+    """The table printed at the end of a run: per stage in, out, dropped by reason, time."""
+    rows = [("stage", "in", "out", "dropped", "time s", "dropped by reason")]
+    for name, row in stats["stages"].items():
+        reasons = ", ".join(f"{r} {n}" for r, n in sorted(row["dropped"].items(), key=lambda x: -x[1]))
+        secs = seconds.get(name)
+        rows.append((name, str(row["in"]), str(row["out"]), str(sum(row["dropped"].values())),
+                     "-" if secs is None else f"{secs:.2f}", reasons or "-"))
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+
+    def line(r: Iterable[str]) -> str:
+        cells = list(r)
+        left = [cells[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(cells[1:5], widths[1:])]
+        return "  ".join(left + [cells[5]])
+
+    return "\n".join(line(r) for r in rows)

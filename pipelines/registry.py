@@ -1,0 +1,43 @@
+"""The stages a spec may name, each with its options model and its PTransform factory.
+
+The builder wires only what the spec names; adding a stage to iptkit means adding one entry
+here and one module in `iptkit.transforms`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import apache_beam as beam
+
+from iptkit.transforms.normalize import Normalize, NormalizeConfig
+from iptkit.transforms.stage import ApplyStage
+from iptkit.transforms.stage_config import StageConfig
+
+
+@dataclass(frozen=True)
+class StageContext:
+    """What a stage may know about its run besides its own options."""
+
+    name: str
+    seed: int
+    run_dir: str
+
+
+@dataclass(frozen=True)
+class StageType:
+    """A stage iptkit knows: its options model, how to build it, and a line for `validate`."""
+
+    config: type[StageConfig]
+    build: Callable[[StageConfig, StageContext], beam.PTransform]
+    summary: str
+
+
+STAGES: dict[str, StageType] = {
+    "normalize": StageType(
+        NormalizeConfig,
+        lambda cfg, ctx: ApplyStage(Normalize(cfg, ctx.name)),
+        "Unicode normal form, control characters, whitespace, invalid UTF-8",
+    ),
+}

@@ -1,0 +1,81 @@
+"""The run directory: where each output lives, and the one way files are written into it.
+
+Every file is written under a temporary name and renamed when complete, so a killed run never
+leaves a half-written file that looks whole. `stats.json` is written last: a run directory
+without it is an unfinished run. Paths go through Beam's FileSystems, so RUN may be `gs://...`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+
+TMP_MARK = ".tmp-"
+
+
+def atomic_write(path: str, data: bytes) -> None:
+    """Write `data` to `path` through a temporary file and a rename."""
+    tmp = f"{path}{TMP_MARK}{uuid.uuid4().hex}"
+    try:
+        with FileSystems.create(tmp, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+            f.write(data)
+        FileSystems.rename([tmp], [path])
+    except BaseException:
+        if FileSystems.exists(tmp):
+            FileSystems.delete([tmp])
+        raise
+
+
+def read_bytes(path: str) -> bytes:
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+        return f.read()
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """The layout of RUN, as DESIGN.md's run-directory contract gives it."""
+
+    root: str
+
+    def path(self, *parts: str) -> str:
+        return FileSystems.join(self.root, *parts)
+
+    @property
+    def spec_resolved(self) -> str:
+        return self.path("spec.resolved.yaml")
+
+    @property
+    def stats(self) -> str:
+        return self.path("stats.json")
+
+    @property
+    def timings(self) -> str:
+        return self.path("timings.json")
+
+    @property
+    def ledger_counts(self) -> str:
+        """Counts written by the pipeline itself; the driver turns them into stats.json."""
+        return self.path(".ledger", "counts.json")
+
+    @property
+    def output_dir(self) -> str:
+        return self.path("output")
+
+    def rejects_dir(self, stage: str) -> str:
+        return self.path("rejects", stage)
+
+    def data_dir(self, stage: str) -> str:
+        return self.path("data", stage)
+
+    def prepare(self) -> None:
+        """Clear what an earlier run into the same RUN left, so no stale file mixes in."""
+        stale = [self.stats, self.timings, self.path(".ledger"), self.output_dir,
+                 self.path("rejects"), self.path("data")]
+        present = [p for p in stale if FileSystems.exists(p)]
+        if present:
+            FileSystems.delete(present)
+        if not FileSystems.exists(self.root):
+            FileSystems.mkdirs(self.root)

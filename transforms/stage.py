@@ -1,0 +1,111 @@
+"""The stage contract, written once: a per-record decision plus the reject and counter plumbing.
+
+Like DataTrove's base filter, a stage subclass writes only its decision, `apply(record)`, which
+returns the (possibly changed) record or a `Drop` with a reason. `ApplyStage` turns that into a
+`beam.PTransform` whose output is `{"kept": records, "rejects": rejects}`; rejects carry the
+stage name and reason, and counters (`in`, `out`, `dropped.<reason>`, `process_us`) go through
+`beam.metrics.Metrics`, so they show on every runner. Per-worker set-up (loading a model) goes in
+`setup`, which maps onto `DoFn.setup`, as in NeMo Curator's stage contract.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+
+from iptkit.transforms.record import Record, Reject
+
+KEPT = "kept"
+REJECTS = "rejects"
+
+
+@dataclass(frozen=True)
+class Drop:
+    """The decision to take a record out of the flow, with a short reason and a detail."""
+
+    reason: str
+    detail: str = ""
+
+
+class RecordStage(ABC):
+    """A stage decided one record at a time. Subclasses set `name` and write `apply`.
+
+    `apply` must not mutate its input (Beam may hand the same element to several consumers):
+    return `dataclasses.replace(record, ...)` for a changed record.
+    """
+
+    name: str = "stage"
+
+    def setup(self) -> None:
+        """Per-worker set-up (load a model, compile patterns); called once per DoFn instance."""
+
+    @abstractmethod
+    def apply(self, record: Record) -> Record | Drop:
+        """The stage's decision for one record."""
+
+
+def metrics_namespace(stage: str) -> str:
+    """The Beam metrics namespace of a stage; the run summary reads timings back from it."""
+    return f"iptkit.{stage}"
+
+
+class _ApplyStageFn(beam.DoFn):
+    def __init__(self, stage: RecordStage):
+        self._stage = stage
+        ns = metrics_namespace(stage.name)
+        self._in = Metrics.counter(ns, "in")
+        self._out = Metrics.counter(ns, "out")
+        self._us = Metrics.counter(ns, "process_us")
+        self._ns = ns
+
+    def setup(self) -> None:
+        self._stage.setup()
+
+    def process(self, record: Record):
+        self._in.inc()
+        start = time.perf_counter()
+        try:
+            result = self._stage.apply(record)
+        except Exception as exc:  # a bad record must not stop the run: it becomes a reject
+            last = traceback.extract_tb(exc.__traceback__)[-1]
+            result = Drop(
+                "exception",
+                f"{type(exc).__name__}: {exc} (at {last.filename}:{last.lineno})",
+            )
+        self._us.inc(int((time.perf_counter() - start) * 1e6))
+        if isinstance(result, Drop):
+            Metrics.counter(self._ns, f"dropped.{result.reason}").inc()
+            yield beam.pvalue.TaggedOutput(REJECTS, reject(record, self._stage.name, result))
+        else:
+            self._out.inc()
+            yield result
+
+
+def reject(record: Record, stage: str, drop: Drop) -> Reject:
+    """The reject for a record dropped by `stage`, keeping the whole record."""
+    return Reject(
+        id=record.id,
+        source=record.source,
+        stage=stage,
+        reason=drop.reason,
+        detail=drop.detail,
+        record=record.to_dict(),
+    )
+
+
+class ApplyStage(beam.PTransform):
+    """Runs a `RecordStage` over records; returns `{"kept": ..., "rejects": ...}`."""
+
+    def __init__(self, stage: RecordStage):
+        super().__init__(label=stage.name)
+        self._stage = stage
+
+    def expand(self, records):
+        outputs = records | beam.ParDo(_ApplyStageFn(self._stage)).with_outputs(
+            REJECTS, main=KEPT
+        )
+        return {KEPT: outputs[KEPT], REJECTS: outputs[REJECTS]}
