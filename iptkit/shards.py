@@ -392,7 +392,7 @@ class ShardWriter:
             special_tokens=dict(special_tokens),
             spec_hash=spec_hash,
             seed=seed,
-            mix=dict(mix or {}),
+            mix=_json_normalised(mix or {}),
         )
         self._out_dir.mkdir(parents=True, exist_ok=True)
         self._existing_manifest()  # fail fast, before any work is done

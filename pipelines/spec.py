@@ -223,7 +223,7 @@ def _problems(exc: ValidationError, base: Path, model_at: Any, positions: dict[P
         elif kind == "missing":
             message = "required key is missing"
         else:
-            message = err["msg"]
+            message = err["msg"].removeprefix("Value error, ")
             if "input" in err and kind not in ("value_error",) and not isinstance(err["input"], (dict, list)):
                 message += f" (got {err['input']!r})"
         problems.append(_locate(loc, message, positions, origins, origin))
@@ -315,7 +315,7 @@ def load_plan(spec_path: str, sets: list[str] | None = None, out: str | None = N
                 problems.append(_locate(("sources", i, "name"), f"duplicate source name '{name}'",
                                         positions, origins, origin))
     if problems:
-        raise SpecError(problems)
+        raise SpecError(sorted(problems, key=lambda p: (p.line is None, p.line or 0)))
     assert spec is not None
     base_dir = os.path.dirname(os.path.abspath(spec_path))
     files: dict[str, list[SourceFile]] = {}

@@ -260,6 +260,8 @@ def _parse_jsonl(cfg: SourceConfig, file: SourceFile, stream: BinaryIO) -> Itera
         if not raw.strip():
             continue
         line = raw.decode("utf-8", "surrogateescape").rstrip("\r\n")
+        if lineno == 1:
+            line = line.removeprefix("\ufeff")  # a byte-order mark some editors write
         default_id = f"{cfg.name}:{file.rel}:{lineno}"
         where = f"{file.path}:{lineno}"
         try:

@@ -1,0 +1,59 @@
+"""Shared fixtures: a small corpus with every format and every kind of broken record."""
+
+import gzip
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO_SPEC = REPO / "pipelines" / "examples" / "demo.yaml"
+
+
+def files_under(root: Path) -> dict[str, bytes]:
+    """Every file below `root`, by relative path, with its bytes."""
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted(root.rglob("*")) if p.is_file()
+    }
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> Path:
+    """A corpus in three formats: 7 good records, 4 broken at read, 1 with invalid UTF-8."""
+    data = tmp_path / "data"
+    (data / "docs").mkdir(parents=True)
+    lines = [
+        json.dumps({"text": "The first  document.", "url": "a"}),
+        json.dumps({"text": "Ｆｕｌｌ－ｗｉｄｔｈ text", "url": "b"}),
+        "{not json",
+        json.dumps({"url": "no text"}),
+        json.dumps({"text": ["a list"]}),
+        json.dumps({"text": ""}),
+        json.dumps({"text": "The third document."}),
+    ]
+    (data / "web.jsonl.gz").write_bytes(gzip.compress(("\n".join(lines) + "\n").encode()))
+    (data / "docs" / "a.txt").write_bytes(b"Para one.\n\nPara two has\xc2\xa0nbsp.\n\nBad \xff byte\n")
+    (data / "chats.jsonl").write_text(json.dumps({
+        "conversation_id": "c1", "conversation": [{"role": "user", "content": "Hi  there"},
+                                                  {"role": "assistant", "content": "Hello"}],
+        "openai_moderation": [], "language": "English", "redacted": False}) + "\n")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(textwrap.dedent(f"""\
+        seed: 3
+        output: {tmp_path / 'run'}
+        sources:
+          - {{name: web, format: jsonl, path: "data/*.jsonl.gz", lang: en}}
+          - {{name: docs, format: text, path: "data/docs/*.txt"}}
+          - {{name: chats, format: conversations, path: "data/chats.jsonl", id_field: conversation_id}}
+        stages:
+          - normalize: {{form: NFKC}}
+        """))
+    return spec
+
+
+def run_cli(*args: str) -> int:
+    from iptkit.pipelines.cli import main
+
+    return main([str(a) for a in args])

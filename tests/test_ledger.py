@@ -1,0 +1,84 @@
+"""The ledger: assembly from counts, the invariant, the summary table, and a run that loses
+records (a deliberately broken stage) failing with exit code 3."""
+
+import json
+
+import apache_beam as beam
+import pytest
+
+from conftest import run_cli
+from iptkit.pipelines import registry
+from iptkit.pipelines.ledger import assemble, summary_table, violations
+from iptkit.pipelines.rundir import atomic_write
+from iptkit.transforms.stage_config import StageConfig
+
+COUNTS = {
+    "read\tout": 8, "read\tdropped\tbad_json": 2,
+    "normalize\tout": 7, "normalize\tdropped\tinvalid_utf8": 1,
+}
+
+
+def test_assemble_and_balanced():
+    stats = assemble(["normalize"], COUNTS, keep_records=True)
+    assert stats["read"] == 10 and stats["rejected_at_read"] == 2 and stats["output_records"] == 7
+    assert stats["stages"]["normalize"] == {"in": 8, "out": 7, "dropped": {"invalid_utf8": 1}}
+    assert violations(stats) == []
+    assert assemble(["normalize"], COUNTS, keep_records=False)["output_records"] is None
+
+
+def test_stage_with_no_events_counts_zero_and_unbalanced_is_found():
+    stats = assemble(["normalize", "other"], {"read\tout": 3, "normalize\tout": 3}, True)
+    assert stats["stages"]["other"] == {"in": 3, "out": 0, "dropped": {}}
+    assert violations(stats) == ["stage other: in 3 != out 0 + dropped 0"]
+
+
+def test_summary_table_lists_reasons_and_times():
+    table = summary_table(assemble(["normalize"], COUNTS, True), {"normalize": 1.234})
+    header, read, norm = table.splitlines()
+    assert header.split()[:5] == ["stage", "in", "out", "dropped", "time"]
+    assert read.split()[:6] == ["read", "10", "8", "2", "-", "bad_json"]
+    assert "1.23" in norm and "invalid_utf8 1" in norm
+
+
+class _LosesRecords(StageConfig):
+    pass
+
+
+def test_a_stage_that_loses_records_fails_the_run(corpus, monkeypatch, capsys):
+    lossy = registry.StageType(
+        _LosesRecords,
+        lambda cfg, ctx: _Split(),
+        "drops web records without a reject (a bug on purpose)",
+    )
+    monkeypatch.setitem(registry.STAGES, "lossy", lossy)
+    spec = corpus.parent / "lossy.yaml"
+    spec.write_text(corpus.read_text() + "  - lossy: {}\n")
+    assert run_cli("run", spec) == 3
+    err = capsys.readouterr().err
+    assert "ledger does not balance" in err and "stage lossy: in 6 != out 3 + dropped 0" in err
+    stats = json.loads((corpus.parent / "run" / "stats.json").read_text())
+    assert stats["violations"] == ["stage lossy: in 6 != out 3 + dropped 0"]
+
+
+class _Split(beam.PTransform):
+    """Keeps non-web records and emits no rejects: web records vanish."""
+
+    def expand(self, records):
+        kept = records | beam.Filter(lambda r: not r.id.startswith("web"))
+        rejects = records | "none" >> beam.Filter(lambda r: False)
+        return {"kept": kept, "rejects": rejects}
+
+
+def test_atomic_write_leaves_no_file_when_interrupted(tmp_path, monkeypatch):
+    target = tmp_path / "out" / "file.json"
+    atomic_write(str(target), b"first")
+    from apache_beam.io.filesystems import FileSystems
+
+    def boom(*_args, **_kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(FileSystems, "rename", boom)
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(str(target), b"second")
+    assert target.read_bytes() == b"first"
+    assert [p.name for p in target.parent.iterdir()] == ["file.json"]
