@@ -2,6 +2,7 @@
 
     iptkit run SPEC [--out RUN] [--set KEY=VALUE]... [Beam pipeline options]
     iptkit validate SPEC [--out RUN] [--set KEY=VALUE]...
+    iptkit reference
 
 Errors a user can fix print one clear message (no traceback) and exit with the error's code:
 2 for a bad spec, 3 for a ledger that does not balance.
@@ -14,8 +15,13 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from typing import TYPE_CHECKING
+
 from iptkit import __version__
 from iptkit.errors import IptkitError
+
+if TYPE_CHECKING:
+    from iptkit.pipelines.spec import Plan
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -35,6 +41,7 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--out", help="run directory (overrides the spec's output)")
         sub.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                          help="override a spec key, e.g. --set stages.normalize.form=NFKC")
+    commands.add_parser("reference", help="print the spec reference (Markdown)")
     return parser
 
 
@@ -42,7 +49,7 @@ def _describe(value: object) -> str:
     return str(value) if not isinstance(value, list) else ", ".join(map(str, value))
 
 
-def format_plan(plan) -> str:
+def format_plan(plan: Plan) -> str:
     """What `iptkit validate` prints: sources, stages in order, outputs."""
     from iptkit.pipelines.registry import STAGES
 
@@ -104,6 +111,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command != "run" and extra:
         _parser().error(f"unrecognized arguments: {' '.join(extra)}")
     try:
+        if args.command == "reference":
+            from iptkit.pipelines.reference import spec_reference
+
+            print(spec_reference(), end="")
+            return 0
         return _run(args, extra) if args.command == "run" else _validate(args)
     except IptkitError as exc:
         print(f"iptkit: {exc}", file=sys.stderr)

@@ -34,11 +34,11 @@ class Spec(BaseModel):
 
     seed: int = Field(0, description="seeds every random choice, with the record id")
     output: str = Field(description="run directory, relative to where iptkit runs; --out overrides")
-    description: str = ""
-    sources: list[SourceConfig] = Field(min_length=1)
+    description: str = Field("", description="free text, kept in the resolved spec")
+    sources: list[SourceConfig] = Field(min_length=1, description="where records come from")
     stages: list[Any] = Field(default_factory=list, description="a list of {stage_name: options}")
     keep_records: bool = Field(True, description="write the final records to RUN/output/")
-    output_shards: int = Field(1, ge=1, le=100_000, description="files per record output")
+    output_shards: int = Field(1, ge=1, le=100_000, description="files per output, rejects and data folder (rows go by id hash)")
     pipeline_options: dict[str, Any] = Field(
         default_factory=dict, description="Beam pipeline options; command-line flags win"
     )

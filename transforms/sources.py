@@ -56,18 +56,24 @@ class SourceConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="unique source name")
-    format: Literal["jsonl", "parquet", "text", "conversations"]
+    format: Literal["jsonl", "parquet", "text", "conversations"] = Field(
+        description="jsonl (.gz, .zst too), parquet, text files, or chat logs (JSONL or Parquet)"
+    )
     path: str | list[str] = Field(
         description="glob or list of globs, relative to the spec's folder; gs:// and s3:// work"
     )
-    text_field: str = "text"
-    id_field: str | None = None
-    lang_field: str | None = None
-    category_field: str | None = None
-    kind: Literal[KINDS] | None = Field(  # type: ignore[valid-type]
-        None, description="raw (default) or instruction (default for conversations), ..."
+    text_field: str = Field("text", description="field holding the text (jsonl, parquet)")
+    id_field: str | None = Field(
+        None, description="field holding a unique id; else ids are SOURCE:FILE:LINE"
     )
-    origin: Literal[ORIGINS] | None = None  # type: ignore[valid-type]
+    lang_field: str | None = Field(None, description="field holding a declared language")
+    category_field: str | None = Field(None, description="field holding a declared category")
+    kind: Literal[KINDS] | None = Field(  # type: ignore[valid-type]
+        None, description="record kind; default raw, or instruction for conversations"
+    )
+    origin: Literal[ORIGINS] | None = Field(  # type: ignore[valid-type]
+        None, description="PLLuM typology of the records"
+    )
     lang: str | None = Field(None, description="language declared for every record")
     category: str | None = Field(None, description="category declared for every record")
     split: Literal["file", "paragraph"] | None = Field(
