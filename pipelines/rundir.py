@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
+from iptkit.errors import IptkitError
+
 TMP_MARK = ".tmp-"
 
 
@@ -71,7 +73,17 @@ class RunDir:
         return self.path("data", stage)
 
     def prepare(self) -> None:
-        """Clear what an earlier run into the same RUN left, so no stale file mixes in."""
+        """Clear what an earlier run into the same RUN left, so no stale file mixes in.
+
+        Only a directory that an earlier run made (it has spec.resolved.yaml) is cleared; a
+        non-empty directory of anything else is refused, so `--out .` cannot delete a `data/`.
+        """
+        if FileSystems.exists(self.root) and not FileSystems.exists(self.spec_resolved):
+            if FileSystems.match([self.path("**")])[0].metadata_list:
+                raise IptkitError(
+                    f"{self.root} is not empty and is not an iptkit run directory "
+                    "(it has no spec.resolved.yaml); choose a new or empty --out"
+                )
         stale = [self.stats, self.timings, self.path(".ledger"), self.output_dir,
                  self.path("rejects"), self.path("data")]
         present = [p for p in stale if FileSystems.exists(p)]

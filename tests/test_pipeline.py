@@ -139,14 +139,88 @@ def test_bad_spec_exits_2_before_any_run(tmp_path, capsys):
     assert not (tmp_path / "run").exists()
 
 
-def test_console_script_runs_the_demo(tmp_path):
+def test_refuses_to_clear_a_directory_it_did_not_make(corpus, capsys):
+    precious = corpus.parent / "project"
+    (precious / "data").mkdir(parents=True)
+    (precious / "data" / "corpus.jsonl").write_text("{}")
+    assert run_cli("run", corpus, "--out", precious) == 1
+    assert "is not an iptkit run directory" in capsys.readouterr().err
+    assert (precious / "data" / "corpus.jsonl").exists()
+
+
+DEMO_SOURCES = {"web_en.jsonl.gz": "web_en", "web_ja.jsonl.zst": "web_ja",
+                "web_multi.parquet": "web_multi", "chats_lmsys.jsonl": "chats",
+                "chats_sharegpt.jsonl": "sharegpt"}
+
+
+def _reject_rows(directory: Path) -> list[dict]:
+    return [json.loads(line) for path in sorted(directory.glob("*.jsonl"))
+            for line in path.read_bytes().decode("utf-8", "surrogateescape").splitlines()]
+
+
+def test_console_script_runs_the_demo_and_accounts_for_every_broken_record(tmp_path):
+    """The bundled corpus's inventory says which records are broken, where, and why."""
     from conftest import DEMO_SPEC
+
+    inventory = json.loads((DEMO_SPEC.parent / "data" / "inventory.json").read_text())
+    expected_read, expected_normalize = set(), set()
+    for name, entry in inventory.items():
+        source, rel = (DEMO_SOURCES[name], name) if name in DEMO_SOURCES else ("docs", name[5:])
+        for reason, positions in entry["malformed_at"].items():
+            for pos in positions:
+                target = expected_normalize if reason == "invalid_utf8" else expected_read
+                target.add((f"{source}:{rel}:{pos}", reason))
+    total = sum(entry["records"] for entry in inventory.values())
 
     run = tmp_path / "demo"
     proc = subprocess.run([str(Path(sys.executable).parent / "iptkit"), "run", str(DEMO_SPEC),
                            "--out", str(run)], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
+    assert "ledger balanced" in proc.stdout
     stats = json.loads((run / "stats.json").read_text())
     for name, row in stats["stages"].items():
         assert row["in"] == row["out"] + sum(row["dropped"].values()), name
-    assert stats["output_records"] > 0 and "ledger balanced" in proc.stdout
+    assert stats["read"] == total
+    assert {(r["id"], r["reason"]) for r in _reject_rows(run / "rejects" / "read")} == expected_read
+    assert {(r["id"], r["reason"]) for r in _reject_rows(run / "rejects" / "normalize")} == expected_normalize
+    assert stats["output_records"] == total - len(expected_read) - len(expected_normalize)
+
+
+KILL_DURING_WRITE = """
+import os, signal, sys
+from iptkit.pipelines import rundir, sinks
+from iptkit.pipelines.cli import main
+
+real = rundir.atomic_write
+written = []
+
+def dying_write(path, data):
+    # Die at the worst moment: an output file half written under its temporary name.
+    if "/output/" in path and written:
+        with open(path + rundir.TMP_MARK + "partial", "wb") as f:
+            f.write(data[: len(data) // 2])
+        os.kill(os.getpid(), signal.SIGKILL)
+    real(path, data)
+    if "/output/" in path:
+        written.append(path)
+
+sinks.atomic_write = dying_write
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_killed_run_leaves_nothing_that_looks_complete(corpus):
+    run = corpus.parent / "killed"
+    proc = subprocess.run([sys.executable, "-c", KILL_DURING_WRITE, "run", str(corpus), "--out",
+                           str(run), "--set", "output_shards=4"], capture_output=True, timeout=300)
+    assert proc.returncode == -9, proc.stderr.decode()
+    names = sorted(files_under(run))
+    assert "stats.json" not in names  # the mark of a finished run is absent
+    finals = [n for n in names if n.startswith("output/") and ".tmp-" not in n]
+    partial = [n for n in names if n.startswith("output/") and ".tmp-" in n]
+    assert len(finals) == 1 and len(partial) == 1
+    gzip.decompress((run / finals[0]).read_bytes())  # what has a final name is whole
+    # A rerun into the same directory clears the debris and completes.
+    assert run_cli("run", corpus, "--out", run, "--set", "output_shards=4") == 0
+    names = sorted(files_under(run))
+    assert "stats.json" in names and not [n for n in names if ".tmp-" in n]
