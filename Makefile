@@ -20,6 +20,7 @@ demo: install
 	$(VENV)/bin/iptkit run pipelines/examples/demo.yaml --out runs/demo
 
 test: install
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
 
 clean:

@@ -95,10 +95,11 @@ import json
 import operator
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -248,7 +249,9 @@ def _get(data: Mapping[str, Any], key: str, kind: type, where: str = "manifest")
     """Fetch a typed field, naming it on failure (bool is not accepted as int)."""
     value = data.get(key) if isinstance(data, Mapping) else None
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise ShardError(f"{where} field {key!r} is missing or not a {kind.__name__}; re-run the pack stage")
+        raise ShardError(
+            f"{where} field {key!r} is missing or not a {kind.__name__}; re-run the pack stage"
+        )
     return value
 
 
@@ -331,7 +334,9 @@ class _OpenShard:
 
     def __init__(self, out_dir: Path, name: str, has_loss_mask: bool) -> None:
         self.name = name
-        self.files = {role: _TempFile(out_dir / f"{name}.{role}.bin") for role in _roles(has_loss_mask)}
+        self.files = {
+            role: _TempFile(out_dir / f"{name}.{role}.bin") for role in _roles(has_loss_mask)
+        }
         self.sequences = 0
         self.documents = 0
         self.files["docidx"].write(np.zeros(1, _DOCIDX_DTYPE).tobytes())
@@ -347,7 +352,9 @@ class _OpenShard:
 
     def seal(self) -> ShardEntry:
         files = {role: f.seal() for role, f in self.files.items()}
-        return ShardEntry(name=self.name, sequences=self.sequences, documents=self.documents, files=files)
+        return ShardEntry(
+            name=self.name, sequences=self.sequences, documents=self.documents, files=files
+        )
 
 
 class ShardWriter:
@@ -378,7 +385,15 @@ class ShardWriter:
         overwrite: bool = False,
     ) -> None:
         self._dtype = token_dtype_for(vocab_size)
-        _check_writer_args(seq_len, sequences_per_shard, split, prefix, tokenizer_sha256, special_tokens, vocab_size)
+        _check_writer_args(
+            seq_len,
+            sequences_per_shard,
+            split,
+            prefix,
+            tokenizer_sha256,
+            special_tokens,
+            vocab_size,
+        )
         self._out_dir = Path(out_dir)
         self._seq_len = seq_len
         self._vocab_size = vocab_size
@@ -428,7 +443,9 @@ class ShardWriter:
         if self._finished:
             raise ShardError("ShardWriter is already closed or aborted; create a new writer")
         where = f"sequence {self._count} of split {self._split!r}"
-        tok = _check_tokens(tokens, self._seq_len, self._vocab_size, where).astype(_TOKEN_DTYPES[self._dtype])
+        tok = _check_tokens(tokens, self._seq_len, self._vocab_size, where).astype(
+            _TOKEN_DTYPES[self._dtype]
+        )
         mask = _check_mask(loss_mask, self._has_loss_mask, self._seq_len, where)
         starts = _check_doc_starts(doc_starts, self._seq_len, where)
         if self._current is None:
@@ -475,7 +492,9 @@ class ShardWriter:
         self._finished = True
 
     def _open_shard(self) -> _OpenShard:
-        shard = _OpenShard(self._out_dir, f"{self._prefix}-{len(self._shards):05d}", self._has_loss_mask)
+        shard = _OpenShard(
+            self._out_dir, f"{self._prefix}-{len(self._shards):05d}", self._has_loss_mask
+        )
         self._temp_files.extend(shard.files.values())
         return shard
 
@@ -574,14 +593,22 @@ def _check_writer_args(
         raise ShardError(f"sequences_per_shard must be >= 1, got {sequences_per_shard}")
     for label, name in (("split", split), ("prefix", prefix or split)):
         if not _NAME_RE.fullmatch(name):
-            raise ShardError(f"{label} {name!r} must be a plain file-name part (letters, digits, '_', '-', '.')")
+            raise ShardError(
+                f"{label} {name!r} must be a plain file-name part (letters, digits, '_', '-', '.')"
+            )
     if not _SHA256_RE.fullmatch(tokenizer_sha256):
         raise ShardError(
             f"tokenizer_sha256 must be 64 lowercase hex digits (use sha256_file), got {tokenizer_sha256!r}"
         )
     for name, token_id in special_tokens.items():
-        if isinstance(token_id, bool) or not isinstance(token_id, int) or not 0 <= token_id < vocab_size:
-            raise ShardError(f"special token {name!r} has id {token_id!r}, not an int in [0, {vocab_size})")
+        if (
+            isinstance(token_id, bool)
+            or not isinstance(token_id, int)
+            or not 0 <= token_id < vocab_size
+        ):
+            raise ShardError(
+                f"special token {name!r} has id {token_id!r}, not an int in [0, {vocab_size})"
+            )
 
 
 def _json_normalised(mix: Mapping[str, Any]) -> dict[str, Any]:
@@ -601,21 +628,31 @@ def _check_tokens(tokens: Any, seq_len: int, vocab_size: int, where: str) -> np.
     bad = np.flatnonzero((arr < 0) | (arr >= vocab_size))
     if bad.size:
         pos = int(bad[0])
-        raise ShardError(f"{where}: token id {int(arr[pos])} at position {pos} is outside [0, vocab_size={vocab_size})")
+        raise ShardError(
+            f"{where}: token id {int(arr[pos])} at position {pos} is outside [0, vocab_size={vocab_size})"
+        )
     return arr
 
 
 def _check_mask(mask: Any, has_loss_mask: bool, seq_len: int, where: str) -> np.ndarray | None:
     if not has_loss_mask:
         if mask is not None:
-            raise ShardError(f"{where}: a loss_mask was given but the writer has has_loss_mask=False")
+            raise ShardError(
+                f"{where}: a loss_mask was given but the writer has has_loss_mask=False"
+            )
         return None
     if mask is None:
-        raise ShardError(f"{where}: loss_mask is required because the writer has has_loss_mask=True")
+        raise ShardError(
+            f"{where}: loss_mask is required because the writer has has_loss_mask=True"
+        )
     arr = np.asarray(mask)
     if arr.shape != (seq_len,):
-        raise ShardError(f"{where}: loss_mask has shape {arr.shape}, expected ({seq_len},) (seq_len)")
-    if not (arr.dtype == np.bool_ or np.issubdtype(arr.dtype, np.integer)) or np.any((arr != 0) & (arr != 1)):
+        raise ShardError(
+            f"{where}: loss_mask has shape {arr.shape}, expected ({seq_len},) (seq_len)"
+        )
+    if not (arr.dtype == np.bool_ or np.issubdtype(arr.dtype, np.integer)) or np.any(
+        (arr != 0) & (arr != 1)
+    ):
         raise ShardError(f"{where}: loss_mask values must be 0 or 1")
     return arr.astype(_MASK_DTYPE)
 
@@ -623,9 +660,13 @@ def _check_mask(mask: Any, has_loss_mask: bool, seq_len: int, where: str) -> np.
 def _check_doc_starts(doc_starts: Any, seq_len: int, where: str) -> np.ndarray:
     arr = np.asarray(doc_starts)
     if arr.ndim != 1 or arr.size == 0 or not np.issubdtype(arr.dtype, np.integer):
-        raise ShardError(f"{where}: doc_starts must be a non-empty 1-D list of ints, got {doc_starts!r}")
+        raise ShardError(
+            f"{where}: doc_starts must be a non-empty 1-D list of ints, got {doc_starts!r}"
+        )
     if arr[0] != 0:
-        raise ShardError(f"{where}: doc_starts must start with 0 (a row always begins a document), got {arr[0]}")
+        raise ShardError(
+            f"{where}: doc_starts must start with 0 (a row always begins a document), got {arr[0]}"
+        )
     if np.any(np.diff(arr) <= 0):
         raise ShardError(f"{where}: doc_starts must be sorted and unique, got {arr.tolist()}")
     if arr[-1] >= seq_len:
@@ -802,8 +843,14 @@ def _manifest_problems(m: Manifest) -> list[str]:
     problems = []
     if not (1 <= m.vocab_size <= 2**32 and m.dtype == token_dtype_for(m.vocab_size)):
         problems.append(f"manifest dtype {m.dtype!r} does not match vocab_size {m.vocab_size}")
-    if m.seq_len < 1 or not m.shards or any(s.sequences < 1 or s.documents < s.sequences for s in m.shards):
-        problems.append("manifest has no shards, an empty shard, or a shard with fewer documents than sequences")
+    if (
+        m.seq_len < 1
+        or not m.shards
+        or any(s.sequences < 1 or s.documents < s.sequences for s in m.shards)
+    ):
+        problems.append(
+            "manifest has no shards, an empty shard, or a shard with fewer documents than sequences"
+        )
     expected = Totals(
         sequences=sum(s.sequences for s in m.shards),
         tokens=sum(s.sequences for s in m.shards) * m.seq_len,
@@ -817,7 +864,9 @@ def _manifest_problems(m: Manifest) -> list[str]:
 def _shard_file_problems(m: Manifest, shard: ShardEntry, root: Path, verify: bool) -> list[str]:
     roles = _roles(m.has_loss_mask)
     if sorted(shard.files) != sorted(roles):
-        return [f"shard {shard.name}: files {sorted(shard.files)} do not match expected roles {sorted(roles)}"]
+        return [
+            f"shard {shard.name}: files {sorted(shard.files)} do not match expected roles {sorted(roles)}"
+        ]
     problems = []
     for role in roles:
         entry = shard.files[role]
@@ -855,7 +904,9 @@ def _content_problems(shards: ShardSet) -> list[str]:
     problems = []
     for k, entry in enumerate(m.shards):
         maps = shards._maps_for(k)
-        problems += [f"shard {entry.name}: {p}" for p in _doc_problems(maps, entry.documents, m.seq_len)]
+        problems += [
+            f"shard {entry.name}: {p}" for p in _doc_problems(maps, entry.documents, m.seq_len)
+        ]
         if int(maps.tokens.max()) >= m.vocab_size:
             problems.append(f"shard {entry.name}: a token id is >= vocab_size {m.vocab_size}")
         if maps.mask is not None and int(maps.mask.max()) > 1:
@@ -870,6 +921,10 @@ def _doc_problems(maps: _ShardMaps, documents: int, seq_len: int) -> list[str]:
     docs = np.asarray(maps.docs, dtype=np.int64)
     within_row = np.ones(len(docs) - 1, dtype=bool)
     within_row[idx[1:-1] - 1] = False
-    if np.any(docs[idx[:-1]] != 0) or np.any(np.diff(docs)[within_row] <= 0) or docs.max() >= seq_len:
+    if (
+        np.any(docs[idx[:-1]] != 0)
+        or np.any(np.diff(docs)[within_row] <= 0)
+        or docs.max() >= seq_len
+    ):
         return ["doc starts are not 0-first, strictly increasing and < seq_len in every row"]
     return []

@@ -14,7 +14,6 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
-
 from typing import TYPE_CHECKING
 
 from iptkit import __version__
@@ -39,8 +38,14 @@ def _parser() -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text, description=help_text)
         sub.add_argument("spec", help="the YAML spec")
         sub.add_argument("--out", help="run directory (overrides the spec's output)")
-        sub.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                         help="override a spec key, e.g. --set stages.normalize.form=NFKC")
+        sub.add_argument(
+            "--set",
+            dest="sets",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="override a spec key, e.g. --set stages.normalize.form=NFKC",
+        )
     commands.add_parser("reference", help="print the spec reference (Markdown)")
     return parser
 
@@ -54,29 +59,50 @@ def format_plan(plan: Plan) -> str:
     from iptkit.pipelines.registry import STAGES
 
     spec = plan.spec
-    lines = [f"spec     {plan.spec_path}  ({plan.spec_hash[:19]}…)", f"seed     {spec.seed}",
-             f"output   {spec.output}", "", f"sources ({len(spec.sources)}):"]
+    lines = [
+        f"spec     {plan.spec_path}  ({plan.spec_hash[:19]}…)",
+        f"seed     {spec.seed}",
+        f"output   {spec.output}",
+        "",
+        f"sources ({len(spec.sources)}):",
+    ]
     width = max(len(s.name) for s in spec.sources)
     for src in spec.sources:
         files = plan.files.get(src.name, [])
         extras = [f"kind={src.record_kind}"] + [
-            f"{k}={getattr(src, k)}" for k in ("origin", "lang", "category", "id_field")
+            f"{k}={getattr(src, k)}"
+            for k in ("origin", "lang", "category", "id_field")
             if getattr(src, k) is not None
         ]
-        lines.append(f"  {src.name.ljust(width)}  {src.format:<13} {len(files):>4} file(s)  "
-                     f"{' '.join(extras)}")
-        lines.append(f"  {''.ljust(width)}  {_describe(plan.resolved['sources'][spec.sources.index(src)]['path'])}")
-    lines += ["", f"stages ({len(plan.stages)}):", "  0. read  parse sources; broken records -> rejects/read"]
+        lines.append(
+            f"  {src.name.ljust(width)}  {src.format:<13} {len(files):>4} file(s)  "
+            f"{' '.join(extras)}"
+        )
+        lines.append(
+            f"  {''.ljust(width)}  {_describe(plan.resolved['sources'][spec.sources.index(src)]['path'])}"
+        )
+    lines += [
+        "",
+        f"stages ({len(plan.stages)}):",
+        "  0. read  parse sources; broken records -> rejects/read",
+    ]
     for i, stage in enumerate(plan.stages, 1):
         options = " ".join(f"{k}={v}" for k, v in stage.config.model_dump().items())
         lines.append(f"  {i}. {stage.name}  {STAGES[stage.type].summary}")
         lines.append(f"     {options}")
     shards = spec.output_shards
-    lines += ["", "outputs:", f"  {spec.output}/spec.resolved.yaml",
-              f"  {spec.output}/stats.json  (ledger: in, out, dropped by reason, per stage)",
-              f"  {spec.output}/rejects/<stage>/part-*-of-{shards:05d}.jsonl"]
-    lines += [f"  {spec.output}/data/{s.name}/part-*-of-{shards:05d}.jsonl.gz" for s in plan.stages
-              if s.config.save]
+    lines += [
+        "",
+        "outputs:",
+        f"  {spec.output}/spec.resolved.yaml",
+        f"  {spec.output}/stats.json  (ledger: in, out, dropped by reason, per stage)",
+        f"  {spec.output}/rejects/<stage>/part-*-of-{shards:05d}.jsonl",
+    ]
+    lines += [
+        f"  {spec.output}/data/{s.name}/part-*-of-{shards:05d}.jsonl.gz"
+        for s in plan.stages
+        if s.config.save
+    ]
     if spec.keep_records:
         lines.append(f"  {spec.output}/output/part-*-of-{shards:05d}.jsonl.gz")
     return "\n".join(lines)
@@ -92,9 +118,11 @@ def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
     result = execute(plan, beam_args)
     print(summary_table(result.stats, result.seconds))
     kept = result.stats["output_records"]
-    print(f"\n{result.stats['read']} read, {kept if kept is not None else '-'} in output, "
-          f"{result.wall_seconds:.1f} s; ledger balanced for every stage.\n"
-          f"run directory: {plan.output}")
+    print(
+        f"\n{result.stats['read']} read, {kept if kept is not None else '-'} in output, "
+        f"{result.wall_seconds:.1f} s; ledger balanced for every stage.\n"
+        f"run directory: {plan.output}"
+    )
     return 0
 
 
@@ -121,8 +149,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"iptkit: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("iptkit: interrupted; the run directory is incomplete (it has no stats.json)",
-              file=sys.stderr)
+        print(
+            "iptkit: interrupted; the run directory is incomplete (it has no stats.json)",
+            file=sys.stderr,
+        )
         return 130
 
 

@@ -84,7 +84,7 @@ def assemble(stage_names: list[str], counts: dict[str, int], keep_records: bool)
     previous_out = 0
     for name in [READ_STAGE, *stage_names]:
         prefix = f"{name}{SEP}dropped{SEP}"
-        dropped = {k[len(prefix):]: v for k, v in sorted(counts.items()) if k.startswith(prefix)}
+        dropped = {k[len(prefix) :]: v for k, v in sorted(counts.items()) if k.startswith(prefix)}
         out = counts.get(out_key(name), 0)
         seen = out + sum(dropped.values()) if name == READ_STAGE else previous_out
         stages[name] = {"in": seen, "out": out, "dropped": dropped}
@@ -104,9 +104,7 @@ def violations(stats: dict[str, Any]) -> list[str]:
     for name, row in stats["stages"].items():
         dropped = sum(row["dropped"].values())
         if row["in"] != row["out"] + dropped:
-            problems.append(
-                f"stage {name}: in {row['in']} != out {row['out']} + dropped {dropped}"
-            )
+            problems.append(f"stage {name}: in {row['in']} != out {row['out']} + dropped {dropped}")
     return problems
 
 
@@ -114,15 +112,27 @@ def summary_table(stats: dict[str, Any], seconds: dict[str, float]) -> str:
     """The table printed at the end of a run: per stage in, out, dropped by reason, time."""
     rows = [("stage", "in", "out", "dropped", "time s", "dropped by reason")]
     for name, row in stats["stages"].items():
-        reasons = ", ".join(f"{r} {n}" for r, n in sorted(row["dropped"].items(), key=lambda x: -x[1]))
+        reasons = ", ".join(
+            f"{r} {n}" for r, n in sorted(row["dropped"].items(), key=lambda x: -x[1])
+        )
         secs = seconds.get(name)
-        rows.append((name, str(row["in"]), str(row["out"]), str(sum(row["dropped"].values())),
-                     "-" if secs is None else f"{secs:.2f}", reasons or "-"))
+        rows.append(
+            (
+                name,
+                str(row["in"]),
+                str(row["out"]),
+                str(sum(row["dropped"].values())),
+                "-" if secs is None else f"{secs:.2f}",
+                reasons or "-",
+            )
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
 
     def line(r: Iterable[str]) -> str:
         cells = list(r)
-        left = [cells[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(cells[1:5], widths[1:])]
+        left = [cells[0].ljust(widths[0])] + [
+            c.rjust(w) for c, w in zip(cells[1:5], widths[1:], strict=True)
+        ]
         return "  ".join(left + [cells[5]])
 
     return "\n".join(line(r) for r in rows)

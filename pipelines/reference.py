@@ -28,7 +28,8 @@ def _type(annotation: Any) -> str:
         return " \\| ".join(str(a) for a in args)
     if origin in (typing.Union, types.UnionType):
         return " \\| ".join(_type(a) for a in args if a is not type(None)) + (
-            " or null" if type(None) in args else "")
+            " or null" if type(None) in args else ""
+        )
     if origin in (list, tuple):
         return f"list of {_type(args[0])}" if args else "list"
     if origin is dict:
@@ -52,8 +53,10 @@ def _default(field: Any) -> str:
 def model_table(model: type[BaseModel]) -> str:
     rows = ["| key | type | default | meaning |", "|---|---|---|---|"]
     for name, field in model.model_fields.items():
-        rows.append(f"| `{name}` | {_type(field.annotation)} | {_default(field)} | "
-                    f"{field.description or ''} |")
+        rows.append(
+            f"| `{name}` | {_type(field.annotation)} | {_default(field)} | "
+            f"{field.description or ''} |"
+        )
     return "\n".join(rows)
 
 

@@ -84,8 +84,14 @@ class RunDir:
                     f"{self.root} is not empty and is not an iptkit run directory "
                     "(it has no spec.resolved.yaml); choose a new or empty --out"
                 )
-        stale = [self.stats, self.timings, self.path(".ledger"), self.output_dir,
-                 self.path("rejects"), self.path("data")]
+        stale = [
+            self.stats,
+            self.timings,
+            self.path(".ledger"),
+            self.output_dir,
+            self.path("rejects"),
+            self.path("data"),
+        ]
         present = [p for p in stale if FileSystems.exists(p)]
         if present:
             FileSystems.delete(present)

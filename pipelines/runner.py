@@ -42,7 +42,9 @@ class RunResult:
     wall_seconds: float
 
 
-def _stage_seconds(result: beam.runners.runner.PipelineResult, stages: list[str]) -> dict[str, float]:
+def _stage_seconds(
+    result: beam.runners.runner.PipelineResult, stages: list[str]
+) -> dict[str, float]:
     """Time spent in each stage's own code, summed over workers, where the runner reports it."""
     try:
         counters = result.metrics().query(MetricsFilter().with_name("process_us"))["counters"]

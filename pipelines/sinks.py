@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+
 import apache_beam as beam
 
 from iptkit.pipelines.rundir import atomic_write

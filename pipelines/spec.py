@@ -38,7 +38,12 @@ class Spec(BaseModel):
     sources: list[SourceConfig] = Field(min_length=1, description="where records come from")
     stages: list[Any] = Field(default_factory=list, description="a list of {stage_name: options}")
     keep_records: bool = Field(True, description="write the final records to RUN/output/")
-    output_shards: int = Field(1, ge=1, le=100_000, description="files per output, rejects and data folder (rows go by id hash)")
+    output_shards: int = Field(
+        1,
+        ge=1,
+        le=100_000,
+        description="files per output, rejects and data folder (rows go by id hash)",
+    )
     pipeline_options: dict[str, Any] = Field(
         default_factory=dict, description="Beam pipeline options; command-line flags win"
     )
@@ -82,16 +87,23 @@ class Plan:
 # YAML with positions
 
 
-def _positions(node: yaml.Node, path: Path, out: dict[Path, int], problems: list[SpecProblem],
-               origin: str) -> None:
+def _positions(
+    node: yaml.Node, path: Path, out: dict[Path, int], problems: list[SpecProblem], origin: str
+) -> None:
     out[path] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
         seen: set[Any] = set()
         for key_node, value_node in node.value:
             key = key_node.value
             if key in seen:
-                problems.append(SpecProblem(_dotted(path + (key,)), key_node.start_mark.line + 1,
-                                            "duplicate key (YAML keeps only the last one)", origin))
+                problems.append(
+                    SpecProblem(
+                        _dotted(path + (key,)),
+                        key_node.start_mark.line + 1,
+                        "duplicate key (YAML keeps only the last one)",
+                        origin,
+                    )
+                )
             seen.add(key)
             out[path + (key,)] = key_node.start_mark.line + 1
             _positions(value_node, path + (key,), out, problems, origin)
@@ -137,9 +149,16 @@ def _step(container: list[Any], token: str, path: Path) -> tuple[int, str | None
     if token.lstrip("-").isdigit():
         index = int(token)
         if not -len(container) <= index < len(container):
-            raise SpecError([SpecProblem(_dotted(path + (index,)), None,
-                                         f"index out of range (the list has {len(container)} items)",
-                                         "--set")])
+            raise SpecError(
+                [
+                    SpecProblem(
+                        _dotted(path + (index,)),
+                        None,
+                        f"index out of range (the list has {len(container)} items)",
+                        "--set",
+                    )
+                ]
+            )
         return index, None
     for i, item in enumerate(container):
         if isinstance(item, dict) and item.get("name") == token:
@@ -149,11 +168,20 @@ def _step(container: list[Any], token: str, path: Path) -> tuple[int, str | None
         if item == token:  # a stage written as a bare name
             container[i] = {token: {}}
             return i, token
-    names = [str(item.get("name", next(iter(item), "?"))) if isinstance(item, dict) else str(item)
-             for item in container]
-    raise SpecError([SpecProblem(_dotted(path + (token,)), None,
-                                 f"no item named '{token}' here; items are: {', '.join(names) or 'none'}",
-                                 "--set")])
+    names = [
+        str(item.get("name", next(iter(item), "?"))) if isinstance(item, dict) else str(item)
+        for item in container
+    ]
+    raise SpecError(
+        [
+            SpecProblem(
+                _dotted(path + (token,)),
+                None,
+                f"no item named '{token}' here; items are: {', '.join(names) or 'none'}",
+                "--set",
+            )
+        ]
+    )
 
 
 def apply_overrides(data: dict[str, Any], sets: list[str]) -> dict[Path, str]:
@@ -161,7 +189,9 @@ def apply_overrides(data: dict[str, Any], sets: list[str]) -> dict[Path, str]:
     origins: dict[Path, str] = {}
     for item in sets:
         if "=" not in item:
-            raise SpecError([SpecProblem("", None, f"'{item}' is not KEY=VALUE (e.g. seed=7)", "--set")])
+            raise SpecError(
+                [SpecProblem("", None, f"'{item}' is not KEY=VALUE (e.g. seed=7)", "--set")]
+            )
         dotted, _, raw = item.partition("=")
         tokens = [t for t in dotted.strip().split(".") if t]
         if not tokens:
@@ -181,9 +211,16 @@ def apply_overrides(data: dict[str, Any], sets: list[str]) -> dict[Path, str]:
             elif isinstance(node, dict):
                 keys, parent, key = (token,), node, token
             else:
-                raise SpecError([SpecProblem(_dotted(path), None,
-                                             f"is a {type(node).__name__}, it has no key '{token}'",
-                                             "--set")])
+                raise SpecError(
+                    [
+                        SpecProblem(
+                            _dotted(path),
+                            None,
+                            f"is a {type(node).__name__}, it has no key '{token}'",
+                            "--set",
+                        )
+                    ]
+                )
             if last:
                 parent[key] = value
             elif isinstance(parent, dict) and parent.get(key) is None:
@@ -207,8 +244,14 @@ def _model_for(loc: Path) -> type[BaseModel] | None:
     return None
 
 
-def _problems(exc: ValidationError, base: Path, model_at: Any, positions: dict[Path, int],
-              origins: dict[Path, str], origin: str) -> list[SpecProblem]:
+def _problems(
+    exc: ValidationError,
+    base: Path,
+    model_at: Any,
+    positions: dict[Path, int],
+    origins: dict[Path, str],
+    origin: str,
+) -> list[SpecProblem]:
     problems = []
     for err in exc.errors():
         loc = base + tuple(err["loc"])
@@ -224,14 +267,19 @@ def _problems(exc: ValidationError, base: Path, model_at: Any, positions: dict[P
             message = "required key is missing"
         else:
             message = err["msg"].removeprefix("Value error, ")
-            if "input" in err and kind not in ("value_error",) and not isinstance(err["input"], (dict, list)):
+            if (
+                "input" in err
+                and kind not in ("value_error",)
+                and not isinstance(err["input"], (dict, list))
+            ):
                 message += f" (got {err['input']!r})"
         problems.append(_locate(loc, message, positions, origins, origin))
     return problems
 
 
-def _locate(loc: Path, message: str, positions: dict[Path, int], origins: dict[Path, str],
-            origin: str) -> SpecProblem:
+def _locate(
+    loc: Path, message: str, positions: dict[Path, int], origins: dict[Path, str], origin: str
+) -> SpecProblem:
     for n in range(len(loc), -1, -1):
         prefix = loc[:n]
         if prefix in origins:
@@ -241,8 +289,9 @@ def _locate(loc: Path, message: str, positions: dict[Path, int], origins: dict[P
     return SpecProblem(_dotted(loc), None, message, origin)
 
 
-def _stage_plans(raw_stages: list[Any], positions: dict[Path, int], origins: dict[Path, str],
-                 origin: str) -> tuple[list[StagePlan], list[SpecProblem]]:
+def _stage_plans(
+    raw_stages: list[Any], positions: dict[Path, int], origins: dict[Path, str], origin: str
+) -> tuple[list[StagePlan], list[SpecProblem]]:
     plans: list[StagePlan] = []
     problems: list[SpecProblem] = []
     used: dict[str, int] = {}
@@ -251,23 +300,42 @@ def _stage_plans(raw_stages: list[Any], positions: dict[Path, int], origins: dic
         if isinstance(item, str):
             item = {item: {}}
         if not isinstance(item, dict) or len(item) != 1:
-            problems.append(_locate(loc, "each stage is a one-key mapping, {stage_name: {options}}",
-                                    positions, origins, origin))
+            problems.append(
+                _locate(
+                    loc,
+                    "each stage is a one-key mapping, {stage_name: {options}}",
+                    positions,
+                    origins,
+                    origin,
+                )
+            )
             continue
-        (type_name, options), = item.items()
+        ((type_name, options),) = item.items()
         if type_name not in STAGES:
             near = difflib.get_close_matches(str(type_name), STAGES, n=1, cutoff=0.5)
             hint = f"did you mean '{near[0]}'? " if near else ""
-            problems.append(_locate(loc + (type_name,),
-                                    f"unknown stage; {hint}(available: {', '.join(STAGES)})",
-                                    positions, origins, origin))
+            problems.append(
+                _locate(
+                    loc + (type_name,),
+                    f"unknown stage; {hint}(available: {', '.join(STAGES)})",
+                    positions,
+                    origins,
+                    origin,
+                )
+            )
             continue
         stage_type = STAGES[type_name]
         try:
             config = stage_type.config.model_validate(options or {})
         except ValidationError as exc:
-            problems += _problems(exc, loc + (type_name,), lambda _loc: stage_type.config,
-                                  positions, origins, origin)
+            problems += _problems(
+                exc,
+                loc + (type_name,),
+                lambda _loc, model=stage_type.config: model,
+                positions,
+                origins,
+                origin,
+            )
             continue
         used[type_name] = used.get(type_name, 0) + 1
         name = type_name if used[type_name] == 1 else f"{type_name}_{used[type_name]}"
@@ -282,19 +350,23 @@ def spec_hash(resolved: dict[str, Any]) -> str:
     return "sha256:" + digest.hexdigest()
 
 
-def load_plan(spec_path: str, sets: list[str] | None = None, out: str | None = None,
-              match: bool = True) -> Plan:
+def load_plan(
+    spec_path: str, sets: list[str] | None = None, out: str | None = None, match: bool = True
+) -> Plan:
     """Load, override, validate and resolve a spec; raise `SpecError` listing every problem."""
     origin = spec_path
     try:
         with open(spec_path, encoding="utf-8") as f:
             text = f.read()
     except OSError as exc:
-        raise SpecError([SpecProblem("", None, f"cannot read the spec: {exc.strerror}", origin)]) from None
+        raise SpecError(
+            [SpecProblem("", None, f"cannot read the spec: {exc.strerror}", origin)]
+        ) from None
     data, positions = load_yaml(text, origin)
     if not isinstance(data, dict):
-        raise SpecError([SpecProblem("", 1, "a spec is a YAML mapping (seed, output, sources, stages)",
-                                     origin)])
+        raise SpecError(
+            [SpecProblem("", 1, "a spec is a YAML mapping (seed, output, sources, stages)", origin)]
+        )
     origins = apply_overrides(data, list(sets or []))
     if out is not None:
         data["output"] = out
@@ -312,8 +384,15 @@ def load_plan(spec_path: str, sets: list[str] | None = None, out: str | None = N
         names = [s.name for s in spec.sources]
         for i, name in enumerate(names):
             if names.index(name) != i:
-                problems.append(_locate(("sources", i, "name"), f"duplicate source name '{name}'",
-                                        positions, origins, origin))
+                problems.append(
+                    _locate(
+                        ("sources", i, "name"),
+                        f"duplicate source name '{name}'",
+                        positions,
+                        origins,
+                        origin,
+                    )
+                )
     if problems:
         raise SpecError(sorted(problems, key=lambda p: (p.line is None, p.line or 0)))
     assert spec is not None
@@ -325,9 +404,16 @@ def load_plan(spec_path: str, sets: list[str] | None = None, out: str | None = N
         if match:
             found = source_files(src, patterns)
             if not found:
-                problems.append(_locate(("sources", i, "path"),
-                                        f"no file matches {', '.join(patterns)} (paths are relative "
-                                        f"to the spec's folder, {base_dir})", positions, origins, origin))
+                problems.append(
+                    _locate(
+                        ("sources", i, "path"),
+                        f"no file matches {', '.join(patterns)} (paths are relative "
+                        f"to the spec's folder, {base_dir})",
+                        positions,
+                        origins,
+                        origin,
+                    )
+                )
             files[src.name] = found
         dumped = src.model_dump(mode="json")
         dumped.update(path=patterns if len(patterns) > 1 else patterns[0], kind=src.record_kind)
@@ -337,5 +423,11 @@ def load_plan(spec_path: str, sets: list[str] | None = None, out: str | None = N
     resolved = spec.model_dump(mode="json")
     resolved["sources"] = sources_resolved
     resolved["stages"] = [{s.type: s.config.model_dump(mode="json")} for s in stages]
-    return Plan(spec=spec, spec_path=spec_path, stages=stages, files=files,
-                spec_hash=spec_hash(resolved), resolved=resolved)
+    return Plan(
+        spec=spec,
+        spec_path=spec_path,
+        stages=stages,
+        files=files,
+        spec_hash=spec_hash(resolved),
+        resolved=resolved,
+    )

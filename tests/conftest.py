@@ -14,8 +14,7 @@ DEMO_SPEC = REPO / "pipelines" / "examples" / "demo.yaml"
 def files_under(root: Path) -> dict[str, bytes]:
     """Every file below `root`, by relative path, with its bytes."""
     return {
-        str(p.relative_to(root)): p.read_bytes()
-        for p in sorted(root.rglob("*")) if p.is_file()
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
     }
 
 
@@ -34,22 +33,37 @@ def corpus(tmp_path: Path) -> Path:
         json.dumps({"text": "The third document."}),
     ]
     (data / "web.jsonl.gz").write_bytes(gzip.compress(("\n".join(lines) + "\n").encode()))
-    (data / "docs" / "a.txt").write_bytes(b"Para one.\n\nPara two has\xc2\xa0nbsp.\n\nBad \xff byte\n")
-    (data / "chats.jsonl").write_text(json.dumps({
-        "conversation_id": "c1", "conversation": [{"role": "user", "content": "Hi  there"},
-                                                  {"role": "assistant", "content": "Hello"}],
-        "openai_moderation": [], "language": "English", "redacted": False}) + "\n")
+    (data / "docs" / "a.txt").write_bytes(
+        b"Para one.\n\nPara two has\xc2\xa0nbsp.\n\nBad \xff byte\n"
+    )
+    (data / "chats.jsonl").write_text(
+        json.dumps(
+            {
+                "conversation_id": "c1",
+                "conversation": [
+                    {"role": "user", "content": "Hi  there"},
+                    {"role": "assistant", "content": "Hello"},
+                ],
+                "openai_moderation": [],
+                "language": "English",
+                "redacted": False,
+            }
+        )
+        + "\n"
+    )
     spec = tmp_path / "spec.yaml"
-    spec.write_text(textwrap.dedent(f"""\
+    spec.write_text(
+        textwrap.dedent(f"""\
         seed: 3
-        output: {tmp_path / 'run'}
+        output: {tmp_path / "run"}
         sources:
           - {{name: web, format: jsonl, path: "data/*.jsonl.gz", lang: en}}
           - {{name: docs, format: text, path: "data/docs/*.txt"}}
           - {{name: chats, format: conversations, path: "data/chats.jsonl", id_field: conversation_id}}
         stages:
           - normalize: {{form: NFKC}}
-        """))
+        """)
+    )
     return spec
 
 

@@ -5,16 +5,18 @@ import json
 
 import apache_beam as beam
 import pytest
-
 from conftest import run_cli
+
 from iptkit.pipelines import registry
 from iptkit.pipelines.ledger import assemble, summary_table, violations
 from iptkit.pipelines.rundir import atomic_write
 from iptkit.transforms.stage_config import StageConfig
 
 COUNTS = {
-    "read\tout": 8, "read\tdropped\tbad_json": 2,
-    "normalize\tout": 7, "normalize\tdropped\tinvalid_utf8": 1,
+    "read\tout": 8,
+    "read\tdropped\tbad_json": 2,
+    "normalize\tout": 7,
+    "normalize\tdropped\tinvalid_utf8": 1,
 }
 
 

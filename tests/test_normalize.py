@@ -25,7 +25,10 @@ def test_controls_and_zero_width_marks_removed_but_zwj_kept():
 def test_whitespace_collapsed_inside_lines_indentation_kept():
     text = "\r\n\r\ntitle  with\u00a0\u00a0spaces\t\r\n    indented   code()  \r\n\r\n\r\n\r\nend\u3000\n"
     assert normalize_text(text, cfg()) == "title with spaces\n    indented code()\n\nend"
-    assert normalize_text(text, cfg(max_blank_lines=0)) == "title with spaces\n    indented code()\nend"
+    assert (
+        normalize_text(text, cfg(max_blank_lines=0))
+        == "title with spaces\n    indented code()\nend"
+    )
     kept = normalize_text("a  b", cfg(whitespace="keep"))
     assert kept == "a  b"
 
@@ -50,16 +53,27 @@ def test_empty_after_normalize():
 
 def test_stage_normalizes_pairs_and_conversation_without_mutating_input():
     record = Record(
-        id="x", source="s", text="Q\u00a0 text", pairs=[{"instruction": "Ｑ", "response": "Ａ  b"}],
-        meta={"conversation": [{"role": "user", "content": "hi  there"},
-                               {"role": "assistant", "content": "\x07"}]},
+        id="x",
+        source="s",
+        text="Q\u00a0 text",
+        pairs=[{"instruction": "Ｑ", "response": "Ａ  b"}],
+        meta={
+            "conversation": [
+                {"role": "user", "content": "hi  there"},
+                {"role": "assistant", "content": "\x07"},
+            ]
+        },
     )
     out = Normalize(cfg(form="NFKC")).apply(record)
     assert out.text == "Q text"
     assert out.pairs == [{"instruction": "Q", "response": "A b"}]
-    assert out.meta["conversation"] == [{"role": "user", "content": "hi there"},
-                                        {"role": "assistant", "content": ""}]
-    assert record.text == "Q\u00a0 text" and record.meta["conversation"][0]["content"] == "hi  there"
+    assert out.meta["conversation"] == [
+        {"role": "user", "content": "hi there"},
+        {"role": "assistant", "content": ""},
+    ]
+    assert (
+        record.text == "Q\u00a0 text" and record.meta["conversation"][0]["content"] == "hi  there"
+    )
 
 
 def test_stage_rejects_bad_bytes_in_a_pair_naming_the_field():

@@ -10,20 +10,25 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import files_under, run_cli
 
 EXPECTED_STAGES = {
-    "read": {"in": 11, "out": 7, "dropped": {"bad_json": 1, "empty_text": 1, "missing_field": 1,
-                                            "wrong_type": 1}},
+    "read": {
+        "in": 11,
+        "out": 7,
+        "dropped": {"bad_json": 1, "empty_text": 1, "missing_field": 1, "wrong_type": 1},
+    },
     "normalize": {"in": 7, "out": 6, "dropped": {"invalid_utf8": 1}},
 }
 
 
 def outputs(run: Path) -> dict[str, bytes]:
     """What must be byte-identical between runs: records, rejects and the ledger."""
-    found = {k: v for k, v in files_under(run).items()
-             if k.startswith(("output/", "rejects/", "data/")) or k == "stats.json"}
+    found = {
+        k: v
+        for k, v in files_under(run).items()
+        if k.startswith(("output/", "rejects/", "data/")) or k == "stats.json"
+    }
     assert found, f"no outputs under {run}"
     return found
 
@@ -54,10 +59,20 @@ def test_run_writes_ledger_rejects_and_records(corpus, capsys):
     assert by_id["docs:a.txt:2"]["text"] == "Para two has nbsp."
     assert by_id["c1"]["kind"] == "instruction" and by_id["c1"]["text"] == "Hi there"
 
-    read_rejects = [json.loads(x) for x in (run / "rejects/read/part-00000-of-00001.jsonl").read_text().splitlines()]
-    assert {r["reason"] for r in read_rejects} == {"bad_json", "missing_field", "wrong_type", "empty_text"}
+    read_rejects = [
+        json.loads(x)
+        for x in (run / "rejects/read/part-00000-of-00001.jsonl").read_text().splitlines()
+    ]
+    assert {r["reason"] for r in read_rejects} == {
+        "bad_json",
+        "missing_field",
+        "wrong_type",
+        "empty_text",
+    }
     bad_json = next(r for r in read_rejects if r["reason"] == "bad_json")
-    assert bad_json["detail"].endswith("web.jsonl.gz:3: Expecting property name enclosed in double quotes (column 2)")
+    assert bad_json["detail"].endswith(
+        "web.jsonl.gz:3: Expecting property name enclosed in double quotes (column 2)"
+    )
     assert bad_json["record"] == "{not json"
     raw = (run / "rejects/normalize/part-00000-of-00001.jsonl").read_bytes()
     (utf8,) = [json.loads(x) for x in raw.decode("utf-8", "surrogateescape").splitlines()]
@@ -78,21 +93,44 @@ def test_same_spec_twice_gives_identical_bytes_and_shards_partition(corpus):
     assert run_cli("run", corpus, "--out", base / "b") == 0
     assert outputs(base / "a") == outputs(base / "b")
     # A rerun into the same directory replaces everything, leaving no stale file.
-    assert run_cli("run", corpus, "--out", base / "a", "--set", "output_shards=3",
-                   "--set", "stages.normalize.save=true") == 0
+    assert (
+        run_cli(
+            "run",
+            corpus,
+            "--out",
+            base / "a",
+            "--set",
+            "output_shards=3",
+            "--set",
+            "stages.normalize.save=true",
+        )
+        == 0
+    )
     names = sorted(files_under(base / "a"))
     assert [n for n in names if n.startswith("output/")] == [
-        f"output/part-0000{i}-of-00003.jsonl.gz" for i in range(3)]
+        f"output/part-0000{i}-of-00003.jsonl.gz" for i in range(3)
+    ]
     assert len([n for n in names if n.startswith("data/normalize/")]) == 3
     assert not [n for n in names if ".tmp-" in n]
-    assert sorted(r["id"] for r in records(base / "a")) == sorted(r["id"] for r in records(base / "b"))
+    assert sorted(r["id"] for r in records(base / "a")) == sorted(
+        r["id"] for r in records(base / "b")
+    )
 
 
 def test_multiprocess_direct_runner_gives_same_bytes(corpus):
     base = corpus.parent
     assert run_cli("run", corpus, "--out", base / "single") == 0
-    assert run_cli("run", corpus, "--out", base / "multi", "--direct_num_workers=2",
-                   "--direct_running_mode=multi_processing") == 0
+    assert (
+        run_cli(
+            "run",
+            corpus,
+            "--out",
+            base / "multi",
+            "--direct_num_workers=2",
+            "--direct_running_mode=multi_processing",
+        )
+        == 0
+    )
     assert outputs(base / "single") == outputs(base / "multi")
 
 
@@ -107,8 +145,15 @@ def job_service():
     """Beam's own local job service, as a separate process."""
     port = _free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "apache_beam.runners.portability.local_job_service_main",
-         f"--port={port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            sys.executable,
+            "-m",
+            "apache_beam.runners.portability.local_job_service_main",
+            f"--port={port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 60
     while time.time() < deadline:
         with socket.socket() as s:
@@ -126,14 +171,26 @@ def job_service():
 def test_portable_runner_matches_direct_runner(corpus, job_service):
     base = corpus.parent
     assert run_cli("run", corpus, "--out", base / "direct") == 0
-    assert run_cli("run", corpus, "--out", base / "portable", "--runner=PortableRunner",
-                   f"--job_endpoint={job_service}", "--environment_type=LOOPBACK") == 0
+    assert (
+        run_cli(
+            "run",
+            corpus,
+            "--out",
+            base / "portable",
+            "--runner=PortableRunner",
+            f"--job_endpoint={job_service}",
+            "--environment_type=LOOPBACK",
+        )
+        == 0
+    )
     assert outputs(base / "direct") == outputs(base / "portable")
 
 
 def test_bad_spec_exits_2_before_any_run(tmp_path, capsys):
     spec = tmp_path / "spec.yaml"
-    spec.write_text(f"output: {tmp_path / 'run'}\nsources:\n  - {{name: a, format: jsonl, path: 'none/*.jsonl'}}\n")
+    spec.write_text(
+        f"output: {tmp_path / 'run'}\nsources:\n  - {{name: a, format: jsonl, path: 'none/*.jsonl'}}\n"
+    )
     assert run_cli("run", spec) == 2
     assert "spec.yaml:3: sources.0.path: no file matches" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
@@ -148,14 +205,21 @@ def test_refuses_to_clear_a_directory_it_did_not_make(corpus, capsys):
     assert (precious / "data" / "corpus.jsonl").exists()
 
 
-DEMO_SOURCES = {"web_en.jsonl.gz": "web_en", "web_ja.jsonl.zst": "web_ja",
-                "web_multi.parquet": "web_multi", "chats_lmsys.jsonl": "chats",
-                "chats_sharegpt.jsonl": "sharegpt"}
+DEMO_SOURCES = {
+    "web_en.jsonl.gz": "web_en",
+    "web_ja.jsonl.zst": "web_ja",
+    "web_multi.parquet": "web_multi",
+    "chats_lmsys.jsonl": "chats",
+    "chats_sharegpt.jsonl": "sharegpt",
+}
 
 
 def _reject_rows(directory: Path) -> list[dict]:
-    return [json.loads(line) for path in sorted(directory.glob("*.jsonl"))
-            for line in path.read_bytes().decode("utf-8", "surrogateescape").splitlines()]
+    return [
+        json.loads(line)
+        for path in sorted(directory.glob("*.jsonl"))
+        for line in path.read_bytes().decode("utf-8", "surrogateescape").splitlines()
+    ]
 
 
 def test_console_script_runs_the_demo_and_accounts_for_every_broken_record(tmp_path):
@@ -173,8 +237,12 @@ def test_console_script_runs_the_demo_and_accounts_for_every_broken_record(tmp_p
     total = sum(entry["records"] for entry in inventory.values())
 
     run = tmp_path / "demo"
-    proc = subprocess.run([str(Path(sys.executable).parent / "iptkit"), "run", str(DEMO_SPEC),
-                           "--out", str(run)], capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "iptkit"), "run", str(DEMO_SPEC), "--out", str(run)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "ledger balanced" in proc.stdout
     stats = json.loads((run / "stats.json").read_text())
@@ -182,7 +250,9 @@ def test_console_script_runs_the_demo_and_accounts_for_every_broken_record(tmp_p
         assert row["in"] == row["out"] + sum(row["dropped"].values()), name
     assert stats["read"] == total
     assert {(r["id"], r["reason"]) for r in _reject_rows(run / "rejects" / "read")} == expected_read
-    assert {(r["id"], r["reason"]) for r in _reject_rows(run / "rejects" / "normalize")} == expected_normalize
+    assert {
+        (r["id"], r["reason"]) for r in _reject_rows(run / "rejects" / "normalize")
+    } == expected_normalize
     assert stats["output_records"] == total - len(expected_read) - len(expected_normalize)
 
 
@@ -211,8 +281,21 @@ sys.exit(main(sys.argv[1:]))
 
 def test_a_killed_run_leaves_nothing_that_looks_complete(corpus):
     run = corpus.parent / "killed"
-    proc = subprocess.run([sys.executable, "-c", KILL_DURING_WRITE, "run", str(corpus), "--out",
-                           str(run), "--set", "output_shards=4"], capture_output=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            KILL_DURING_WRITE,
+            "run",
+            str(corpus),
+            "--out",
+            str(run),
+            "--set",
+            "output_shards=4",
+        ],
+        capture_output=True,
+        timeout=300,
+    )
     assert proc.returncode == -9, proc.stderr.decode()
     names = sorted(files_under(run))
     assert "stats.json" not in names  # the mark of a finished run is absent

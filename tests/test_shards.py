@@ -98,7 +98,11 @@ def test_manifest_contents(tmp_path: Path) -> None:
     assert (manifest.spec_hash, manifest.seed) == ("spec-123", 7)
     assert manifest.mix == {"web": 0.75, "sft": 0.25}
     # rows 1 and 3 have two documents each
-    assert (manifest.totals.sequences, manifest.totals.tokens, manifest.totals.documents) == (4, 32, 6)
+    assert (manifest.totals.sequences, manifest.totals.tokens, manifest.totals.documents) == (
+        4,
+        32,
+        6,
+    )
     text = (tmp_path / "manifest.json").read_text()
     assert text.endswith("}\n")
     assert text == json.dumps(json.loads(text), sort_keys=True, indent=2) + "\n"
@@ -111,12 +115,23 @@ def test_rollover_into_multiple_shards(tmp_path: Path) -> None:
     assert [s.name for s in manifest.shards] == ["train-00000", "train-00001", "train-00002"]
     assert [s.sequences for s in manifest.shards] == [3, 3, 1]
     expected = sorted(
-        [f"train-0000{k}.{role}.bin" for k in range(3) for role in ("tokens", "mask", "docs", "docidx")]
+        [
+            f"train-0000{k}.{role}.bin"
+            for k in range(3)
+            for role in ("tokens", "mask", "docs", "docidx")
+        ]
         + ["manifest.json"]
     )
     assert bin_files(tmp_path) == expected
     shards = open_shards(tmp_path)
-    assert [shards.shard_index(i) for i in (0, 2, 3, 5, 6, -1)] == [(0, 0), (0, 2), (1, 0), (1, 2), (2, 0), (2, 0)]
+    assert [shards.shard_index(i) for i in (0, 2, 3, 5, 6, -1)] == [
+        (0, 0),
+        (0, 2),
+        (1, 0),
+        (1, 2),
+        (2, 0),
+        (2, 0),
+    ]
     for i in range(7):
         np.testing.assert_array_equal(shards[i].tokens, sample(i)[0])
 
@@ -145,10 +160,18 @@ def test_readable_with_plain_numpy(tmp_path: Path) -> None:
     rows_tokens, rows_mask, rows_starts = [], [], []
     for shard in m["shards"]:
         n, files = shard["sequences"], shard["files"]
-        tokens = np.memmap(tmp_path / files["tokens"]["path"], dtype=m["dtype"], mode="r", shape=(n, seq_len))
-        mask = np.memmap(tmp_path / files["mask"]["path"], dtype=np.uint8, mode="r", shape=(n, seq_len))
-        docs = np.memmap(tmp_path / files["docs"]["path"], dtype=np.uint32, mode="r", shape=(shard["documents"],))
-        docidx = np.memmap(tmp_path / files["docidx"]["path"], dtype=np.uint64, mode="r", shape=(n + 1,))
+        tokens = np.memmap(
+            tmp_path / files["tokens"]["path"], dtype=m["dtype"], mode="r", shape=(n, seq_len)
+        )
+        mask = np.memmap(
+            tmp_path / files["mask"]["path"], dtype=np.uint8, mode="r", shape=(n, seq_len)
+        )
+        docs = np.memmap(
+            tmp_path / files["docs"]["path"], dtype=np.uint32, mode="r", shape=(shard["documents"],)
+        )
+        docidx = np.memmap(
+            tmp_path / files["docidx"]["path"], dtype=np.uint64, mode="r", shape=(n + 1,)
+        )
         for r in range(n):
             rows_tokens.append(tokens[r].tolist())
             rows_mask.append(mask[r].tolist())
@@ -304,7 +327,9 @@ def test_verify_checks_contents_behind_valid_checksums(tmp_path: Path) -> None:
     docs = np.fromfile(path, dtype="<u4")
     docs[0] = 1
     docs.tofile(path)
-    files = dict(manifest.shards[0].files, docs=dataclasses.replace(entry, sha256=sha256_file(path)))
+    files = dict(
+        manifest.shards[0].files, docs=dataclasses.replace(entry, sha256=sha256_file(path))
+    )
     shard = dataclasses.replace(manifest.shards[0], files=files)
     (tmp_path / "manifest.json").write_text(dataclasses.replace(manifest, shards=[shard]).to_json())
     problems = verify_shards(tmp_path)
@@ -339,7 +364,11 @@ def test_manifest_sha256_matches_files(tmp_path: Path) -> None:
     for shard in manifest.shards:
         for entry in shard.files.values():
             data = (tmp_path / entry.path).read_bytes()
-            assert entry.sha256 == hashlib.sha256(data).hexdigest() == sha256_file(tmp_path / entry.path)
+            assert (
+                entry.sha256
+                == hashlib.sha256(data).hexdigest()
+                == sha256_file(tmp_path / entry.path)
+            )
             assert entry.bytes == len(data)
 
 

@@ -24,31 +24,74 @@ def jsonl(*rows) -> bytes:
 
 def test_jsonl_records_ids_meta_and_every_broken_kind():
     cfg = SourceConfig(name="web", format="jsonl", path="x", lang="en")
-    data = jsonl({"text": "one", "url": "u"}, b"{broken", [1, 2], {"body": "x"}, {"text": 3},
-                 {"text": "  "}) + b"\n" + jsonl({"text": "last"})
+    data = (
+        jsonl(
+            {"text": "one", "url": "u"},
+            b"{broken",
+            [1, 2],
+            {"body": "x"},
+            {"text": 3},
+            {"text": "  "},
+        )
+        + b"\n"
+        + jsonl({"text": "last"})
+    )
     items = parse(cfg, data)
-    assert [type(i).__name__ for i in items] == ["Record", "Reject", "Reject", "Reject", "Reject",
-                                                 "Reject", "Record"]
+    assert [type(i).__name__ for i in items] == [
+        "Record",
+        "Reject",
+        "Reject",
+        "Reject",
+        "Reject",
+        "Reject",
+        "Record",
+    ]
     first, last = items[0], items[-1]
-    assert first == Record(id="web:f.jsonl:1", source="web", text="one", lang="en", meta={"url": "u"})
+    assert first == Record(
+        id="web:f.jsonl:1", source="web", text="one", lang="en", meta={"url": "u"}
+    )
     assert last.id == "web:f.jsonl:8"  # the blank line 7 is no record but keeps numbering exact
     reasons = [(i.reason, i.id) for i in items if isinstance(i, Reject)]
-    assert reasons == [("bad_json", "web:f.jsonl:2"), ("not_an_object", "web:f.jsonl:3"),
-                       ("missing_field", "web:f.jsonl:4"), ("wrong_type", "web:f.jsonl:5"),
-                       ("empty_text", "web:f.jsonl:6")]
+    assert reasons == [
+        ("bad_json", "web:f.jsonl:2"),
+        ("not_an_object", "web:f.jsonl:3"),
+        ("missing_field", "web:f.jsonl:4"),
+        ("wrong_type", "web:f.jsonl:5"),
+        ("empty_text", "web:f.jsonl:6"),
+    ]
     missing = items[3]
-    assert missing.detail.startswith("/d/f.jsonl:4: no text field 'text'") and "body" in missing.detail
+    assert (
+        missing.detail.startswith("/d/f.jsonl:4: no text field 'text'") and "body" in missing.detail
+    )
     assert missing.stage == "read" and missing.record == {"body": "x"}
     assert items[1].record == "{broken"
 
 
 def test_field_mapping_id_lang_category_and_meta_selection():
-    cfg = SourceConfig(name="s", format="jsonl", path="x", text_field="body", id_field="doc",
-                       lang_field="lg", category_field="cat", meta_fields=["url"],
-                       kind="instruction", origin="converted")
-    (rec,) = parse(cfg, jsonl({"body": "b", "doc": 17, "lg": "ja", "cat": "math", "url": "u", "x": 1}))
+    cfg = SourceConfig(
+        name="s",
+        format="jsonl",
+        path="x",
+        text_field="body",
+        id_field="doc",
+        lang_field="lg",
+        category_field="cat",
+        meta_fields=["url"],
+        kind="instruction",
+        origin="converted",
+    )
+    (rec,) = parse(
+        cfg, jsonl({"body": "b", "doc": 17, "lg": "ja", "cat": "math", "url": "u", "x": 1})
+    )
     assert (rec.id, rec.text, rec.lang, rec.category, rec.kind, rec.origin, rec.meta) == (
-        "17", "b", "ja", "math", "instruction", "converted", {"url": "u"})
+        "17",
+        "b",
+        "ja",
+        "math",
+        "instruction",
+        "converted",
+        {"url": "u"},
+    )
     (bad,) = parse(cfg, jsonl({"body": "b"}))
     assert bad.reason == "missing_field" and "id field 'doc'" in bad.detail
     none = SourceConfig(name="s", format="jsonl", path="x", meta_fields="none")
@@ -83,11 +126,18 @@ def test_invalid_utf8_survives_read_as_surrogates():
 
 
 def test_parquet_rows_nulls_and_types():
-    table = pa.table({"doc_id": ["a", "b", "c"], "content": ["x", None, "z"],
-                      "when": pa.array([1, 2, 3], pa.timestamp("s"))})
+    table = pa.table(
+        {
+            "doc_id": ["a", "b", "c"],
+            "content": ["x", None, "z"],
+            "when": pa.array([1, 2, 3], pa.timestamp("s")),
+        }
+    )
     buf = io.BytesIO()
     pq.write_table(table, buf)
-    cfg = SourceConfig(name="p", format="parquet", path="x", text_field="content", id_field="doc_id")
+    cfg = SourceConfig(
+        name="p", format="parquet", path="x", text_field="content", id_field="doc_id"
+    )
     items = parse(cfg, buf.getvalue(), "t.parquet")
     assert items[0].id == "a" and items[0].meta == {"when": "1970-01-01T00:00:01"}
     assert items[1].reason == "missing_field" and "/d/t.parquet row 2" in items[1].detail
@@ -95,11 +145,14 @@ def test_parquet_rows_nulls_and_types():
 
 
 def test_text_paragraphs_and_whole_file():
-    data = "first para\nstill first\r\n\r\n  \n\nsecond\n\n\nthird\n".encode()
+    data = b"first para\nstill first\r\n\r\n  \n\nsecond\n\n\nthird\n"
     para = SourceConfig(name="t", format="text", path="x")
     items = parse(para, data, "doc.txt")
     assert [(r.id, r.text) for r in items] == [
-        ("t:doc.txt:1", "first para\nstill first"), ("t:doc.txt:2", "second"), ("t:doc.txt:3", "third\n")]
+        ("t:doc.txt:1", "first para\nstill first"),
+        ("t:doc.txt:2", "second"),
+        ("t:doc.txt:3", "third\n"),
+    ]
     whole = SourceConfig(name="t", format="text", path="x", split="file")
     (rec,) = parse(whole, data, "doc.txt")
     assert rec.id == "t:doc.txt" and rec.text.startswith("first para\nstill first\n\n")
@@ -109,15 +162,33 @@ def test_text_paragraphs_and_whole_file():
 
 def test_conversations_lmsys_and_sharegpt():
     cfg = SourceConfig(name="chat", format="conversations", path="x", id_field="conversation_id")
-    lmsys = {"conversation_id": "c1", "model": "m", "language": "Japanese", "redacted": True,
-             "openai_moderation": [{"flagged": True}],
-             "conversation": [{"role": "user", "content": "こんにちは NAME_1"},
-                              {"role": "assistant", "content": "はい"}]}
-    share = {"id": "s1", "conversations": [{"from": "system", "value": "be brief"},
-                                           {"from": "human", "value": "hi"},
-                                           {"from": "gpt", "value": "hello"}]}
-    items = parse(cfg, jsonl(lmsys, {"conversation_id": "c2"}, {"conversation_id": "c3",
-                  "conversation": [{"role": "user", "content": ""}]}))
+    lmsys = {
+        "conversation_id": "c1",
+        "model": "m",
+        "language": "Japanese",
+        "redacted": True,
+        "openai_moderation": [{"flagged": True}],
+        "conversation": [
+            {"role": "user", "content": "こんにちは NAME_1"},
+            {"role": "assistant", "content": "はい"},
+        ],
+    }
+    share = {
+        "id": "s1",
+        "conversations": [
+            {"from": "system", "value": "be brief"},
+            {"from": "human", "value": "hi"},
+            {"from": "gpt", "value": "hello"},
+        ],
+    }
+    items = parse(
+        cfg,
+        jsonl(
+            lmsys,
+            {"conversation_id": "c2"},
+            {"conversation_id": "c3", "conversation": [{"role": "user", "content": ""}]},
+        ),
+    )
     rec = items[0]
     assert (rec.id, rec.text, rec.kind) == ("c1", "こんにちは NAME_1", "instruction")
     assert rec.meta["conversation"][1] == {"role": "assistant", "content": "はい"}
@@ -128,7 +199,10 @@ def test_conversations_lmsys_and_sharegpt():
     sg = SourceConfig(name="sg", format="conversations", path="x", id_field="id")
     (rec,) = parse(sg, jsonl(share))
     assert rec.text == "hi" and [t["role"] for t in rec.meta["conversation"]] == [
-        "system", "user", "assistant"]
+        "system",
+        "user",
+        "assistant",
+    ]
     (bad,) = parse(sg, jsonl({"id": "x", "conversations": [{"from": "alien", "value": "?"}]}))
     assert bad.reason == "bad_conversation" and "alien" in bad.detail
 
@@ -147,7 +221,9 @@ def test_glob_matching_and_relative_names(tmp_path):
     for name in ("b.jsonl", "a.jsonl", "sub/c.jsonl"):
         (tmp_path / name).write_text("{}\n")
     cfg = SourceConfig(name="s", format="jsonl", path="x")
-    files = source_files(cfg, [f"{tmp_path}/*.jsonl", f"{tmp_path}/**.jsonl", f"{tmp_path}/a.jsonl"])
+    files = source_files(
+        cfg, [f"{tmp_path}/*.jsonl", f"{tmp_path}/**.jsonl", f"{tmp_path}/a.jsonl"]
+    )
     assert [f.rel for f in files] == ["a.jsonl", "b.jsonl", "sub/c.jsonl"]
     assert glob_base("gs://bucket/dir/*.jsonl") == "gs://bucket/dir/"
     assert glob_base("data/x.jsonl") == "data/"

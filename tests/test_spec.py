@@ -43,7 +43,9 @@ def test_good_spec_resolves_paths_defaults_and_hash(tmp_path):
     assert plan.spec_hash.startswith("sha256:") and len(plan.spec_hash) == 71
     text = plan.resolved_yaml()
     assert plan.spec_hash in text
-    assert yaml.safe_load(text)["stages"] == [{"normalize": plan.resolved["stages"][0]["normalize"]}]
+    assert yaml.safe_load(text)["stages"] == [
+        {"normalize": plan.resolved["stages"][0]["normalize"]}
+    ]
 
 
 def test_hash_ignores_output_and_runner_but_not_data_settings(tmp_path):
@@ -56,7 +58,9 @@ def test_hash_ignores_output_and_runner_but_not_data_settings(tmp_path):
 
 
 def test_errors_name_key_line_and_suggest(tmp_path):
-    spec = write_spec(tmp_path, """\
+    spec = write_spec(
+        tmp_path,
+        """\
         seed: x
         output: out
         sorces: []
@@ -68,7 +72,8 @@ def test_errors_name_key_line_and_suggest(tmp_path):
         stages:
           - normalise: {}
           - normalize: {form: NFX}
-        """)
+        """,
+    )
     with pytest.raises(SpecError) as exc:
         load_plan(spec)
     found = problems(exc)
@@ -77,41 +82,54 @@ def test_errors_name_key_line_and_suggest(tmp_path):
     assert keys["sorces"][0] == 3 and "did you mean 'sources'" in keys["sorces"][1]
     assert keys["sources.0.format"][0] == 6 and "'jsonl'" in keys["sources.0.format"][1]
     assert keys["sources.0.txt_field"][0] == 8 and "'text_field'" in keys["sources.0.txt_field"][1]
-    assert keys["stages.0.normalise"][0] == 10 and "did you mean 'normalize'" in keys["stages.0.normalise"][1]
+    assert (
+        keys["stages.0.normalise"][0] == 10
+        and "did you mean 'normalize'" in keys["stages.0.normalise"][1]
+    )
     assert keys["stages.1.normalize.form"][0] == 11
     assert [line for _, line, _ in found] == sorted(line for _, line, _ in found)
     assert f"{spec}:3: sorces" in str(exc.value)
 
 
 def test_missing_required_and_format_specific_options(tmp_path):
-    spec = write_spec(tmp_path, """\
+    spec = write_spec(
+        tmp_path,
+        """\
         output: out
         sources:
           - {name: web, path: "*.jsonl"}
           - {name: t, format: jsonl, path: "*.jsonl", split: file}
-        """)
+        """,
+    )
     with pytest.raises(SpecError) as exc:
         load_plan(spec)
     found = problems(exc)
     assert ("sources.0.format", 3, "required key is missing") in found
-    assert any(k == "sources.1" and line == 4 and "'split' applies only to format: text" in m
-               for k, line, m in found)
+    assert any(
+        k == "sources.1" and line == 4 and "'split' applies only to format: text" in m
+        for k, line, m in found
+    )
 
 
 def test_missing_files_and_duplicate_names(tmp_path):
-    spec = write_spec(tmp_path, """\
+    spec = write_spec(
+        tmp_path,
+        """\
         output: out
         sources:
           - {name: web, format: jsonl, path: "nothing/*.jsonl"}
           - {name: web, format: jsonl, path: "*.jsonl"}
-        """)
+        """,
+    )
     with pytest.raises(SpecError) as exc:
         load_plan(spec)
     assert [(k, line) for k, line, _ in problems(exc)] == [("sources.1.name", 4)]
-    spec = write_spec(tmp_path, "output: out\nsources:\n  - {name: web, format: jsonl, path: 'no/*.jsonl'}\n")
+    spec = write_spec(
+        tmp_path, "output: out\nsources:\n  - {name: web, format: jsonl, path: 'no/*.jsonl'}\n"
+    )
     with pytest.raises(SpecError) as exc:
         load_plan(spec)
-    (key, line, message), = problems(exc)
+    ((key, line, message),) = problems(exc)
     assert key == "sources.0.path" and line == 3 and "no file matches" in message
 
 
@@ -126,8 +144,16 @@ def test_yaml_syntax_error_and_duplicate_key_have_lines(tmp_path):
 
 def test_set_overrides_by_name_index_and_reports_origin(tmp_path):
     spec = write_spec(tmp_path, GOOD)
-    plan = load_plan(spec, ["seed=11", "stages.normalize.form=NFD", "sources.web.lang=en",
-                            "stages.0.normalize.save=true", "output_shards=3"])
+    plan = load_plan(
+        spec,
+        [
+            "seed=11",
+            "stages.normalize.form=NFD",
+            "sources.web.lang=en",
+            "stages.0.normalize.save=true",
+            "output_shards=3",
+        ],
+    )
     assert plan.spec.seed == 11 and plan.spec.output_shards == 3
     assert plan.stages[0].config.form == "NFD" and plan.stages[0].config.save is True
     assert plan.spec.sources[0].lang == "en"

@@ -75,7 +75,8 @@ def normalize_text(text: str, cfg: NormalizeConfig) -> str | Drop:
         text = _SPACES.sub(" ", text)
         text = _INNER_RUNS.sub(" ", text)
         text = _TRAILING.sub("", text)
-        text = re.sub(r"\n{%d,}" % (cfg.max_blank_lines + 2), "\n" * (cfg.max_blank_lines + 1), text)
+        too_many = "\n{" + str(cfg.max_blank_lines + 2) + ",}"
+        text = re.sub(too_many, "\n" * (cfg.max_blank_lines + 1), text)
         text = text.strip("\n ")
     if not text.strip():
         return Drop("empty_after_normalize", "nothing but whitespace or control characters left")

@@ -50,7 +50,7 @@ def source_files(cfg: SourceConfig, patterns: list[str]) -> list[SourceFile]:
     for pattern in patterns:
         base = glob_base(pattern)
         for path in match_files(pattern):
-            rel = path[len(base):] if base and path.startswith(base) else os.path.basename(path)
+            rel = path[len(base) :] if base and path.startswith(base) else os.path.basename(path)
             seen.setdefault(path, SourceFile(cfg.name, path, rel))
     return sorted(seen.values(), key=lambda f: f.path)
 

@@ -135,7 +135,9 @@ def open_decompressed(raw: BinaryIO, path: str) -> BinaryIO:
 def _read_reject(cfg: SourceConfig, rid: str, reason: str, detail: str, raw: Any) -> Reject:
     if isinstance(raw, str) and len(raw) > MAX_REJECT_CHARS:
         raw = raw[:MAX_REJECT_CHARS] + "…[cut]"
-    return Reject(id=rid, source=cfg.name, stage=READ_STAGE, reason=reason, detail=detail, record=raw)
+    return Reject(
+        id=rid, source=cfg.name, stage=READ_STAGE, reason=reason, detail=detail, record=raw
+    )
 
 
 def jsonable(value: Any) -> Any:
@@ -193,9 +195,7 @@ def _conversation_turns(
     return turns, dialect, field_name
 
 
-def record_from_object(
-    cfg: SourceConfig, obj: Any, default_id: str, where: str
-) -> Record | Reject:
+def record_from_object(cfg: SourceConfig, obj: Any, default_id: str, where: str) -> Record | Reject:
     """Map one parsed row onto a `Record`, or say precisely why it cannot be one."""
 
     def bad(reason: str, detail: str) -> Reject:
@@ -223,7 +223,9 @@ def record_from_object(
                 f"fields present: {present}",
             )
         if not isinstance(text, str):
-            return bad("wrong_type", f"field '{cfg.text_field}' is {_type_name(text)}, expected a string")
+            return bad(
+                "wrong_type", f"field '{cfg.text_field}' is {_type_name(text)}, expected a string"
+            )
         consumed.add(cfg.text_field)
     if not text.strip():
         return bad("empty_text", "the text is empty")
@@ -261,7 +263,9 @@ def record_from_object(
     )
 
 
-def _parse_jsonl(cfg: SourceConfig, file: SourceFile, stream: BinaryIO) -> Iterator[Record | Reject]:
+def _parse_jsonl(
+    cfg: SourceConfig, file: SourceFile, stream: BinaryIO
+) -> Iterator[Record | Reject]:
     for lineno, raw in enumerate(stream, 1):
         if not raw.strip():
             continue
@@ -300,9 +304,7 @@ def _parse_text(cfg: SourceConfig, file: SourceFile, stream: BinaryIO) -> Iterat
     data = stream.read().decode("utf-8", "surrogateescape")
     data = data.replace("\r\n", "\n").replace("\r", "\n")
     if (cfg.split or "paragraph") == "file":
-        yield record_from_object(
-            cfg, {"text": data}, f"{cfg.name}:{file.rel}", file.path
-        )
+        yield record_from_object(cfg, {"text": data}, f"{cfg.name}:{file.rel}", file.path)
         return
     number = 0
     for block in _BLANK_LINE.split(data):

@@ -14,6 +14,7 @@ import time
 import traceback
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
@@ -40,7 +41,7 @@ class RecordStage(ABC):
 
     name: str = "stage"
 
-    def setup(self) -> None:
+    def setup(self) -> None:  # noqa: B027 (optional hook: most stages need no set-up)
         """Per-worker set-up (load a model, compile patterns); called once per DoFn instance."""
 
     @abstractmethod
@@ -70,7 +71,7 @@ class _ApplyStageFn(beam.DoFn):
         start = time.perf_counter()
         try:
             result = self._stage.apply(record)
-        except Exception as exc:  # a bad record must not stop the run: it becomes a reject
+        except Exception as exc:  # noqa: BLE001 (a bad record must not stop the run: it becomes a reject)
             last = traceback.extract_tb(exc.__traceback__)[-1]
             result = Drop(
                 "exception",
@@ -105,7 +106,5 @@ class ApplyStage(beam.PTransform):
         self._stage = stage
 
     def expand(self, records):
-        outputs = records | beam.ParDo(_ApplyStageFn(self._stage)).with_outputs(
-            REJECTS, main=KEPT
-        )
+        outputs = records | beam.ParDo(_ApplyStageFn(self._stage)).with_outputs(REJECTS, main=KEPT)
         return {KEPT: outputs[KEPT], REJECTS: outputs[REJECTS]}
