@@ -22,7 +22,7 @@ from iptkit.errors import SpecError, SpecProblem
 from iptkit.pipelines.registry import STAGES
 from iptkit.transforms.read import resolve_pattern, source_files
 from iptkit.transforms.sources import SourceConfig, SourceFile
-from iptkit.transforms.stage_config import StageConfig
+from iptkit.transforms.stage_config import BASE_DIR, StageConfig
 
 Path = tuple[Any, ...]
 
@@ -290,7 +290,11 @@ def _locate(
 
 
 def _stage_plans(
-    raw_stages: list[Any], positions: dict[Path, int], origins: dict[Path, str], origin: str
+    base_dir: str,
+    raw_stages: list[Any],
+    positions: dict[Path, int],
+    origins: dict[Path, str],
+    origin: str,
 ) -> tuple[list[StagePlan], list[SpecProblem]]:
     plans: list[StagePlan] = []
     problems: list[SpecProblem] = []
@@ -326,7 +330,7 @@ def _stage_plans(
             continue
         stage_type = STAGES[type_name]
         try:
-            config = stage_type.config.model_validate(options or {})
+            config = stage_type.config.model_validate(options or {}, context={BASE_DIR: base_dir})
         except ValidationError as exc:
             problems += _problems(
                 exc,
@@ -377,8 +381,9 @@ def load_plan(
     except ValidationError as exc:
         problems += _problems(exc, (), _model_for, positions, origins, origin)
         spec = None
+    base_dir = os.path.dirname(os.path.abspath(spec_path))
     raw_stages = data.get("stages") if isinstance(data.get("stages"), list) else []
-    stages, stage_problems = _stage_plans(raw_stages, positions, origins, origin)
+    stages, stage_problems = _stage_plans(base_dir, raw_stages, positions, origins, origin)
     problems += stage_problems
     if spec is not None:
         names = [s.name for s in spec.sources]
@@ -396,7 +401,6 @@ def load_plan(
     if problems:
         raise SpecError(sorted(problems, key=lambda p: (p.line is None, p.line or 0)))
     assert spec is not None
-    base_dir = os.path.dirname(os.path.abspath(spec_path))
     files: dict[str, list[SourceFile]] = {}
     sources_resolved = []
     for i, src in enumerate(spec.sources):

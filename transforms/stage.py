@@ -37,9 +37,14 @@ class RecordStage(ABC):
 
     `apply` must not mutate its input (Beam may hand the same element to several consumers):
     return `dataclasses.replace(record, ...)` for a changed record.
+
+    A stage whose work is cheaper in batches (a model's predict) sets `batch_size` and overrides
+    `apply_batch`; records then reach it through `beam.BatchElements`. A result must never
+    depend on which other records share the batch.
     """
 
     name: str = "stage"
+    batch_size: int = 1
 
     def setup(self) -> None:  # noqa: B027 (optional hook: most stages need no set-up)
         """Per-worker set-up (load a model, compile patterns); called once per DoFn instance."""
@@ -48,13 +53,24 @@ class RecordStage(ABC):
     def apply(self, record: Record) -> Record | Drop:
         """The stage's decision for one record."""
 
+    def apply_batch(self, records: list[Record]) -> list[Record | Drop]:
+        """Decisions for a batch, in order; the default decides one record at a time."""
+        return [self.apply(r) for r in records]
+
 
 def metrics_namespace(stage: str) -> str:
     """The Beam metrics namespace of a stage; the run summary reads timings back from it."""
     return f"iptkit.{stage}"
 
 
+def _exception_drop(exc: Exception) -> Drop:
+    last = traceback.extract_tb(exc.__traceback__)[-1]
+    return Drop("exception", f"{type(exc).__name__}: {exc} (at {last.filename}:{last.lineno})")
+
+
 class _ApplyStageFn(beam.DoFn):
+    """Runs a stage over single records, or over batches when the stage is batched."""
+
     def __init__(self, stage: RecordStage):
         self._stage = stage
         ns = metrics_namespace(stage.name)
@@ -66,24 +82,31 @@ class _ApplyStageFn(beam.DoFn):
     def setup(self) -> None:
         self._stage.setup()
 
-    def process(self, record: Record):
-        self._in.inc()
-        start = time.perf_counter()
+    def _decide(self, records: list[Record]) -> list[Record | Drop]:
         try:
-            result = self._stage.apply(record)
+            results = self._stage.apply_batch(records)
+            if len(results) != len(records):
+                raise ValueError(f"apply_batch gave {len(results)} results for {len(records)}")
+            return results
         except Exception as exc:  # noqa: BLE001 (a bad record must not stop the run: it becomes a reject)
-            last = traceback.extract_tb(exc.__traceback__)[-1]
-            result = Drop(
-                "exception",
-                f"{type(exc).__name__}: {exc} (at {last.filename}:{last.lineno})",
-            )
+            if len(records) == 1:
+                return [_exception_drop(exc)]
+            # Retry one by one, so only the record that fails becomes a reject.
+            return [self._decide([r])[0] for r in records]
+
+    def process(self, element: Record | list[Record]):
+        records = element if isinstance(element, list) else [element]
+        self._in.inc(len(records))
+        start = time.perf_counter()
+        results = self._decide(records)
         self._us.inc(int((time.perf_counter() - start) * 1e6))
-        if isinstance(result, Drop):
-            Metrics.counter(self._ns, f"dropped.{result.reason}").inc()
-            yield beam.pvalue.TaggedOutput(REJECTS, reject(record, self._stage.name, result))
-        else:
-            self._out.inc()
-            yield result
+        for record, result in zip(records, results, strict=True):
+            if isinstance(result, Drop):
+                Metrics.counter(self._ns, f"dropped.{result.reason}").inc()
+                yield beam.pvalue.TaggedOutput(REJECTS, reject(record, self._stage.name, result))
+            else:
+                self._out.inc()
+                yield result
 
 
 def reject(record: Record, stage: str, drop: Drop) -> Reject:
@@ -106,5 +129,10 @@ class ApplyStage(beam.PTransform):
         self._stage = stage
 
     def expand(self, records):
+        if self._stage.batch_size > 1:
+            size = self._stage.batch_size
+            records = records | "Batch" >> beam.BatchElements(
+                min_batch_size=max(1, size // 4), max_batch_size=size
+            )
         outputs = records | beam.ParDo(_ApplyStageFn(self._stage)).with_outputs(REJECTS, main=KEPT)
         return {KEPT: outputs[KEPT], REJECTS: outputs[REJECTS]}
