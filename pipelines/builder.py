@@ -12,6 +12,27 @@ from iptkit.pipelines.spec import Plan
 from iptkit.transforms.read import ReadSources
 from iptkit.transforms.sources import READ_STAGE
 from iptkit.transforms.stage import KEPT, REJECTS
+from iptkit.transforms.stage_config import StageConfig
+
+
+class _Selected(beam.PTransform):
+    """Applies a stage to the records its `sources`/`kinds` select; the rest pass through."""
+
+    def __init__(self, config: StageConfig, transform: beam.PTransform):
+        super().__init__()
+        self._config = config
+        self._transform = transform
+
+    def expand(self, records):
+        cfg = self._config
+        if cfg.sources is None and cfg.kinds is None:
+            return records | self._transform
+        chosen, others = records | "Select" >> beam.Partition(
+            lambda r, _: 0 if cfg.selects(r.source, r.kind) else 1, 2
+        )
+        result = chosen | self._transform
+        kept = (result[KEPT], others) | "Rejoin" >> beam.Flatten()
+        return {KEPT: kept, REJECTS: result[REJECTS]}
 
 
 def build(pipeline: beam.Pipeline, plan: Plan, run: RunDir) -> None:
@@ -24,7 +45,8 @@ def build(pipeline: beam.Pipeline, plan: Plan, run: RunDir) -> None:
     rejects = [(READ_STAGE, read[REJECTS])]
     for stage in plan.stages:
         context = StageContext(name=stage.name, seed=spec.seed, run_dir=run.root)
-        result = records | stage.name >> STAGES[stage.type].build(stage.config, context)
+        transform = STAGES[stage.type].build(stage.config, context)
+        result = records | stage.name >> _Selected(stage.config, transform)
         records = result[KEPT]
         events.append(records | f"Count {stage.name}" >> CountAs(out_key(stage.name)))
         rejects.append((stage.name, result[REJECTS]))

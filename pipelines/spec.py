@@ -51,11 +51,13 @@ class Spec(BaseModel):
 
 @dataclass(frozen=True)
 class StagePlan:
-    """A stage as it will run: its unique name in the run, its type and its options."""
+    """A stage as it will run: its unique name in the run, its type, its options, and its
+    position in the spec's `stages` list (for messages)."""
 
     name: str
     type: str
     config: StageConfig
+    index: int
 
 
 @dataclass
@@ -343,7 +345,7 @@ def _stage_plans(
             continue
         used[type_name] = used.get(type_name, 0) + 1
         name = type_name if used[type_name] == 1 else f"{type_name}_{used[type_name]}"
-        plans.append(StagePlan(name, type_name, config))
+        plans.append(StagePlan(name, type_name, config, i))
     return plans, problems
 
 
@@ -387,6 +389,18 @@ def load_plan(
     problems += stage_problems
     if spec is not None:
         names = [s.name for s in spec.sources]
+        for stage in stages:
+            for j, name in enumerate(stage.config.sources or []):
+                if name not in names:
+                    problems.append(
+                        _locate(
+                            ("stages", stage.index, stage.type, "sources", j),
+                            f"no source named '{name}' (sources: {', '.join(names)})",
+                            positions,
+                            origins,
+                            origin,
+                        )
+                    )
         for i, name in enumerate(names):
             if names.index(name) != i:
                 problems.append(

@@ -307,3 +307,14 @@ def test_a_killed_run_leaves_nothing_that_looks_complete(corpus):
     assert run_cli("run", corpus, "--out", run, "--set", "output_shards=4") == 0
     names = sorted(files_under(run))
     assert "stats.json" in names and not [n for n in names if ".tmp-" in n]
+
+
+def test_stage_applies_only_to_selected_sources_and_kinds(corpus):
+    run = corpus.parent / "run"
+    assert run_cli("run", corpus, "--set", "stages.normalize.sources=[web, docs]",
+                   "--set", "stages.normalize.kinds=[raw]") == 0
+    by_id = {r["id"]: r for r in records(run)}
+    assert by_id["web:web.jsonl.gz:2"]["text"] == "Full-width text"  # normalized
+    assert by_id["c1"]["text"] == "Hi  there"  # a conversation: passed through untouched
+    stats = json.loads((run / "stats.json").read_text())
+    assert stats["stages"]["normalize"] == {"in": 7, "out": 6, "dropped": {"invalid_utf8": 1}}

@@ -183,3 +183,12 @@ def test_cli_validate_prints_plan_and_exit_code_2_on_bad_spec(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "spec.yaml:1: sed: unknown key; did you mean 'seed'?" in err
     assert "Traceback" not in err
+
+
+def test_stage_source_selection_must_name_real_sources(tmp_path):
+    spec = write_spec(tmp_path, GOOD + "  - normalize: {sources: [web, nope]}\n")
+    with pytest.raises(SpecError) as exc:
+        load_plan(spec)
+    assert problems(exc) == [
+        ("stages.1.normalize.sources.1", 7, "no source named 'nope' (sources: web)")
+    ]

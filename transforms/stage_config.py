@@ -29,10 +29,23 @@ ExistingPath = Annotated[str, AfterValidator(_existing_path)]
 
 
 class StageConfig(BaseModel):
-    """Base of every stage's options: unknown keys are errors, and `save` is common to all."""
+    """Base of every stage's options: unknown keys are errors; `save`, `sources` and `kinds` are
+    common to all stages (the builder applies the selection, so no stage re-implements it)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     save: bool = Field(
         False, description="also write this stage's kept records to RUN/data/STAGE/*.jsonl.gz"
     )
+    sources: list[str] | None = Field(
+        None, description="apply only to records of these sources; the others pass through"
+    )
+    kinds: list[str] | None = Field(
+        None, description="apply only to records of these kinds (raw, instruction, ...)"
+    )
+
+    def selects(self, source: str, kind: str) -> bool:
+        """Whether this stage applies to a record of `source` and `kind`."""
+        return (self.sources is None or source in self.sources) and (
+            self.kinds is None or kind in self.kinds
+        )
