@@ -75,25 +75,18 @@ class RunDir:
     def prepare(self) -> None:
         """Clear what an earlier run into the same RUN left, so no stale file mixes in.
 
-        Only a directory that an earlier run made (it has spec.resolved.yaml) is cleared; a
-        non-empty directory of anything else is refused, so `--out .` cannot delete a `data/`.
+        Everything in a run directory was written by iptkit, so all of it goes (stage reports
+        included). A non-empty directory that an earlier run did not make (it has no
+        spec.resolved.yaml) is refused, so `--out .` cannot delete a `data/`.
         """
-        if FileSystems.exists(self.root) and not FileSystems.exists(self.spec_resolved):
-            if FileSystems.match([self.path("**")])[0].metadata_list:
-                raise IptkitError(
-                    f"{self.root} is not empty and is not an iptkit run directory "
-                    "(it has no spec.resolved.yaml); choose a new or empty --out"
-                )
-        stale = [
-            self.stats,
-            self.timings,
-            self.path(".ledger"),
-            self.output_dir,
-            self.path("rejects"),
-            self.path("data"),
-        ]
-        present = [p for p in stale if FileSystems.exists(p)]
-        if present:
-            FileSystems.delete(present)
         if not FileSystems.exists(self.root):
             FileSystems.mkdirs(self.root)
+            return
+        contents = [m.path for m in FileSystems.match([self.path("**")])[0].metadata_list]
+        if contents and not FileSystems.exists(self.spec_resolved):
+            raise IptkitError(
+                f"{self.root} is not empty and is not an iptkit run directory "
+                "(it has no spec.resolved.yaml); choose a new or empty --out"
+            )
+        if contents:
+            FileSystems.delete(contents)
