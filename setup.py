@@ -37,6 +37,8 @@ setup(
         "pyarrow>=14",
         "zstandard>=0.22",
         "numpy>=1.26",
+        "matplotlib>=3.8",  # loss curves and report charts
+        "accelerate>=1.0",  # partitioned model loading under ZeRO-3
     ],
     extras_require={
         "vllm": ["vllm>=0.6"],

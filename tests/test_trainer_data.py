@@ -1,0 +1,204 @@
+"""Trainer pieces that need no training run: config errors, data order, masks, attention."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from trainer_helpers import (
+    REPO,
+    SEQ_LEN,
+    VOCAB,
+    rank_env_restored,
+    stage,
+    write_config,
+    write_shards,
+    write_tokenizer,
+)
+
+from iptkit.shards import open_shards
+from iptkit.trainer.__main__ import main
+from iptkit.trainer.config import ModelConfig, TrainConfigError, load_config
+from iptkit.trainer.data import IGNORE_INDEX, Layout, StageBatches
+from iptkit.trainer.models import architecture, build_model
+from iptkit.trainer.optim import StageSchedule
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("data")
+    tok = write_tokenizer(root / "tok")
+    return {
+        "tok": tok,
+        "pt": write_shards(root / "pt", tok, rows=24),
+        "sft": write_shards(root / "sft", tok, rows=24, sft=True),
+    }
+
+
+def batches(shards_dir: Path, mode: str, layout: Layout, seed: int = 0) -> StageBatches:
+    return StageBatches(open_shards(shards_dir), mode, seed, 0, layout)
+
+
+# --------------------------------------------------------------------------- config
+
+
+def test_config_errors_name_the_key_and_the_fix(tmp_path: Path, data: dict[str, Path]) -> None:
+    config = write_config(
+        tmp_path / "run.yaml",
+        stages=[{"name": "a", "data": str(data["pt"]), "lr": -1.0, "step": 3}],
+        model={"config": "llama-tiny", "atn_implementation": "sdpa"},
+    )
+    with pytest.raises(TrainConfigError) as err:
+        load_config(config)
+    message = str(err.value)
+    assert "stages.0.lr: Input should be greater than 0 (got -1.0)" in message
+    assert "stages.0.step: unknown key; did you mean 'steps'?" in message
+    assert "model.atn_implementation: unknown key; did you mean 'attn_implementation'?" in message
+
+
+def test_cli_prints_config_errors_without_traceback(
+    tmp_path: Path, data: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(tmp_path / "run.yaml", stages=[stage("a", data["pt"], steps=2)])
+    assert main([str(config), "--set", "stages.0.epochs=1"]) == 2
+    err = capsys.readouterr().err
+    assert "stage 'a': set exactly one of steps and epochs" in err
+    assert "Traceback" not in err
+    assert main([str(config), "--set", "deepspeed=zero9"]) == 2
+    assert "'zero9' is neither a file nor a name in configs/deepspeed" in capsys.readouterr().err
+    with rank_env_restored():  # this error comes after joining a process group of one
+        assert main([str(config), "--set", f"stages.0.data={tmp_path}/missing"]) == 1
+    err = capsys.readouterr().err
+    assert f"error: stage 'a': data: {tmp_path}/missing not found" in err
+    assert "Traceback" not in err
+
+
+def test_deepspeed_json_that_contradicts_the_run_config_is_refused(
+    tmp_path: Path, data: dict[str, Path]
+) -> None:
+    ds = tmp_path / "ds.json"
+    ds.write_text('{"train_micro_batch_size_per_gpu": 8, "optimizer": {"type": "AdamW"}}')
+    config = write_config(
+        tmp_path / "run.yaml", deepspeed=str(ds), stages=[stage("a", data["pt"], steps=2)]
+    )
+    from iptkit.trainer.optim import deepspeed_config
+
+    with pytest.raises(TrainConfigError, match='train_micro_batch_size_per_gpu = 8 .* "auto"'):
+        deepspeed_config(load_config(config))
+
+
+def test_schedule_warms_up_then_decays_to_the_floor() -> None:
+    s = StageSchedule(start=10, steps=12, lr=1.0, min_lr=0.1, warmup_steps=2)
+    lrs = [s.lr_at(step) for step in range(10, 22)]
+    assert lrs[:3] == [0.5, 1.0, 1.0]
+    assert all(a >= b for a, b in zip(lrs[1:], lrs[2:], strict=False))
+    assert lrs[-1] == pytest.approx(0.1)
+
+
+# --------------------------------------------------------------------------- data
+
+
+def test_ranks_split_the_same_global_batch_as_accumulation(data: dict[str, Path]) -> None:
+    one = batches(data["pt"], "pretrain", Layout(2, 2, 1, 0))
+    ranks = [batches(data["pt"], "pretrain", Layout(2, 1, 2, r)) for r in (0, 1)]
+    for step in range(5):  # 24 rows, 4 per step: crosses into the second epoch
+        expected = torch.cat([one.micro_batch(step, m)["input_ids"] for m in (0, 1)])
+        got = torch.cat([b.micro_batch(step, 0)["input_ids"] for b in ranks])
+        assert torch.equal(expected, got)
+
+
+def test_order_is_a_seeded_permutation_per_epoch(data: dict[str, Path]) -> None:
+    shards = open_shards(data["pt"])
+    every_row = {tuple(np.asarray(shards[i].tokens)) for i in range(len(shards))}
+
+    def epoch(seed: int, index: int) -> list[tuple[int, ...]]:
+        b = batches(data["pt"], "pretrain", Layout(3, 1, 1, 0), seed)
+        steps = range(index * 8, index * 8 + 8)  # 8 steps of 3 = one epoch of 24
+        return [tuple(row.tolist()) for s in steps for row in b.micro_batch(s, 0)["input_ids"]]
+
+    assert set(epoch(0, 0)) == every_row and len(epoch(0, 0)) == len(every_row)
+    assert epoch(0, 0) == epoch(0, 0)
+    assert epoch(0, 0) != epoch(0, 1) and set(epoch(0, 1)) == every_row
+    assert epoch(0, 0) != epoch(1, 0)
+
+
+def test_sft_labels_keep_only_masked_tokens(data: dict[str, Path]) -> None:
+    shards = open_shards(data["sft"])
+    sft = batches(data["sft"], "sft", Layout(4, 1, 1, 0)).micro_batch(0, 0)
+    pretrain = batches(data["sft"], "pretrain", Layout(4, 1, 1, 0)).micro_batch(0, 0)
+    mask = np.stack([shards[i].loss_mask for i in range(len(shards))])
+    assert set(mask.sum(axis=1)) == {SEQ_LEN - 15}
+    assert torch.equal((sft["labels"] != IGNORE_INDEX).sum(dim=1), torch.full((4,), SEQ_LEN - 15))
+    assert torch.equal(sft["labels"][:, 15:], sft["input_ids"][:, 15:])
+    assert (sft["labels"][:, :15] == IGNORE_INDEX).all()
+    assert torch.equal(pretrain["labels"], pretrain["input_ids"])
+
+
+def test_sft_mode_needs_a_loss_mask(tmp_path: Path, data: dict[str, Path]) -> None:
+    from iptkit.trainer.data import DataMismatchError, open_stage
+
+    run = load_config(
+        write_config(tmp_path / "r.yaml", stages=[stage("s", data["pt"], steps=1, mode="sft")])
+    )
+    with pytest.raises(DataMismatchError, match="has no loss mask; pack it with a loss mask"):
+        open_stage(run.stages[0], None, verify=True)
+
+
+def test_position_ids_confine_attention_to_each_document(data: dict[str, Path]) -> None:
+    """A document packed after another gets the same logits as alone (sdpa and eager)."""
+    doc_a, doc_b = torch.arange(3, 15), torch.arange(20, 40)
+    packed = torch.cat([doc_a, doc_b])[None]
+    reset = torch.cat([torch.arange(12), torch.arange(20)])[None]
+    for attn in ("sdpa", "eager"):
+        cfg = ModelConfig(config="llama-tiny", attn_implementation=attn)
+        model = build_model(cfg, architecture(cfg), seed=0).eval()
+        with torch.no_grad():
+            alone = model(input_ids=doc_b[None]).logits[0]
+            confined = model(input_ids=packed, position_ids=reset).logits[0, 12:]
+            leaking = model(input_ids=packed, position_ids=torch.arange(32)[None]).logits[0, 12:]
+        torch.testing.assert_close(confined, alone, rtol=1e-5, atol=1e-5)
+        assert not torch.allclose(leaking, alone, atol=1e-3)
+    assert VOCAB <= model.config.vocab_size
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs" / "train").glob("*.yaml")), ids=str)
+def test_shipped_run_configs_are_valid(path: Path) -> None:
+    from iptkit.trainer.optim import deepspeed_config
+
+    run = load_config(path)
+    ds = deepspeed_config(run)
+    assert ds["train_micro_batch_size_per_gpu"] == run.micro_batch_size
+    assert ds["bf16"]["enabled"] is (run.precision == "bf16")
+    if run.model.config:
+        assert architecture(run.model).model_type == "mistral"
+
+
+def test_loss_curve_is_drawn(tmp_path: Path) -> None:
+    import json
+
+    from iptkit.trainer.metrics import plot_loss
+
+    metrics = tmp_path / "metrics.jsonl"
+    records = [{"step": s, "stage": "a" if s < 3 else "b", "loss": 5.0 / s} for s in (1, 2, 3, 4)]
+    metrics.write_text("".join(json.dumps(r) + "\n" for r in records))
+    plot_loss(metrics, tmp_path / "loss.png")
+    assert (tmp_path / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_corrupted_shard_is_refused(tmp_path: Path, data: dict[str, Path]) -> None:
+    import shutil
+
+    from iptkit.shards import ShardError
+    from iptkit.trainer.data import open_stage
+
+    copy = tmp_path / "pt"
+    shutil.copytree(data["pt"], copy)
+    tokens = next(copy.glob("*.tokens.bin"))
+    raw = bytearray(tokens.read_bytes())
+    raw[5] ^= 1  # same size, different bytes: only the checksum can tell
+    tokens.write_bytes(bytes(raw))
+    run = load_config(write_config(tmp_path / "r.yaml", stages=[stage("pt", copy, steps=1)]))
+    with pytest.raises(ShardError, match="(?s)stage 'pt': data: .* sha256 does not match"):
+        open_stage(run.stages[0], None, verify=True)

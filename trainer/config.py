@@ -1,0 +1,256 @@
+"""The run configuration: typed dataclasses that are also the YAML schema.
+
+A run YAML maps one-to-one onto :class:`RunConfig`. :func:`load_config`
+validates it with pydantic before any process group, model or file exists,
+so a wrong key or value fails at once with the dotted key and the fix.
+Relative paths are relative to the directory the trainer is launched from,
+like the pipeline spec's ``output``; names without a path (``zero2``,
+``mistral-500m``) are looked up in the repository's ``configs/``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.util
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import ConfigDict, Field, ValidationError, model_validator
+from pydantic.dataclasses import dataclass
+
+from iptkit.errors import IptkitError
+
+CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
+
+Mode = Literal["pretrain", "sft", "synth_tune"]
+_STRICT = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+
+class TrainConfigError(IptkitError):
+    """The run configuration is wrong; raised before training starts (exit code 2)."""
+
+    exit_code = 2
+
+
+@dataclass(config=_STRICT)
+class ModelConfig:
+    """Which model to train: a fresh one from an architecture, or a checkpoint to continue."""
+
+    config: str | None = None
+    """Architecture for training from scratch: a preset in configs/models (e.g. `mistral-500m`) or a path to a YAML/JSON Hugging Face config with a `model_type`."""
+    pretrained: str | None = None
+    """A Hugging Face checkpoint directory to continue training (continual pre-training, SFT); instead of `config`."""
+    overrides: dict[str, Any] = Field(default_factory=dict)
+    """Config attributes to change, e.g. `{attention_dropout: 0.0, max_position_embeddings: 4096}`."""
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2", "flex_attention"] = "sdpa"
+    """Attention kernel. All of these confine attention to each packed document (transformers derives the block-diagonal mask from the position ids)."""
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelConfig:
+        if (self.config is None) == (self.pretrained is None):
+            raise ValueError(
+                "set exactly one of model.config (train from scratch) and model.pretrained "
+                "(continue a checkpoint)"
+            )
+        return self
+
+
+@dataclass(config=_STRICT)
+class StageConfig:
+    """One stage of the run: its data, what the loss covers, how long and how fast."""
+
+    name: str
+    """Label in metrics and logs, e.g. `english`, `polish`, `sft`."""
+    data: str
+    """Shard directory written by the pack stage (holds manifest.json)."""
+    mode: Mode = "pretrain"
+    """`pretrain`: loss on every token. `sft`: loss on tokens whose loss mask is 1 (responses). `synth_tune`: the same mechanism for the instruction synthesizer, whose mask marks the instruction-response pairs."""
+    steps: int | None = Field(None, ge=1)
+    """Optimizer steps in this stage; give this or `epochs`."""
+    epochs: float | None = Field(None, gt=0)
+    """Passes over the stage's shards, rounded up to whole steps; give this or `steps`."""
+    lr: float = Field(gt=0)
+    """Peak learning rate, reached after warmup (Table 14: 3e-4 for 500M, 2e-4 for 1.3B)."""
+    min_lr_ratio: float = Field(0.1, ge=0, le=1)
+    """Floor of the cosine decay as a fraction of `lr`."""
+    warmup_steps: int = Field(0, ge=0)
+    """Linear warmup from 0 to `lr` at the start of this stage; each stage warms up again."""
+
+    @model_validator(mode="after")
+    def _one_length(self) -> StageConfig:
+        if (self.steps is None) == (self.epochs is None):
+            raise ValueError(f"stage {self.name!r}: set exactly one of steps and epochs")
+        return self
+
+    def total_steps(self, sequences: int, global_batch: int) -> int:
+        """Optimizer steps of the stage; epochs are converted with the shard set's size."""
+        if self.steps is not None:
+            return self.steps
+        assert self.epochs is not None
+        return max(1, math.ceil(self.epochs * sequences / global_batch))
+
+
+@dataclass(config=_STRICT)
+class CheckpointConfig:
+    """When to write resumable checkpoints and how many to keep."""
+
+    every_steps: int = Field(1000, ge=0)
+    """Write a checkpoint every this many optimizer steps (0: only at the end)."""
+    keep_last: int = Field(2, ge=1)
+    """Keep only this many newest checkpoints; older ones are deleted after a new one is complete."""
+    resume: bool = True
+    """Continue from the newest checkpoint in run_dir/checkpoints when there is one. With false, a run_dir that holds checkpoints is an error, so none is overwritten."""
+
+
+@dataclass(config=_STRICT)
+class MetricsConfig:
+    """What to report while training."""
+
+    progress_bar: bool = True
+    """A tqdm bar on rank 0 when its stderr is a terminal."""
+    tensorboard: bool = False
+    """Also write TensorBoard events to run_dir/tensorboard (needs the tensorboard package)."""
+    peak_tflops: float | None = Field(None, gt=0)
+    """Peak dense TFLOP/s of one accelerator at the training precision, for MFU (A100 bf16: 312, H100 SXM: 989). Unset: MFU is not reported."""
+    plot: bool = True
+    """Draw run_dir/loss.png at the end (needs matplotlib; skipped with a note otherwise)."""
+
+    @model_validator(mode="after")
+    def _tensorboard_installed(self) -> MetricsConfig:
+        if self.tensorboard and importlib.util.find_spec("tensorboard") is None:
+            raise ValueError(
+                "tensorboard: true needs `pip install tensorboard` (or set it to false)"
+            )
+        return self
+
+
+@dataclass(config=_STRICT)
+class ExportConfig:
+    """The Hugging Face export at the end of the run."""
+
+    enabled: bool = True
+    """Write safetensors, config and tokenizer, loadable by transformers, lm-eval and vLLM."""
+    dir: str | None = None
+    """Where to write it; default run_dir/hf."""
+
+
+@dataclass(config=_STRICT)
+class RunConfig:
+    """A whole training run: model, DeepSpeed settings, batch, stages in order, outputs."""
+
+    run_dir: str
+    """Output directory: checkpoints/, metrics.jsonl, loss.png, hf/."""
+    model: ModelConfig
+    """The model to train."""
+    stages: list[StageConfig] = Field(min_length=1)
+    """Stages run in order on one model and optimizer, e.g. English then the target language (X-CIT), or continual pre-training then SFT (PLLuM)."""
+    seed: int = 0
+    """Seeds model initialisation, data order and dropout."""
+    tokenizer: str | None = None
+    """tokenizer.json the shards were made with; default the path in their manifest. Its sha256 must match the manifest."""
+    deepspeed: str = "zero2"
+    """DeepSpeed JSON: `zero1`, `zero2`, `zero3` (configs/deepspeed) or a path. Keys set to "auto" are filled from this file."""
+    precision: Literal["bf16", "fp32"] = "bf16"
+    """Training precision; bf16 keeps fp32 master weights in the optimizer."""
+    micro_batch_size: int = Field(1, ge=1)
+    """Sequences per rank per forward pass."""
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    """Micro-batches per optimizer step; global batch = micro_batch_size * this * ranks."""
+    activation_checkpointing: bool = False
+    """Recompute activations in the backward pass (Hugging Face gradient checkpointing) to save memory."""
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    """Checkpointing and resuming."""
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    """Reporting."""
+    export: ExportConfig = Field(default_factory=ExportConfig)
+    """Hugging Face export."""
+
+    @model_validator(mode="after")
+    def _unique_stage_names(self) -> RunConfig:
+        names = [s.name for s in self.stages]
+        if len(set(names)) != len(names):
+            raise ValueError(f"stage names must be unique, got {names}")
+        return self
+
+    @property
+    def export_dir(self) -> Path:
+        return Path(self.export.dir) if self.export.dir else Path(self.run_dir) / "hf"
+
+
+def load_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
+    """Read a run YAML, apply `--set key.path=value` overrides, and validate it."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise TrainConfigError(f"cannot read run config {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise TrainConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise TrainConfigError(f"{path}: a run config is a mapping of keys (run_dir, model, ...)")
+    for item in overrides:
+        _apply_override(data, item)
+    try:
+        return RunConfig(**data)
+    except ValidationError as exc:
+        lines = [_describe(err) for err in exc.errors()]
+        raise TrainConfigError(f"{path}: invalid run config:\n  " + "\n  ".join(lines)) from None
+
+
+def find_config_file(value: str, subdir: str, suffixes: tuple[str, ...], key: str) -> Path:
+    """A path as given if it exists, else a file named `value` in configs/<subdir>."""
+    if Path(value).is_file():
+        return Path(value)
+    for suffix in suffixes:
+        candidate = CONFIGS_DIR / subdir / f"{value}{suffix}"
+        if candidate.is_file():
+            return candidate
+    shipped = sorted(p.stem for p in (CONFIGS_DIR / subdir).glob("*") if p.suffix in suffixes)
+    raise TrainConfigError(
+        f"{key}: {value!r} is neither a file nor a name in configs/{subdir} "
+        f"(shipped: {', '.join(shipped) or 'none'})"
+    )
+
+
+def _apply_override(data: dict[str, Any], item: str) -> None:
+    """`a.b.0.c=value`: dotted keys and list indices; the value is parsed as YAML."""
+    dotted, sep, raw = item.partition("=")
+    if not sep or not dotted:
+        raise TrainConfigError(f"--set {item!r} is not KEY=VALUE (e.g. stages.0.lr=1e-4)")
+    *parents, last = dotted.split(".")
+    node: Any = data
+    try:
+        for token in parents:
+            node = node[int(token)] if isinstance(node, list) else node.setdefault(token, {})
+        node[int(last) if isinstance(node, list) else last] = yaml.safe_load(raw)
+    except (AttributeError, IndexError, TypeError, ValueError, yaml.YAMLError) as exc:
+        raise TrainConfigError(f"--set {item!r}: {dotted} cannot be set ({exc})") from None
+
+
+def _describe(err: Any) -> str:
+    """One line per problem: the dotted key, what is wrong, and the valid names for a typo."""
+    loc = [str(p) for p in err["loc"]]
+    key = ".".join(loc) or "(top level)"
+    if err["type"] == "unexpected_keyword_argument" or err["type"] == "extra_forbidden":
+        return f"{key}: unknown key{_suggestion(loc)}"
+    if err["type"] == "missing" or err["type"] == "missing_argument":
+        return f"{key}: required key is missing"
+    message = err["msg"].removeprefix("Value error, ")
+    if not isinstance(err.get("input"), dict | list) and err["type"] != "value_error":
+        message += f" (got {err['input']!r})"
+    return f"{key}: {message}"
+
+
+def _suggestion(loc: list[str]) -> str:
+    """'; did you mean ...? (valid: ...)' for an unknown key, from the section's dataclass."""
+    sections = {"model": ModelConfig, "stages": StageConfig, "checkpoint": CheckpointConfig}
+    sections |= {"metrics": MetricsConfig, "export": ExportConfig}
+    parents = [t for t in loc[:-1] if not t.isdigit()]
+    cls = sections.get(parents[-1]) if parents else RunConfig
+    if cls is None:
+        return ""
+    valid = sorted(cls.__dataclass_fields__)
+    near = difflib.get_close_matches(loc[-1], valid, n=1, cutoff=0.5)
+    return (f"; did you mean {near[0]!r}?" if near else "") + f" (valid: {', '.join(valid)})"

@@ -1,0 +1,152 @@
+"""Batches from packed shards: deterministic, sharded across ranks, resumable at any step.
+
+The order is a pure function of (seed, stage, epoch): a stage reads an endless
+stream of per-epoch permutations of its sequences, and optimizer step ``s``
+takes the ``global_batch`` positions starting at ``s * global_batch``. Within a
+step, micro-batch ``m`` of rank ``r`` takes the slice ``(m * world + r)``, so
+one rank with N micro-batches and N ranks with one each see the same global
+batch. Resuming needs only the step number; there is no sampler state to save.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import PretrainedConfig
+
+from iptkit.errors import IptkitError
+from iptkit.shards import ShardError, ShardSet, open_shards, sha256_file
+from iptkit.trainer.config import Mode, StageConfig
+
+IGNORE_INDEX = -100
+"""Label value that cross_entropy skips: positions outside the loss mask."""
+
+
+class DataMismatchError(IptkitError):
+    """Shards do not fit the run: wrong tokenizer, vocabulary, or mode for their loss mask."""
+
+    exit_code = 2
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How a global batch is split: per rank, per micro-batch."""
+
+    micro_batch_size: int
+    accumulation: int
+    world_size: int
+    rank: int
+
+    @property
+    def global_batch(self) -> int:
+        return self.micro_batch_size * self.accumulation * self.world_size
+
+
+class StageBatches:
+    """Micro-batches of one stage for one rank, addressed by (step within the stage, micro-step)."""
+
+    def __init__(
+        self, shards: ShardSet, mode: Mode, seed: int, stage_index: int, layout: Layout
+    ) -> None:
+        self.shards = shards
+        self.mode = mode
+        self.layout = layout
+        self._seed = (seed, stage_index)
+        self._epoch_order: tuple[int, np.ndarray] | None = None
+
+    def micro_batch(self, step: int, micro: int) -> dict[str, torch.Tensor]:
+        """input_ids, position_ids (restarting per document) and labels, each [micro_batch, seq_len]."""
+        lay = self.layout
+        first = step * lay.global_batch + (micro * lay.world_size + lay.rank) * lay.micro_batch_size
+        rows = [self._sequence_at(p) for p in range(first, first + lay.micro_batch_size)]
+        tokens = np.stack([np.asarray(self.shards[i].tokens, dtype=np.int64) for i in rows])
+        labels = tokens.copy()
+        if self.mode != "pretrain":
+            mask = np.stack([np.asarray(self.shards[i].loss_mask) for i in rows])
+            labels[mask == 0] = IGNORE_INDEX
+        positions = np.stack([self.shards.position_ids(i) for i in rows])
+        return {
+            "input_ids": torch.from_numpy(tokens),
+            "position_ids": torch.from_numpy(positions),
+            "labels": torch.from_numpy(labels),
+        }
+
+    def _sequence_at(self, position: int) -> int:
+        """Sequence index at a position of the endless stream of epoch permutations."""
+        n = len(self.shards)
+        epoch = position // n
+        if self._epoch_order is None or self._epoch_order[0] != epoch:
+            rng = np.random.default_rng([*self._seed, epoch])
+            self._epoch_order = (epoch, rng.permutation(n))
+        return int(self._epoch_order[1][position % n])
+
+
+def open_stage(stage: StageConfig, tokenizer_sha256: str | None, verify: bool) -> ShardSet:
+    """Open a stage's shards and check they suit its mode; `verify` also checks every sha256.
+
+    File sizes are always checked. Checksums read every byte, so the loop asks for them
+    on one rank per node: eight ranks re-reading the same disk would only multiply the wait.
+    """
+    try:
+        shards = open_shards(stage.data, verify=verify)
+    except ShardError as exc:
+        raise ShardError(f"stage {stage.name!r}: data: {exc}") from None
+    m = shards.manifest
+    if stage.mode != "pretrain" and not m.has_loss_mask:
+        raise DataMismatchError(
+            f"stage {stage.name!r}: mode {stage.mode!r} trains on masked spans, but {stage.data} "
+            "has no loss mask; pack it with a loss mask or use mode: pretrain"
+        )
+    if tokenizer_sha256 is not None and m.tokenizer.sha256 != tokenizer_sha256:
+        raise DataMismatchError(
+            f"stage {stage.name!r}: {stage.data} was tokenized with {m.tokenizer.path} "
+            f"(sha256 {m.tokenizer.sha256[:12]}...), not the run's tokenizer "
+            f"(sha256 {tokenizer_sha256[:12]}...); re-pack it with the run's tokenizer"
+        )
+    return shards
+
+
+def resolve_tokenizer(configured: str | None, pretrained: str | None, shards: ShardSet) -> Path:
+    """The run's tokenizer.json, which must be the one the shards were packed with (sha256).
+
+    It is `tokenizer:` when set, else the continued checkpoint's own tokenizer.json (so
+    shards made with another tokenizer cannot silently train it), else the manifest's path.
+    """
+    info = shards.manifest.tokenizer
+    if configured:
+        path, source = Path(configured), "tokenizer"
+    elif pretrained and (Path(pretrained) / "tokenizer.json").is_file():
+        path, source = Path(pretrained) / "tokenizer.json", "model.pretrained"
+    else:
+        path, source = Path(info.path), "the shard manifest"
+    if not path.is_file():
+        raise DataMismatchError(
+            f"tokenizer {path} (from {source}) does not exist; set `tokenizer:` in the run "
+            "config to the tokenizer.json the shards were packed with"
+        )
+    if sha256_file(path) != info.sha256:
+        raise DataMismatchError(
+            f"tokenizer {path} (from {source}) is not the one the shards were packed with "
+            f"({info.path}, sha256 {info.sha256[:12]}...); re-pack the shards with it or "
+            "train a model that uses their tokenizer"
+        )
+    return path
+
+
+def check_fits(shards: ShardSet, config: PretrainedConfig, where: str) -> None:
+    """Every id needs an embedding row (a larger, padded vocab is fine), every position a slot."""
+    m = shards.manifest
+    if m.vocab_size > config.vocab_size:
+        raise DataMismatchError(
+            f"{where}: the shards' vocab_size {m.vocab_size} exceeds the model's {config.vocab_size}; "
+            f"set model.overrides.vocab_size to at least {m.vocab_size} or use the matching model"
+        )
+    if m.seq_len > config.max_position_embeddings:
+        raise DataMismatchError(
+            f"{where}: the shards' seq_len {m.seq_len} exceeds the model's "
+            f"max_position_embeddings {config.max_position_embeddings}; re-pack shorter or set "
+            f"model.overrides.max_position_embeddings (for RoPE models, consider rope_scaling too)"
+        )

@@ -1,0 +1,198 @@
+"""The training run: set up, resume, loop over steps, checkpoint, export.
+
+Read train() top to bottom; everything it calls lives in a module with one job
+(config, data, models, optim, checkpoint, export, metrics).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import deepspeed
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+import yaml
+
+from iptkit.trainer.checkpoint import (
+    ResumeError,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
+from iptkit.trainer.config import RunConfig
+from iptkit.trainer.data import (
+    IGNORE_INDEX,
+    Layout,
+    StageBatches,
+    check_fits,
+    open_stage,
+    resolve_tokenizer,
+)
+from iptkit.trainer.distributed import init_distributed
+from iptkit.trainer.export import export_hf
+from iptkit.trainer.metrics import MetricsLog, plot_loss
+from iptkit.trainer.models import architecture, build_model, flops_per_token
+from iptkit.trainer.optim import (
+    WarmupCosine,
+    deepspeed_config,
+    parameter_groups,
+    stage_schedules,
+)
+
+
+@dataclass
+class TrainResult:
+    """What a finished run leaves in memory, for callers that keep going (tests, notebooks)."""
+
+    engine: Any
+    """The DeepSpeed engine; engine.module is the trained model."""
+    step: int
+    """Optimizer steps completed over the whole run, resumed ones included."""
+
+
+def train(run: RunConfig) -> TrainResult:
+    """Train the run's stages in order on one model, resuming from its newest checkpoint."""
+    rank, world = init_distributed()
+    ds_config = deepspeed_config(run)
+    layout = Layout(run.micro_batch_size, run.gradient_accumulation_steps, world, rank)
+    run_dir = Path(run.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if rank == 0:  # the config as run, defaults filled in, next to what it produced
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(asdict(run), sort_keys=False))
+
+    # Data before the model: a wrong path, tokenizer or mode fails in seconds, not after loading.
+    # If it fails, the launcher (deepspeed, torchrun) stops the other ranks too.
+    verify = int(os.environ["LOCAL_RANK"]) == 0
+    first = open_stage(run.stages[0], None, verify)
+    tokenizer_file = resolve_tokenizer(run.tokenizer, run.model.pretrained, first)
+    sha = first.manifest.tokenizer.sha256
+    shard_sets = [first] + [open_stage(s, sha, verify) for s in run.stages[1:]]
+    stage_steps = [
+        stage.total_steps(len(shards), layout.global_batch)
+        for stage, shards in zip(run.stages, shard_sets, strict=True)
+    ]
+    schedules = list(stage_schedules(run, stage_steps))
+    total_steps = sum(stage_steps)
+    # What a checkpoint must agree with to be resumed: stage names, lengths and exact data.
+    plan = {
+        "stages": [
+            [stage.name, steps, hashlib.sha256(shards.manifest.to_json().encode()).hexdigest()]
+            for stage, steps, shards in zip(run.stages, stage_steps, shard_sets, strict=True)
+        ]
+    }
+
+    checkpoints = run_dir / "checkpoints"
+    latest = latest_checkpoint(checkpoints)
+    if latest is not None and not run.checkpoint.resume:
+        raise ResumeError(
+            f"{checkpoints} already holds checkpoints and checkpoint.resume is false; use a new "
+            "run_dir, or delete them to start over"
+        )
+
+    config = architecture(run.model)
+    for stage, shards in zip(run.stages, shard_sets, strict=True):
+        check_fits(shards, config, f"stage {stage.name!r}")
+    # Every rank builds the whole fp32 model in CPU memory; deepspeed.initialize then moves it
+    # to the accelerator, partitioned under ZeRO-3.
+    model = build_model(run.model, config, run.seed)
+    if run.activation_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    parameters = sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters())
+    engine, *_ = deepspeed.initialize(
+        model=model,
+        model_parameters=parameter_groups(model),
+        config=ds_config,
+        lr_scheduler=lambda optimizer: WarmupCosine(optimizer, schedules),
+    )
+
+    if latest is not None:
+        step = load_checkpoint(engine, latest, plan)
+    else:
+        step = 0
+        torch.manual_seed(run.seed + rank)  # dropout differs per rank, as with distinct data
+    batches = [
+        StageBatches(shards, stage.mode, run.seed, index, layout)
+        for index, (stage, shards) in enumerate(zip(run.stages, shard_sets, strict=True))
+    ]
+    metrics = MetricsLog(
+        run_dir,
+        run.metrics,
+        enabled=rank == 0,
+        resumed_step=step,
+        total_steps=total_steps,
+        peak_flops=run.metrics.peak_tflops * 1e12 * world if run.metrics.peak_tflops else None,
+    )
+
+    engine.train()
+    while step < total_steps:
+        k = next(i for i, s in enumerate(schedules) if step < s.start + s.steps)
+        lr = engine.lr_scheduler.get_last_lr()[0]
+        started = time.perf_counter()
+        loss = train_step(engine, batches[k], step - schedules[k].start)
+        seconds = time.perf_counter() - started
+        step += 1
+        seq_len = shard_sets[k].manifest.seq_len
+        grad_norm = engine.get_global_grad_norm()
+        metrics.log(
+            step=step,
+            stage=run.stages[k].name,
+            loss=loss,
+            lr=lr,
+            grad_norm=None if grad_norm is None else float(grad_norm),
+            tokens=layout.global_batch * seq_len,
+            seconds=seconds,
+            flops_per_token=flops_per_token(config, parameters, seq_len),
+        )
+        every = run.checkpoint.every_steps
+        if step == total_steps or (every and step % every == 0):
+            save_checkpoint(engine, checkpoints, step, plan, run.checkpoint.keep_last)
+    metrics.close()
+
+    if run.export.enabled:
+        dtype = torch.bfloat16 if run.precision == "bf16" else torch.float32
+        export_hf(engine, run.export_dir, tokenizer_file, first.manifest, dtype)
+    if rank == 0 and run.metrics.plot:
+        plot_loss(metrics.path, run_dir / "loss.png")
+    return TrainResult(engine=engine, step=step)
+
+
+def train_step(engine: Any, batches: StageBatches, stage_step: int) -> float:
+    """One optimizer step; returns its loss averaged over micro-batches and ranks.
+
+    DeepSpeed scales each micro-batch's loss by 1/accumulation and only updates
+    the weights at the accumulation boundary, so engine.step() runs every time.
+    """
+    total = torch.zeros((), device=engine.device)
+    for micro in range(batches.layout.accumulation):
+        batch = {k: v.to(engine.device) for k, v in batches.micro_batch(stage_step, micro).items()}
+        # No attention mask: transformers then reads document boundaries from the position
+        # ids and confines attention to each packed document.
+        logits = engine(input_ids=batch["input_ids"], position_ids=batch["position_ids"]).logits
+        loss = causal_lm_loss(logits, batch["labels"])
+        engine.backward(loss)
+        engine.step()
+        total += loss.detach().float()
+    dist.all_reduce(total)
+    return total.item() / (batches.layout.accumulation * dist.get_world_size())
+
+
+def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of each target token given the tokens before it.
+
+    Summed and divided by the target count (at least 1), so a micro-batch whose
+    mask selects nothing adds 0 instead of NaN.
+    """
+    targets = labels[:, 1:]
+    summed = F.cross_entropy(
+        logits[:, :-1].float().reshape(-1, logits.shape[-1]),
+        targets.reshape(-1),
+        ignore_index=IGNORE_INDEX,
+        reduction="sum",
+    )
+    return summed / (targets != IGNORE_INDEX).sum().clamp(min=1)

@@ -1,0 +1,79 @@
+"""The model to train: a preset or Hugging Face config from scratch, or a checkpoint to continue.
+
+Any architecture transformers can build as a causal LM works; the presets in
+configs/models are the Table 14 models of Cheng et al. 2024 plus a tiny one for
+tests. Each rank builds the whole model in CPU memory (transformers' own
+partitioned loading, ``HfDeepSpeedConfig``, needs the accelerate package).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+import yaml
+from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
+
+from iptkit.trainer.config import ModelConfig, TrainConfigError, find_config_file
+
+
+def architecture(cfg: ModelConfig) -> PretrainedConfig:
+    """The Hugging Face config of the model, overrides applied."""
+    if cfg.pretrained is not None:
+        if not (Path(cfg.pretrained) / "config.json").is_file():
+            raise TrainConfigError(
+                f"model.pretrained: {cfg.pretrained} has no config.json; give a Hugging Face "
+                "checkpoint directory (as written by save_pretrained or this trainer's export)"
+            )
+        config = AutoConfig.from_pretrained(cfg.pretrained)
+    else:
+        assert cfg.config is not None
+        config = _config_from_file(
+            find_config_file(cfg.config, "models", (".yaml", ".yml", ".json"), "model.config")
+        )
+    for key, value in cfg.overrides.items():
+        if not hasattr(config, key):
+            raise TrainConfigError(
+                f"model.overrides.{key}: {type(config).__name__} has no attribute {key!r}"
+            )
+        setattr(config, key, value)
+    config.use_cache = False  # training never decodes; the KV cache would only cost memory
+    return config
+
+
+def build_model(cfg: ModelConfig, config: PretrainedConfig, seed: int) -> PreTrainedModel:
+    """Fresh weights seeded by `seed`, or the checkpoint's weights, in fp32 (DeepSpeed casts)."""
+    torch.manual_seed(seed)
+    if cfg.pretrained is not None:
+        return AutoModelForCausalLM.from_pretrained(
+            cfg.pretrained,
+            config=config,
+            dtype=torch.float32,
+            attn_implementation=cfg.attn_implementation,
+        )
+    return AutoModelForCausalLM.from_config(
+        config, dtype=torch.float32, attn_implementation=cfg.attn_implementation
+    )
+
+
+def flops_per_token(config: PretrainedConfig, parameters: int, seq_len: int) -> float:
+    """Training FLOPs per token: 6N for the weights plus 12*layers*hidden*seq_len for attention.
+
+    The estimate of the PaLM paper (appendix B), as nanoGPT uses for MFU.
+    """
+    return 6 * parameters + 12 * config.num_hidden_layers * config.hidden_size * seq_len
+
+
+def _config_from_file(path: Path) -> PretrainedConfig:
+    text = path.read_text(encoding="utf-8")
+    data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    if not isinstance(data, dict) or "model_type" not in data:
+        raise TrainConfigError(
+            f"model.config: {path} must be a mapping with a `model_type` (e.g. mistral, llama)"
+        )
+    model_type = data.pop("model_type")
+    try:
+        return AutoConfig.for_model(model_type, **data)
+    except ValueError as exc:
+        raise TrainConfigError(f"model.config: {path}: {exc}") from None
