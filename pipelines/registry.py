@@ -11,6 +11,10 @@ from dataclasses import dataclass
 
 import apache_beam as beam
 
+from iptkit.pipelines.rundir import atomic_write
+from iptkit.transforms.dedup_exact import DedupExact, DedupExactConfig
+from iptkit.transforms.dedup_near import DedupNear, DedupNearConfig
+from iptkit.transforms.filters import FiltersConfig, QualityFilters
 from iptkit.transforms.normalize import Normalize, NormalizeConfig
 from iptkit.transforms.stage import ApplyStage
 from iptkit.transforms.stage_config import StageConfig
@@ -39,5 +43,20 @@ STAGES: dict[str, StageType] = {
         NormalizeConfig,
         lambda cfg, ctx: ApplyStage(Normalize(cfg, ctx.name)),
         "Unicode normal form, control characters, whitespace, invalid UTF-8",
+    ),
+    "filters": StageType(
+        FiltersConfig,
+        lambda cfg, ctx: ApplyStage(QualityFilters(cfg, ctx.name)),
+        "Gopher, C4 and FineWeb quality heuristics; character mode for CJK and Thai",
+    ),
+    "dedup_exact": StageType(
+        DedupExactConfig,
+        lambda cfg, ctx: DedupExact(cfg, ctx.name),
+        "one record per normalised text (lowest id kept), across or within sources",
+    ),
+    "dedup_near": StageType(
+        DedupNearConfig,
+        lambda cfg, ctx: DedupNear(cfg, ctx, atomic_write),
+        "MinHash LSH near-duplicate clusters, one survivor each; RUN/STAGE/clusters.json",
     ),
 }
