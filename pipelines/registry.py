@@ -15,6 +15,7 @@ from iptkit.pipelines.rundir import atomic_write
 from iptkit.transforms.dedup_exact import DedupExact, DedupExactConfig
 from iptkit.transforms.dedup_near import DedupNear, DedupNearConfig
 from iptkit.transforms.filters import FiltersConfig, QualityFilters
+from iptkit.transforms.langid import LangId, LangidConfig
 from iptkit.transforms.normalize import Normalize, NormalizeConfig
 from iptkit.transforms.stage import ApplyStage
 from iptkit.transforms.stage_config import StageConfig
@@ -43,6 +44,11 @@ STAGES: dict[str, StageType] = {
         NormalizeConfig,
         lambda cfg, ctx: ApplyStage(Normalize(cfg, ctx.name)),
         "Unicode normal form, control characters, whitespace, invalid UTF-8",
+    ),
+    "langid": StageType(
+        LangidConfig,
+        lambda cfg, ctx: ApplyStage(LangId(cfg, ctx.name)),
+        "fastText language ID (lid.176 by default), keep list, scores, target-script ratio",
     ),
     "filters": StageType(
         FiltersConfig,

@@ -28,6 +28,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError, field_validator
 
 from iptkit.transforms.record import Record
+from iptkit.transforms.scripts import base_lang, script_counts
 from iptkit.transforms.stage import Drop, RecordStage
 from iptkit.transforms.stage_config import StageConfig
 from iptkit.transforms.text_stats import (
@@ -36,7 +37,6 @@ from iptkit.transforms.text_stats import (
     LineStats,
     Units,
     WordStats,
-    base_lang,
     char_mode_share,
     dup_ngram_char_frac,
     duplicate_fractions,
@@ -44,7 +44,6 @@ from iptkit.transforms.text_stats import (
     ngram_units,
     paragraphs,
     script_lang,
-    script_letters,
     stop_words_found,
     top_ngram_char_frac,
     word_stats,
@@ -324,7 +323,7 @@ def text_mode(text: str, lang: str | None, default_lang: str | None) -> tuple[Mo
     base = base_lang(lang)
     if base:
         return ("char" if base in CHAR_MODE_LANGS else "word"), base
-    counts = script_letters(text)
+    counts = script_counts(text)
     if char_mode_share(counts) > 0.5:
         return "char", script_lang(counts)
     return "word", base_lang(default_lang)

@@ -14,9 +14,6 @@ for the contamination check alike; nothing here knows about Beam.
 
 from __future__ import annotations
 
-import re
-import sys
-import unicodedata
 import zlib
 from collections.abc import Iterable
 from functools import cache
@@ -24,94 +21,33 @@ from typing import Literal
 
 import numpy as np
 
+from iptkit.transforms.scripts import base_lang, code_points, spaceless_share, unicode_majors
+
 Unit = Literal["word", "char"]
 
 # Languages written without spaces between words: their shingles are character n-grams.
 SPACELESS_LANGS = frozenset({"ja", "zh", "th", "lo", "km", "my"})
-# ISO 639-3 and macrolanguage codes (GlotLID, FineWeb-2 labels) of those languages.
-_LANG_ALIASES = {
-    "jpn": "ja",
-    "zho": "zh",
-    "cmn": "zh",
-    "yue": "zh",
-    "wuu": "zh",
-    "tha": "th",
-    "lao": "lo",
-    "khm": "km",
-    "mya": "my",
-}
-# Letters of these scripts mark spaceless text: Thai and Lao, Myanmar, Khmer, kana, Han (with
-# its extensions and compatibility block) and half-width katakana. Hangul is not among them.
-_SPACELESS_RANGES = (
-    (0x0E00, 0x0EFF),
-    (0x1000, 0x109F),
-    (0x1780, 0x17FF),
-    (0x3040, 0x30FF),
-    (0x31F0, 0x31FF),
-    (0x3400, 0x4DBF),
-    (0x4E00, 0x9FFF),
-    (0xF900, 0xFAFF),
-    (0xFF66, 0xFF9D),
-    (0x20000, 0x3134F),
-)
 # "Most of the letters": the same rule as the quality filters' character mode.
 SPACELESS_SHARE = 0.5
 
-_OTHER, _PUNCT, _LETTER, _SPACELESS = 0, 1, 2, 3
-
 
 @cache
-def _classes() -> np.ndarray:
-    """The class of every code point: punctuation (Unicode category P*), letter (L* or M*: the
-    vowel signs of Thai are marks), letter of a spaceless script, or other.
-
-    One table lookup per character then replaces a regular expression or a per-character
-    Python call; the table (1.1 MB) is built once per process, in about 0.3 s.
-    """
-    majors = np.frombuffer(
-        "".join(unicodedata.category(chr(c))[0] for c in range(sys.maxunicode + 1)).encode(),
-        dtype=np.uint8,
-    )
-    table = np.full(majors.size, _OTHER, dtype=np.uint8)
-    table[majors == ord("P")] = _PUNCT
-    table[(majors == ord("L")) | (majors == ord("M"))] = _LETTER
-    for first, last in _SPACELESS_RANGES:
-        block = table[first : last + 1]
-        block[block == _LETTER] = _SPACELESS
-    return table
-
-
-def _codes(text: str) -> np.ndarray:
-    # `surrogatepass` keeps lone surrogates (undecodable input bytes) as code points.
-    return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+def _is_punctuation() -> np.ndarray:
+    """Whether each code point is punctuation (Unicode category P*)."""
+    return unicode_majors() == ord("P")
 
 
 def strip_punctuation(text: str) -> str:
     """The text without punctuation of any script (Unicode categories Pc, Pd, Ps, Pe, Pi, Pf,
     Po): ASCII marks, `「」。、`, `¿¡`, `«»` and the like. Symbols ($, +, emoji) stay."""
-    codes = _codes(text)
-    return codes[_classes()[codes] != _PUNCT].tobytes().decode("utf-32-le", "surrogatepass")
+    codes = code_points(text)
+    return codes[~_is_punctuation()[codes]].tobytes().decode("utf-32-le", "surrogatepass")
 
 
 def comparable_text(text: str) -> str:
     """The text as shingles see it: case-folded (Unicode-aware lower case) and without
     punctuation."""
     return strip_punctuation(text.casefold())
-
-
-def spaceless_share(text: str) -> float:
-    """The share of the text's letters that belong to a script written without spaces."""
-    classes = _classes()[_codes(text)]
-    letters = np.count_nonzero(classes >= _LETTER)
-    return np.count_nonzero(classes == _SPACELESS) / letters if letters else 0.0
-
-
-def base_lang(code: str | None) -> str | None:
-    """The base language of a tag: `zh-Hant` -> zh, `jpn_Jpan` -> ja, `JA` -> ja."""
-    if not code:
-        return None
-    base = re.split(r"[-_]", code.strip().lower(), maxsplit=1)[0]
-    return _LANG_ALIASES.get(base, base) or None
 
 
 def shingle_unit(text: str, lang: str | None) -> Unit:

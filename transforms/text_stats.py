@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from iptkit.transforms.scripts import code_points, share
+
 # Segmented Chinese and Japanese text has roughly two characters a word or a little fewer, so a
 # word n-gram of the papers is compared with a character n-gram twice as long, and a length in
 # words with twice as many characters. Without the scaling, common 5-character phrases of
@@ -24,26 +26,9 @@ import numpy as np
 CHARS_PER_WORD = 2
 
 CHAR_MODE_LANGS = frozenset({"ja", "zh", "ko", "th"})
-# ISO 639-3 and macrolanguage codes (GlotLID, FineWeb-2 labels) of the character-mode languages
-# and English, so `jpn_Jpan` or `cmn` select the same mode, stop words and overrides as `ja`/`zh`.
-_LANG_ALIASES = {
-    "jpn": "ja",
-    "zho": "zh",
-    "cmn": "zh",
-    "yue": "zh",
-    "kor": "ko",
-    "tha": "th",
-    "eng": "en",
-}
-
-# Code point ranges of the scripts written without spaces between words; a character counts
-# for its script only where it is a letter (str.isalpha), so marks and punctuation do not.
-_SCRIPT_RANGES = {
-    "kana": ((0x3040, 0x30FF), (0x31F0, 0x31FF), (0xFF66, 0xFF9D)),
-    "han": ((0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xF900, 0xFAFF), (0x20000, 0x3134F)),
-    "hangul": ((0x1100, 0x11FF), (0x3130, 0x318F), (0xAC00, 0xD7AF)),
-    "thai": ((0x0E00, 0x0E7F),),
-}
+# Scripts of the character-mode languages. Hangul is among them: Korean is spaced, but its
+# eojeol are not the words Gopher's statistics were calibrated on.
+CHAR_MODE_SCRIPTS = frozenset({"kana", "han", "hangul", "thai"})
 _LETTER = re.compile(r"[^\W\d_]")
 _SCRIPT_LANG = {"han": "zh", "hangul": "ko", "thai": "th"}
 
@@ -58,35 +43,9 @@ _WHITESPACE_CODES = np.array([c for c in range(0x3001) if chr(c).isspace()], dty
 _HASH_MULT = np.uint64(0x100000001B3)  # FNV-1 64-bit prime
 
 
-def base_lang(code: str | None) -> str | None:
-    """The base language of a tag: `zh-Hant` -> zh, `ja_Jpan` -> ja, `jpn` -> ja, `EN` -> en."""
-    if not code:
-        return None
-    base = re.split(r"[-_]", code.strip().lower(), maxsplit=1)[0]
-    return _LANG_ALIASES.get(base, base) or None
-
-
-def code_points(text: str) -> np.ndarray:
-    """The text's code points, one per character (lone surrogates from invalid input too)."""
-    return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
-
-
-def script_letters(text: str) -> dict[str, int]:
-    """Letters in the text, in total and per script: kana, han, hangul, thai."""
-    letters = np.fromiter(map(str.isalpha, text), dtype=bool, count=len(text))
-    points = code_points(text)[letters]
-    counts = {
-        name: int(sum(((points >= lo) & (points <= hi)).sum() for lo, hi in ranges))
-        for name, ranges in _SCRIPT_RANGES.items()
-    }
-    counts["letters"] = len(points)
-    return counts
-
-
 def char_mode_share(counts: dict[str, int]) -> float:
-    """The share of letters in a script written without spaces between words (CJK, Thai)."""
-    spaceless = counts["kana"] + counts["han"] + counts["hangul"] + counts["thai"]
-    return spaceless / counts["letters"] if counts["letters"] else 0.0
+    """The share of letters (from `scripts.script_counts`) in a character-mode script."""
+    return share(counts, CHAR_MODE_SCRIPTS)
 
 
 def script_lang(counts: dict[str, int]) -> str:
