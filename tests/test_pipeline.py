@@ -253,7 +253,20 @@ def test_console_script_runs_the_demo_and_accounts_for_every_broken_record(tmp_p
     assert {
         (r["id"], r["reason"]) for r in _reject_rows(run / "rejects" / "normalize")
     } == expected_normalize
-    assert stats["output_records"] == total - len(expected_read) - len(expected_normalize)
+    assert stats["output_records"] == stats["stages"]["dedup_near"]["out"]
+    # Of every planted duplicate pair, exactly one record leaves, as the right kind of duplicate.
+    for stage, key in (
+        ("dedup_exact", "exact_duplicates_at"),
+        ("dedup_near", "near_duplicates_at"),
+    ):
+        removed = {r["id"] for r in _reject_rows(run / "rejects" / stage)}
+        planted = [
+            (f"{DEMO_SOURCES[name]}:{name}:{a}", f"{DEMO_SOURCES[name]}:{name}:{b}")
+            for name in ("web_en.jsonl.gz", "web_ja.jsonl.zst")
+            for a, b in inventory[name][key]
+        ]
+        assert all(len({a, b} & removed) == 1 for a, b in planted), (stage, planted, removed)
+        assert len(removed) == len(planted)
 
 
 KILL_DURING_WRITE = """
@@ -311,8 +324,17 @@ def test_a_killed_run_leaves_nothing_that_looks_complete(corpus):
 
 def test_stage_applies_only_to_selected_sources_and_kinds(corpus):
     run = corpus.parent / "run"
-    assert run_cli("run", corpus, "--set", "stages.normalize.sources=[web, docs]",
-                   "--set", "stages.normalize.kinds=[raw]") == 0
+    assert (
+        run_cli(
+            "run",
+            corpus,
+            "--set",
+            "stages.normalize.sources=[web, docs]",
+            "--set",
+            "stages.normalize.kinds=[raw]",
+        )
+        == 0
+    )
     by_id = {r["id"]: r for r in records(run)}
     assert by_id["web:web.jsonl.gz:2"]["text"] == "Full-width text"  # normalized
     assert by_id["c1"]["text"] == "Hi  there"  # a conversation: passed through untouched
