@@ -28,6 +28,7 @@ from trainer_helpers import (
     rank_env_restored,
     stage,
     write_config,
+    write_data,
     write_shards,
     write_tokenizer,
 )
@@ -55,13 +56,7 @@ ZERO3_ALL_PARTITIONED = {
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("data")
-    tok = write_tokenizer(root / "tok")
-    return {
-        "tok": tok,
-        "pt": write_shards(root / "pt", tok, rows=64),
-        "sft": write_shards(root / "sft", tok, rows=32, sft=True),
-    }
+    return write_data(tmp_path_factory.mktemp("data"), pt_rows=64, sft_rows=32)
 
 
 @pytest.fixture

@@ -14,8 +14,7 @@ from trainer_helpers import (
     rank_env_restored,
     stage,
     write_config,
-    write_shards,
-    write_tokenizer,
+    write_data,
 )
 
 from iptkit.shards import open_shards
@@ -28,13 +27,7 @@ from iptkit.trainer.optim import StageSchedule
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("data")
-    tok = write_tokenizer(root / "tok")
-    return {
-        "tok": tok,
-        "pt": write_shards(root / "pt", tok, rows=24),
-        "sft": write_shards(root / "sft", tok, rows=24, sft=True),
-    }
+    return write_data(tmp_path_factory.mktemp("data"), pt_rows=24, sft_rows=24)
 
 
 def batches(shards_dir: Path, mode: str, layout: Layout, seed: int = 0) -> StageBatches:

@@ -85,6 +85,16 @@ def write_shards(
     return out
 
 
+def write_data(root: Path, pt_rows: int, sft_rows: int) -> dict[str, Path]:
+    """A tokenizer, pre-training shards and SFT shards (with loss masks) under `root`."""
+    tok = write_tokenizer(root / "tok")
+    return {
+        "tok": tok,
+        "pt": write_shards(root / "pt", tok, rows=pt_rows),
+        "sft": write_shards(root / "sft", tok, rows=sft_rows, sft=True),
+    }
+
+
 def write_config(path: Path, **overrides: Any) -> Path:
     """A run YAML: tiny Llama, fp32, ZeRO-1, no progress bar; top-level keys replaced by overrides."""
     config: dict[str, Any] = {
