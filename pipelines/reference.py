@@ -24,6 +24,8 @@ END = "<!-- spec-reference:end -->"
 def _type(annotation: Any) -> str:
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
+    if origin is typing.Annotated:  # e.g. ExistingPath: the type is the first argument
+        return "path" if args[0] is str else _type(args[0])
     if origin is typing.Literal:
         return " \\| ".join(str(a) for a in args)
     if origin in (typing.Union, types.UnionType):

