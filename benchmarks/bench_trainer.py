@@ -133,8 +133,10 @@ class MemmapBatches:
             files = shard["files"]
             n = shard["sequences"]
             self.tokens.append(
-                np.memmap(shards / files["tokens"]["path"], dtype=dtype, mode="r",
-                          shape=(n, self.seq_len)))
+                np.memmap(
+                    shards / files["tokens"]["path"], dtype=dtype, mode="r", shape=(n, self.seq_len)
+                )
+            )
             self.docs.append(np.memmap(shards / files["docs"]["path"], dtype="<u4", mode="r"))
             self.docidx.append(np.memmap(shards / files["docidx"]["path"], dtype="<u8", mode="r"))
         self.ends = np.cumsum([len(t) for t in self.tokens])
@@ -155,7 +157,7 @@ class MemmapBatches:
             row = index - (int(self.ends[shard - 1]) if shard else 0)
             tokens[j] = self.tokens[shard][row]
             idx = self.docidx[shard]
-            starts = self.docs[shard][int(idx[row]):int(idx[row + 1])].astype(np.int64)
+            starts = self.docs[shard][int(idx[row]) : int(idx[row + 1])].astype(np.int64)
             segment = np.searchsorted(starts, self.arange, side="right") - 1
             positions[j] = self.arange - starts[segment]
         return tokens, positions
@@ -187,20 +189,33 @@ def worker_trainer(args: argparse.Namespace) -> dict[str, Any]:
     ds["zero_optimization"]["stage"] = args.zero_stage
     (out / "deepspeed.json").write_text(json.dumps(ds, indent=1))
     run_yaml = out / "run.yaml"
-    run_yaml.write_text(yaml.safe_dump({
-        "run_dir": str(out / "run"),
-        "seed": SEED,
-        "model": {"config": str(WORK / "model.json")},
-        "deepspeed": str(out / "deepspeed.json"),
-        "precision": "fp32",
-        "micro_batch_size": MICRO_BATCH,
-        "gradient_accumulation_steps": 1,
-        "stages": [{"name": "bench", "data": str(WORK / "shards"), "steps": args.steps,
-                    "lr": LR, "warmup_steps": WARMUP_STEPS, "min_lr_ratio": MIN_LR_RATIO}],
-        "checkpoint": {"every_steps": 0, "keep_last": 1},
-        "metrics": {"progress_bar": False, "tensorboard": False, "plot": False},
-        "export": {"enabled": False},
-    }, sort_keys=False))
+    run_yaml.write_text(
+        yaml.safe_dump(
+            {
+                "run_dir": str(out / "run"),
+                "seed": SEED,
+                "model": {"config": str(WORK / "model.json")},
+                "deepspeed": str(out / "deepspeed.json"),
+                "precision": "fp32",
+                "micro_batch_size": MICRO_BATCH,
+                "gradient_accumulation_steps": 1,
+                "stages": [
+                    {
+                        "name": "bench",
+                        "data": str(WORK / "shards"),
+                        "steps": args.steps,
+                        "lr": LR,
+                        "warmup_steps": WARMUP_STEPS,
+                        "min_lr_ratio": MIN_LR_RATIO,
+                    }
+                ],
+                "checkpoint": {"every_steps": 0, "keep_last": 1},
+                "metrics": {"progress_bar": False, "tensorboard": False, "plot": False},
+                "export": {"enabled": False},
+            },
+            sort_keys=False,
+        )
+    )
 
     stamps: list[float] = []
 
@@ -235,13 +250,19 @@ def worker_plain(args: argparse.Namespace) -> dict[str, Any]:
     config = AutoConfig.for_model(spec.pop("model_type"), **spec)
     config.use_cache = False
     torch.manual_seed(SEED)
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32,
-                                             attn_implementation="sdpa")
+    model = AutoModelForCausalLM.from_config(
+        config, dtype=torch.float32, attn_implementation="sdpa"
+    )
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(
-        [{"params": [p for p in params if p.dim() >= 2]},
-         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}],
-        lr=LR, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1,
+        [
+            {"params": [p for p in params if p.dim() >= 2]},
+            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+        ],
+        lr=LR,
+        betas=(0.9, 0.95),
+        eps=1e-8,
+        weight_decay=0.1,
     )
     model.train()
     losses, step_seconds, stamps = [], [], []
@@ -254,8 +275,14 @@ def worker_plain(args: argparse.Namespace) -> dict[str, Any]:
         input_ids, position_ids = torch.from_numpy(tokens), torch.from_numpy(positions)
         logits = model(input_ids=input_ids, position_ids=position_ids).logits
         targets = input_ids[:, 1:]
-        loss = F.cross_entropy(logits[:, :-1].float().reshape(-1, logits.shape[-1]),
-                               targets.reshape(-1), reduction="sum") / targets.numel()
+        loss = (
+            F.cross_entropy(
+                logits[:, :-1].float().reshape(-1, logits.shape[-1]),
+                targets.reshape(-1),
+                reduction="sum",
+            )
+            / targets.numel()
+        )
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
@@ -284,8 +311,10 @@ def worker_loader(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {"threads": torch.get_num_threads()}
     batches = StageBatches(shards, "pretrain", SEED, 0, Layout(MICRO_BATCH, 1, 1, 0))
     plain = MemmapBatches(WORK / "shards", SEED)
-    for name, fetch in (("trainer", lambda s: batches.micro_batch(s, 0)),
-                        ("memmap", lambda s: plain.batch(s, MICRO_BATCH))):
+    for name, fetch in (
+        ("trainer", lambda s: batches.micro_batch(s, 0)),
+        ("memmap", lambda s: plain.batch(s, MICRO_BATCH)),
+    ):
         for s in range(20):  # warm: maps opened, pages cached
             fetch(s)
         steps = args.loader_batches
@@ -293,8 +322,11 @@ def worker_loader(args: argparse.Namespace) -> dict[str, Any]:
         for s in range(steps):  # several epochs: the permutation is redrawn at each
             fetch(s)
         seconds = time.perf_counter() - t0
-        out[name] = {"batches": steps, "seconds": seconds,
-                     "tokens_per_s": steps * MICRO_BATCH * SEQ_LEN / seconds}
+        out[name] = {
+            "batches": steps,
+            "seconds": seconds,
+            "tokens_per_s": steps * MICRO_BATCH * SEQ_LEN / seconds,
+        }
     return out
 
 
@@ -311,20 +343,48 @@ def measure(kind: str, args: argparse.Namespace, tag: str) -> dict[str, Any]:
 
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", kind,
-           "--out-dir", str(out), "--steps", str(args.steps), "--threads", str(args.threads),
-           "--zero-stage", str(args.zero_stage), "--loader-batches", str(args.loader_batches)]
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--worker",
+        kind,
+        "--out-dir",
+        str(out),
+        "--steps",
+        str(args.steps),
+        "--threads",
+        str(args.threads),
+        "--zero-stage",
+        str(args.zero_stage),
+        "--loader-batches",
+        str(args.loader_batches),
+    ]
     threads = str(args.threads)
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE",
-                        "MASTER_ADDR", "MASTER_PORT")}
-    env |= {"DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads,
-            "TOKENIZERS_PARALLELISM": "false"}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k
+        not in (
+            "RANK",
+            "LOCAL_RANK",
+            "WORLD_SIZE",
+            "LOCAL_WORLD_SIZE",
+            "MASTER_ADDR",
+            "MASTER_PORT",
+        )
+    }
+    env |= {
+        "DS_ACCELERATOR": "cpu",
+        "OMP_NUM_THREADS": threads,
+        "MKL_NUM_THREADS": threads,
+        "TOKENIZERS_PARALLELISM": "false",
+    }
     log = out / "log.txt"
     print(f"  {tag} ...", end="", flush=True, file=sys.stderr)
     with open(log, "wb") as fh:
-        code = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
-                              check=False).returncode
+        code = subprocess.run(
+            cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=ROOT, check=False
+        ).returncode
     if code != 0:
         raise RuntimeError(f"{tag} failed (exit {code}); {log}:\n{log.read_text()[-3000:]}")
     result = json.loads((out / "result.json").read_text())
@@ -363,14 +423,21 @@ def machine() -> dict[str, Any]:
                 break
     except OSError:
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
-            "torch": torch.__version__, "deepspeed": deepspeed.__version__,
-            "transformers": transformers.__version__, "load_avg_at_start": os.getloadavg()}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "deepspeed": deepspeed.__version__,
+        "transformers": transformers.__version__,
+        "load_avg_at_start": os.getloadavg(),
+    }
 
 
 def parameter_count() -> int:
-    h, i, L, v = (MODEL[k] for k in ("hidden_size", "intermediate_size", "num_hidden_layers",
-                                      "vocab_size"))
+    h, i, L, v = (
+        MODEL[k] for k in ("hidden_size", "intermediate_size", "num_hidden_layers", "vocab_size")
+    )
     kv = h * MODEL["num_key_value_heads"] // MODEL["num_attention_heads"]
     per_layer = h * h * 2 + h * kv * 2 + 3 * h * i + 2 * h
     return L * per_layer + 2 * v * h + h
@@ -442,7 +509,10 @@ def markdown(res: dict[str, Any]) -> str:
         "|---|---:|---:|---:|---|",
     ]
     ld = res["loader"]
-    for name, label in (("trainer", "iptkit `StageBatches`"), ("memmap", "plain loop's memmap reader")):
+    for name, label in (
+        ("trainer", "iptkit `StageBatches`"),
+        ("memmap", "plain loop's memmap reader"),
+    ):
         lines.append(
             f"| {label} | {ld[name]['batches']:,} | {ld[name]['tokens_per_s']:,.0f} | "
             f"{ld[name]['tokens_per_s'] / s['trained_tokens_per_s']:,.0f}x | "
@@ -457,16 +527,33 @@ def markdown(res: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--steps", type=int, default=40, help="optimizer steps per run (default 40)")
     p.add_argument("--warmup", type=int, default=5, help="steps skipped in the figures (default 5)")
-    p.add_argument("--rounds", type=int, default=3, help="trainer/plain pairs, alternating (default 3)")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch threads in every run (default 1: steadier on a shared machine)")
-    p.add_argument("--zero-stage", type=int, default=1, choices=(0, 1),
-                   help="ZeRO stage of the trainer's DeepSpeed JSON (default 1, as configs/deepspeed/zero1)")
-    p.add_argument("--loader-batches", type=int, default=3000,
-                   help="micro-batches the loader benchmark reads (default 3000)")
+    p.add_argument(
+        "--rounds", type=int, default=3, help="trainer/plain pairs, alternating (default 3)"
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads in every run (default 1: steadier on a shared machine)",
+    )
+    p.add_argument(
+        "--zero-stage",
+        type=int,
+        default=1,
+        choices=(0, 1),
+        help="ZeRO stage of the trainer's DeepSpeed JSON (default 1, as configs/deepspeed/zero1)",
+    )
+    p.add_argument(
+        "--loader-batches",
+        type=int,
+        default=3000,
+        help="micro-batches the loader benchmark reads (default 3000)",
+    )
     p.add_argument("--json", type=Path, help="write every number here")
     p.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     p.add_argument("--out-dir", help=argparse.SUPPRESS)
@@ -518,9 +605,10 @@ def main(argv: list[str] | None = None) -> int:
         "loss_step1_plain": pl_losses[0],
         "max_loss_diff": max(abs(a - b) for a, b in zip(ip_losses, pl_losses, strict=True)),
     }
-    summary["targets_met"] = {"overhead_lt_10pct": summary["overhead_wall"] < 0.10
-                              and summary["overhead_step"] < 0.10,
-                              "loader_ge_50x": summary["loader_ratio"] >= 50}
+    summary["targets_met"] = {
+        "overhead_lt_10pct": summary["overhead_wall"] < 0.10 and summary["overhead_step"] < 0.10,
+        "loader_ge_50x": summary["loader_ratio"] >= 50,
+    }
     res = {
         "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
         "command": command,
