@@ -8,7 +8,7 @@ runners (Direct, Portable, Flink, Dataflow) with the same bytes and no pickling 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import apache_beam as beam
@@ -38,6 +38,13 @@ def encode_line(obj: Any) -> bytes:
         return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode("ascii") + b"\n"
 
 
+def shallow_dict(obj: Any) -> dict[str, Any]:
+    """A dataclass's fields as a dict, without copying them: `dataclasses.asdict` deep-copies
+    `meta` recursively, which cost a tenth of a run; records are never mutated, so sharing is
+    safe."""
+    return {f.name: getattr(obj, f.name) for f in fields(obj)}
+
+
 @dataclass
 class Record:
     """A document, instruction or augmented text on its way through the pipeline.
@@ -59,7 +66,7 @@ class Record:
     meta: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return shallow_dict(self)
 
 
 @dataclass(frozen=True)
@@ -78,7 +85,7 @@ class Reject:
     record: Any = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return shallow_dict(self)
 
 
 class _JsonCoder(beam.coders.Coder):
