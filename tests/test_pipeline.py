@@ -117,21 +117,18 @@ def test_same_spec_twice_gives_identical_bytes_and_shards_partition(corpus):
     )
 
 
-def test_multiprocess_direct_runner_gives_same_bytes(corpus):
+def assert_same_bytes_as_default_runner(corpus: Path, *beam_args: str) -> None:
+    """Runs the spec on the default DirectRunner and with `beam_args`; outputs must match."""
     base = corpus.parent
-    assert run_cli("run", corpus, "--out", base / "single") == 0
-    assert (
-        run_cli(
-            "run",
-            corpus,
-            "--out",
-            base / "multi",
-            "--direct_num_workers=2",
-            "--direct_running_mode=multi_processing",
-        )
-        == 0
+    assert run_cli("run", corpus, "--out", base / "default") == 0
+    assert run_cli("run", corpus, "--out", base / "other", *beam_args) == 0
+    assert outputs(base / "default") == outputs(base / "other")
+
+
+def test_multiprocess_direct_runner_gives_same_bytes(corpus):
+    assert_same_bytes_as_default_runner(
+        corpus, "--direct_num_workers=2", "--direct_running_mode=multi_processing"
     )
-    assert outputs(base / "single") == outputs(base / "multi")
 
 
 def _free_port() -> int:
@@ -169,21 +166,12 @@ def job_service():
 
 
 def test_portable_runner_matches_direct_runner(corpus, job_service):
-    base = corpus.parent
-    assert run_cli("run", corpus, "--out", base / "direct") == 0
-    assert (
-        run_cli(
-            "run",
-            corpus,
-            "--out",
-            base / "portable",
-            "--runner=PortableRunner",
-            f"--job_endpoint={job_service}",
-            "--environment_type=LOOPBACK",
-        )
-        == 0
+    assert_same_bytes_as_default_runner(
+        corpus,
+        "--runner=PortableRunner",
+        f"--job_endpoint={job_service}",
+        "--environment_type=LOOPBACK",
     )
-    assert outputs(base / "direct") == outputs(base / "portable")
 
 
 def test_bad_spec_exits_2_before_any_run(tmp_path, capsys):
