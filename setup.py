@@ -34,7 +34,7 @@ setup(
         # Not pinned for users; the Makefile installs the CPU build 2.13.0 first on this machine.
         "torch>=2.4",
         "transformers>=4.45",
-        "tokenizers>=0.20",
+        "tokenizers>=0.21",  # Tokenizer.encode_batch_fast
         "deepspeed>=0.15",
         "sentencepiece>=0.2",
         "fasttext-predict>=0.9.2",

@@ -117,16 +117,18 @@ def dedup_near(docs: list[dict], args: argparse.Namespace) -> dict:
 
 def tokenize(docs: list[dict], args: argparse.Namespace) -> dict:
     """Hugging Face tokenizers' batch encode of every text, as a user writes it, batches of
-    `batch_size` (the ids are kept, as a packer would need them)."""
+    `batch_size` (the ids are kept, as a packer would need them); `method` encode_batch, or
+    encode_batch_fast (no character offsets)."""
     from tokenizers import Tokenizer
 
     tok = Tokenizer.from_file(args.params["tokenizer"])
     batch = args.params.get("batch_size", 1000)
+    encode = getattr(tok, args.params.get("method", "encode_batch"))
     texts = [d["text"] for d in docs]
     started = time.perf_counter()
     tokens = 0
     for i in range(0, len(texts), batch):
-        encoded = tok.encode_batch(texts[i : i + batch], add_special_tokens=False)
+        encoded = encode(texts[i : i + batch], add_special_tokens=False)
         tokens += sum(len(e.ids) for e in encoded)
     return {"seconds": time.perf_counter() - started, "tokens": tokens}
 

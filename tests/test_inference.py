@@ -166,7 +166,7 @@ def test_vllm_is_imported_only_when_a_vllm_handler_loads(model_dir, monkeypatch)
     import sys
     import types
 
-    from iptkit.transforms.inference import make_handler
+    from iptkit.transforms.prompt_handler import make_handler
 
     handler = make_handler(ModelSpec(
         "vllm", str(model_dir), max_model_len=128, add_special_tokens=False,

@@ -14,6 +14,8 @@ from iptkit.errors import SpecError
 from iptkit.pipelines.spec import load_plan
 from iptkit.shards import open_shards, sha256_file, verify_shards
 from iptkit.trainer.data import open_stage, resolve_tokenizer
+from iptkit.transforms.document import TokenizedDoc
+from iptkit.transforms.pack import doc_bytes, doc_piece
 from iptkit.transforms.packing import Piece, efficiency, pack_best_fit, pack_concat
 
 DATA = REPO / "pipelines" / "examples" / "data"
@@ -44,6 +46,25 @@ def test_concat_keeps_the_stream_and_best_fit_cuts_less():
     # best fit needs as few rows as the lower bound allows here
     assert len(best) == -(-sum(lengths) // 10)
     assert all(np.all(r.mask[r.used :] == 0) and np.all(r.tokens[r.used :] == 0) for r in best)
+
+
+@pytest.mark.parametrize("bos", [None, 1])
+@pytest.mark.parametrize("eos", [None, 2])
+def test_doc_bytes_add_bos_eos_and_masks_round_trip(bos, eos):
+    """BOS is never a target; EOS is one when the document's last token is; a document
+    without a mask sends no mask bytes and comes back all targets but BOS."""
+    head, tail = [bos] if bos else [], [eos] if eos else []
+    raw = TokenizedDoc("a", "s", "raw", ids=[70000, 5, 6])
+    ids, mask = doc_bytes(raw, bos, eos)
+    piece = doc_piece(ids, mask, bos is not None)
+    assert mask == b"" and piece.ids.tolist() == [*head, 70000, 5, 6, *tail]
+    assert piece.mask.tolist() == [*([0] if bos else []), 1, 1, 1, *([1] if eos else [])]
+    sft = TokenizedDoc("b", "s", "instruction", ids=[7, 8, 9], mask=[0, 1, 1])
+    piece = doc_piece(*doc_bytes(sft, bos, eos), bos is not None)
+    assert piece.ids.tolist() == [*head, 7, 8, 9, *tail]
+    assert piece.mask.tolist() == [*([0] if bos else []), 0, 1, 1, *([1] if eos else [])]
+    prompt_last = TokenizedDoc("c", "s", "instruction", ids=[7, 8], mask=[1, 0])
+    assert doc_piece(*doc_bytes(prompt_last, None, eos), False).mask.tolist()[-1] == 0
 
 
 def _spec(tmp: Path, tok: Path, pack: str, extra_stages: str = "", out: str = "run") -> Path:

@@ -6,7 +6,8 @@ Three pieces, each with one job:
   sampling, batch size, the too-long-prompt policy). A stage's options model derives from it,
   so every model stage spells these keys the same way. `model_spec()` turns them into the plain
   `ModelSpec` the handlers take (handlers know nothing of pydantic or stages).
-- `PromptHandler`: a Beam `ModelHandler` taking `GenerationRequest`s (a prompt and its sampling
+- `PromptHandler` (in `prompt_handler`, which alone imports Beam's torch-loading `ml` package):
+  a Beam `ModelHandler` taking `GenerationRequest`s (a prompt and its sampling
   seed) and giving `Generation`s. It tokenizes, applies the length policy, generates, and isolates
   failures: when a batch raises, its elements are retried one by one and only those that still
   fail come back as `Generation(error=...)`. Backends (`inference_transformers`,
@@ -24,18 +25,19 @@ from __future__ import annotations
 
 import hashlib
 import os
-from abc import abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import apache_beam as beam
-from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, RunInference
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from iptkit.transforms.record import _JsonCoder, shallow_dict
 from iptkit.transforms.stage_config import BASE_DIR, StageConfig
+
+if TYPE_CHECKING:  # Beam's ml package imports torch: loaded only when a model stage runs
+    from apache_beam.ml.inference.base import ModelHandler
 
 MODEL_BACKENDS = ("transformers", "vllm")
 PROMPT_TOO_LONG = "prompt_too_long"
@@ -267,88 +269,6 @@ def isolated(
         return [isolated([item], run)[0] for item in items]
 
 
-class PromptHandler(ModelHandler):
-    """The shared handler logic: tokenize, apply the length policy, generate, isolate failures.
-
-    Subclasses load the model and implement `tokenizer_of` and `generate_ids`; results never
-    depend on which other prompts share a batch (sampling is seeded per request).
-    """
-
-    def __init__(self, spec: ModelSpec):
-        # Full batches (a bundle's last one may be short): BatchElements' adaptive sizing would
-        # start at 1 and waste the first generate calls, which dominate on a GPU.
-        super().__init__(min_batch_size=spec.batch_size, max_batch_size=spec.batch_size)
-        self.spec = spec
-
-    @abstractmethod
-    def tokenizer_of(self, model: Any) -> Any:
-        """The tokenizer that encodes prompts and decodes outputs for `model`."""
-
-    @abstractmethod
-    def generate_ids(
-        self, model: Any, prompts: Sequence[list[int]], seeds: Sequence[int]
-    ) -> list[tuple[str, int]]:
-        """For each prompt (token ids), the decoded new text and the number of new tokens."""
-
-    def run_inference(
-        self,
-        batch: Sequence[GenerationRequest],
-        model: Any,
-        inference_args: dict[str, Any] | None = None,
-    ) -> list[Generation]:
-        spec = self.spec
-        tokenizer = self.tokenizer_of(model)
-        results: list[Generation | None] = [None] * len(batch)
-        todo: list[tuple[int, list[int], int]] = []  # (position, ids, truncated)
-        for i, request in enumerate(batch):
-            ids = encode(tokenizer, request.prompt, spec.add_special_tokens)
-            fitted = fit_ids(ids, spec.prompt_budget, spec.prompt_too_long)
-            if fitted is None:
-                results[i] = Generation(
-                    prompt_tokens=len(ids),
-                    error=PROMPT_TOO_LONG,
-                    detail=f"{len(ids)} prompt tokens > budget {spec.prompt_budget} "
-                    f"(max_model_len {spec.max_model_len} - max_new_tokens "
-                    f"{spec.sampling.max_new_tokens})",
-                )
-            else:
-                todo.append((i, *fitted))
-
-        def run(items: Sequence[tuple[int, list[int], int]]) -> list[Generation]:
-            outs = self.generate_ids(
-                model, [ids for _, ids, _ in items], [batch[i].seed for i, _, _ in items]
-            )
-            return [
-                Generation(text, len(ids), n_new, truncated)
-                for (_, ids, truncated), (text, n_new) in zip(items, outs, strict=True)
-            ]
-
-        if todo:
-            for (i, _, _), generation in zip(todo, isolated(todo, run), strict=True):
-                results[i] = generation
-        return results  # type: ignore[return-value]
-
-    def get_num_bytes(self, batch: Sequence[GenerationRequest]) -> int:
-        # Beam's default pickles the batch for a metric; the prompt bytes say the same for less.
-        return sum(len(r.prompt.encode("utf-8", "surrogatepass")) for r in batch)
-
-    def get_metrics_namespace(self) -> str:
-        return f"iptkit.inference.{self.spec.backend}"
-
-
-def make_handler(spec: ModelSpec) -> PromptHandler:
-    """The handler of `spec.backend`; vLLM is imported only when chosen."""
-    if spec.backend == "transformers":
-        from iptkit.transforms.inference_transformers import TransformersHandler
-
-        return TransformersHandler(spec)
-    if spec.backend == "vllm":
-        from iptkit.transforms.inference_vllm import VllmHandler
-
-        return VllmHandler(spec)
-    raise ValueError(f"unknown inference backend {spec.backend!r}; use one of {MODEL_BACKENDS}")
-
-
 class Generate(beam.PTransform):
     """`(key, GenerationRequest) -> (key, Generation)` through RunInference.
 
@@ -363,6 +283,10 @@ class Generate(beam.PTransform):
         self._handler = handler
 
     def expand(self, requests):
+        from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
+
+        from iptkit.transforms.prompt_handler import make_handler
+
         handler = KeyedModelHandler(self._handler or make_handler(self._spec))
         results, dead = (
             requests

@@ -14,7 +14,8 @@ from typing import Any
 
 import torch
 
-from iptkit.transforms.inference import ModelSpec, PromptHandler, spec_tokenizer
+from iptkit.transforms.inference import ModelSpec, spec_tokenizer
+from iptkit.transforms.prompt_handler import PromptHandler
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 

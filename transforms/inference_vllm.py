@@ -13,7 +13,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from iptkit.transforms.inference import ModelSpec, PromptHandler, spec_tokenizer
+from iptkit.transforms.inference import ModelSpec, spec_tokenizer
+from iptkit.transforms.prompt_handler import PromptHandler
 
 
 class VllmHandler(PromptHandler):

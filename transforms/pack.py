@@ -26,6 +26,7 @@ import json
 import math
 import os
 import shutil
+from array import array
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -239,7 +240,7 @@ def _difficulty(record: Record) -> float | None:
 class FormatTokenize(RecordStage):
     """Record -> TokenizedDoc (format, then tokenize segment by segment); batched."""
 
-    batch_size = 256
+    batch_size = 1000
 
     def __init__(self, cfg: PackConfig, name: str = FORMAT_STAGE):
         self.name = name
@@ -293,6 +294,34 @@ class SplitKey:
     prefix: str
 
 
+def doc_bytes(doc: TokenizedDoc, bos: int | None, eos: int | None) -> tuple[bytes, bytes]:
+    """A document's ids with BOS/EOS added, as uint32 bytes, and its mask as uint8 bytes, or
+    b"" when the document has no mask (every token a target but BOS: see `doc_piece`).
+
+    `array("I", list)` converts a list of ints three times faster than numpy does, and a
+    document without a mask sends no mask bytes through the shuffle.
+    """
+    ids = array("I", [*([] if bos is None else [bos]), *doc.ids, *([] if eos is None else [eos])])
+    if doc.mask is None:
+        return ids.tobytes(), b""
+    mask = doc.mask
+    last = mask[-1:] if mask else [1]  # EOS is a target when the document's end is
+    return ids.tobytes(), bytes(
+        [*([] if bos is None else [0]), *mask, *(last if eos is not None else [])]
+    )
+
+
+def doc_piece(ids: bytes, mask: bytes, bos: bool) -> Piece:
+    """The arrays `doc_bytes` sent: an empty mask is 1 for every token but a leading BOS."""
+    tokens = np.frombuffer(ids, np.uint32)
+    if mask:
+        return Piece(tokens, np.frombuffer(mask, np.uint8))
+    ones = np.ones(len(tokens), np.uint8)
+    if bos:
+        ones[:1] = 0
+    return Piece(tokens, ones)
+
+
 class _RouteFn(beam.DoFn):
     """Split, bucket and sort key of each document; BOS/EOS added; too_long/no_stage rejects."""
 
@@ -301,19 +330,10 @@ class _RouteFn(beam.DoFn):
 
     def process(self, doc: TokenizedDoc, validation_ids: Any):
         cfg, seed = self._cfg, self._seed
-        ids = np.asarray(doc.ids, dtype=np.uint32)
-        mask = np.ones(len(ids), np.uint8) if doc.mask is None else np.asarray(doc.mask, np.uint8)
         bos, eos = self._specials.get("bos"), self._specials["eos"] if cfg.add_eos else None
-        if bos is not None or eos is not None:
-            last = mask[-1:] if len(mask) else np.ones(1, np.uint8)
-            head = [] if bos is None else [np.array([bos], np.uint32)]
-            tail = [] if eos is None else [np.array([eos], np.uint32)]
-            ids = np.concatenate([*head, ids, *tail])
-            mask = np.concatenate(
-                [*([np.zeros(1, np.uint8)] if head else []), mask, *([last] if tail else [])]
-            )
-        if cfg.long_documents == "drop" and len(ids) > cfg.seq_len:
-            yield self._reject(doc, "too_long", f"{len(ids)} tokens > seq_len {cfg.seq_len}")
+        n_tokens = doc.n_tokens + (bos is not None) + (eos is not None)
+        if cfg.long_documents == "drop" and n_tokens > cfg.seq_len:
+            yield self._reject(doc, "too_long", f"{n_tokens} tokens > seq_len {cfg.seq_len}")
             return
         folder = ""
         if cfg.training_stages:
@@ -329,11 +349,12 @@ class _RouteFn(beam.DoFn):
         split = "validation" if in_val else "train"
         prefix = f"{folder.rstrip('/')}-{split}" if folder else split
         bucket = seeded_hash(seed, "bucket", doc.key) % cfg.buckets
-        order = seeded_hash(seed, "order", doc.key)
+        # 63 bits: Beam's fast coder pickles ints past the int64 range, one by one.
+        order = seeded_hash(seed, "order", doc.key) >> 1
         hardness = doc.difficulty if doc.difficulty is not None else math.inf
         sort_key = (hardness if cfg.order == "curriculum" else 0.0, order, doc.key)
         key = (folder + split, prefix, bucket)
-        yield beam.pvalue.TaggedOutput("routed", (key, (sort_key, ids.tobytes(), mask.tobytes())))
+        yield beam.pvalue.TaggedOutput("routed", (key, (sort_key, *doc_bytes(doc, bos, eos))))
         yield doc
 
     def _reject(self, doc: TokenizedDoc, reason: str, detail: str) -> Any:
@@ -357,10 +378,8 @@ class _WriteBucketFn(beam.DoFn):
         (folder, prefix, bucket), values = item
         cfg = self._cfg
         docs = sorted(values, key=lambda v: v[0])
-        pieces = [
-            Piece(np.frombuffer(ids, np.uint32), np.frombuffer(mask, np.uint8))
-            for _, ids, mask in docs
-        ]
+        bos = "bos" in self._header["special_tokens"]
+        pieces = [doc_piece(ids, mask, bos) for _, ids, mask in docs]
         part = _part_dir(self._root, folder, bucket)
         if part.exists():
             shutil.rmtree(part)  # a retried bundle starts clean
