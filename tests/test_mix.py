@@ -19,6 +19,9 @@ from iptkit.transforms.mix_solver import (
     MixError,
     copies,
     doc_hash,
+    hash_range,
+    range_total,
+    remainder_boundary,
     remainder_cutoff,
     solve_mix,
 )
@@ -119,6 +122,23 @@ def test_remainder_cutoff_is_exact_to_half_a_document():
     assert remainder_cutoff(docs, 0) is None
     assert remainder_cutoff(docs, 44) == (3, "d3")  # 40 tokens: 4 off; 50 would be 6 off
     assert remainder_cutoff(docs, 46) == (4, "d4")
+
+
+@pytest.mark.parametrize("bits", [1, 3, 6])
+def test_cutoff_by_ranges_equals_the_whole_group_cutoff(bits):
+    """The stage finds a cutoff from per-range totals and one range's documents; that must be
+    the cutoff of the whole group in hash order, for every remainder."""
+    rng = random.Random(bits)
+    docs = [(doc_hash(7, f"d{i}"), f"d{i}", rng.randint(1, 50)) for i in range(300)]
+    total = sum(n for _, _, n in docs)
+    by_range = defaultdict(list)
+    for h, i, n in docs:
+        by_range[hash_range(h, bits)].append((h, i, n))
+    totals = [(r, *range_total((n, (h, i)) for h, i, n in ds)) for r, ds in by_range.items()]
+    for remainder in [0.5, 1, 17, total / 3, total / 2 + 0.5, total - 1, total, total + 10]:
+        r, left, before = remainder_boundary(totals, remainder)
+        found = remainder_cutoff(by_range[r], left) if r is not None else None
+        assert (found if found is not None else before) == remainder_cutoff(docs, remainder)
 
 
 # --------------------------------------------------------------------------- options

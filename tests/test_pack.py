@@ -175,11 +175,15 @@ def test_shards_are_byte_identical_across_runs_and_worker_counts(tmp_path, tok):
     assert any(n.startswith("en/train/en-train-b00002-") for n in names)
 
 
-def test_curriculum_orders_easy_to_hard(tmp_path, tok):
+@pytest.mark.parametrize("buckets", [1, 3])
+def test_curriculum_orders_easy_to_hard(tmp_path, tok, buckets):
+    """Over the whole split, buckets included; a document without a difficulty comes last."""
+    difficulties = [0.9, 0.1, 0.5, 0.3, 0.7, 0.2, 0.8, 0.4, 0.6, None]
     data = tmp_path / "d.jsonl"
     data.write_text("".join(
-        json.dumps({"text": f"The quick brown fox {i}.", "difficulty": d}) + "\n"
-        for i, d in enumerate([0.9, 0.1, 0.5, 0.3])))  # fmt: skip
+        json.dumps({"text": f"The quick brown fox {i}.",
+                    **({"difficulty": d} if d is not None else {})}) + "\n"
+        for i, d in enumerate(difficulties)))  # fmt: skip
     spec = tmp_path / "c.yaml"
     spec.write_text(
         textwrap.dedent(f"""\
@@ -187,7 +191,8 @@ def test_curriculum_orders_easy_to_hard(tmp_path, tok):
         output: {tmp_path / "run"}
         sources: [{{name: d, format: jsonl, path: {data}, meta_fields: [difficulty]}}]
         stages:
-          - pack: {{tokenizer: {tok}, seq_len: 16, packing: concat, order: curriculum}}
+          - pack: {{tokenizer: {tok}, seq_len: 16, packing: concat, order: curriculum,
+                    buckets: {buckets}, sequences_per_shard: 2}}
         """)
     )
     assert run_cli("run", spec) == 0
@@ -197,9 +202,9 @@ def test_curriculum_orders_easy_to_hard(tmp_path, tok):
     text = load_tokenizer(tok).decode(
         [int(t) for i in range(len(shards)) for t in shards[i].tokens], skip_special_tokens=True
     )
-    assert [text.index(f"fox {i}") for i in (1, 3, 2, 0)] == sorted(
-        text.index(f"fox {i}") for i in range(4)
-    )
+    easy_to_hard = sorted(range(len(difficulties)), key=lambda i: difficulties[i] or 2)
+    positions = [text.index(f"fox {i}.") for i in easy_to_hard]
+    assert positions == sorted(positions)
 
 
 @pytest.mark.parametrize(

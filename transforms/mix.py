@@ -9,7 +9,9 @@ How the documents go through (Beam transforms; only per-group numbers reach one 
 2. Solve (`mix_solver.solve_mix`): per group a token target, split into whole repeats and a
    remainder; an infeasible request fails here, before anything is written, with the numbers.
 3. Cutoff per group: the (hash, id) of the last document the remainder takes, documents ordered
-   by the seeded blake2b hash of their id (a GroupByKey holding (hash, id, tokens) per document).
+   by the seeded blake2b hash of their id. Token totals per range of that order (a combine) say
+   which range the remainder ends in; only that range's documents meet on one worker (see
+   `_Cutoffs`), so memory does not grow with the largest group.
 4. Select: each document is emitted `copies` times (copy = 0, 1, ...; extra copies are ledger
    `added` with reason `repeat`), or becomes a `not_sampled` reject (`not_in_mix` when its group
    is not named in the ratios).
@@ -35,6 +37,9 @@ from iptkit.transforms.mix_solver import (
     doc_hash,
     flatten_ratios,
     group_of,
+    hash_range,
+    range_total,
+    remainder_boundary,
     remainder_cutoff,
     solve_mix,
 )
@@ -265,6 +270,62 @@ class _SelectFn(beam.DoFn):
         return Reject(doc.id, doc.source, self._stage, reason, detail, summary)
 
 
+class _Cutoffs(beam.PTransform):
+    """(group, id, tokens) -> (group, cutoff (hash, id)) for every group with a remainder.
+
+    In two steps, so no worker holds a whole group: token totals per range of the hash order
+    (a combine), the range each group's remainder ends in (`remainder_boundary`, a few thousand
+    numbers per group), then `remainder_cutoff` over the documents of that one range.
+    """
+
+    def __init__(self, seed: int, plan: Any):
+        super().__init__()
+        self._seed, self._plan = seed, plan
+
+    def expand(self, in_mix):
+        seed = self._seed
+        hashed = in_mix | "Hash" >> beam.Map(lambda t: (t[0], doc_hash(seed, t[1]), t[1], t[2]))
+
+        def boundary(kv, p: MixPlan):
+            group, ranges = kv
+            g = p.groups.get(group)
+            if g is not None and g.remainder > 0:
+                yield group, remainder_boundary(ranges, g.remainder)
+
+        boundaries = (
+            hashed
+            | "Range key" >> beam.Map(lambda t: ((t[0], hash_range(t[1])), (t[3], (t[1], t[2]))))
+            | "Range totals" >> beam.CombinePerKey(range_total)
+            | "Ranges by group" >> beam.Map(lambda kv: (kv[0][0], (kv[0][1], *kv[1])))
+            | "Group ranges" >> beam.GroupByKey()
+            | "Boundary" >> beam.FlatMap(boundary, self._plan)
+        )
+        where = beam.pvalue.AsDict(boundaries)
+
+        def in_boundary(t, b: dict[str, Any]):
+            found = b.get(t[0])
+            if found is not None and found[0] == hash_range(t[1]):
+                yield t[0], (t[1], t[2], t[3])
+
+        def cutoff(kv, b: dict[str, Any]):
+            group, docs = kv
+            _, left, before = b[group]
+            found = remainder_cutoff(docs, left)
+            return group, found if found is not None else before
+
+        from_docs = (
+            hashed
+            | "In boundary" >> beam.FlatMap(in_boundary, where)
+            | "Boundary docs" >> beam.GroupByKey()
+            | "Cutoff" >> beam.Map(cutoff, where)
+        )
+        # A group whose remainder outlasts its documents takes them all.
+        from_ranges = boundaries | "Past the ranges" >> beam.FlatMap(
+            lambda kv: [(kv[0], kv[1][2])] if kv[1][0] is None else []
+        )
+        return (from_docs, from_ranges) | "All cutoffs" >> beam.Flatten()
+
+
 class Mix(beam.PTransform):
     """Samples TokenizedDocs to the configured mix; returns {"kept", "rejects", "added",
     "report"} (the last one element, the report dict) and writes RUN/STAGE/report.json with `write_file(path, data)` (the run directory's atomic
@@ -298,21 +359,7 @@ class Mix(beam.PTransform):
         )
         plan_side = beam.pvalue.AsSingleton(plan)
 
-        def cutoff(kv, p: MixPlan):
-            group, items = kv
-            g = p.groups.get(group)
-            if g is None or g.remainder <= 0:
-                return []
-            hashed = ((doc_hash(seed, i), i, n) for i, n in items)
-            found = remainder_cutoff(hashed, g.remainder)
-            return [] if found is None else [(group, found)]
-
-        cutoffs = (
-            in_mix
-            | "Hash key" >> beam.Map(lambda t: (t[0], (t[1], t[2])))
-            | "By group" >> beam.GroupByKey()
-            | "Cutoff" >> beam.FlatMap(cutoff, plan_side)
-        )
+        cutoffs = in_mix | "Cutoffs" >> _Cutoffs(seed, plan_side)
         out = docs | "Select" >> beam.ParDo(
             _SelectFn(cfg, seed, self._name), plan_side, beam.pvalue.AsDict(cutoffs)
         ).with_outputs(REJECTS, ADDED, main=KEPT)

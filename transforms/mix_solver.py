@@ -173,6 +173,48 @@ def remainder_cutoff(
     return cutoff
 
 
+# The hash order is cut into 2**RANGE_BITS ranges (the hash's top bits), so finding a group's
+# cutoff needs one worker to hold only the documents of one range, not the whole group.
+RANGE_BITS = 12
+
+RangeTotal = tuple[int, tuple[int, str]]  # tokens in a range, its last (hash, id)
+
+
+def hash_range(h: int, bits: int = RANGE_BITS) -> int:
+    """The range of the hash order a 64-bit document hash falls in."""
+    return h >> (64 - bits)
+
+
+def range_total(values: Iterable[RangeTotal]) -> RangeTotal:
+    """Tokens and last (hash, id) of documents, or of range totals (a combine: same shape)."""
+    tokens, last = 0, None
+    for n, key in values:
+        tokens += n
+        key = tuple(key)
+        last = key if last is None or key > last else last
+    return tokens, last  # type: ignore[return-value]
+
+
+def remainder_boundary(
+    ranges: Iterable[tuple[int, int, tuple[int, str]]], remainder: float
+) -> tuple[int | None, float, tuple[int, str] | None]:
+    """Where a group's remainder ends, from its per-range totals `(range, tokens, last)`.
+
+    Returns `(range, left, before)`: `remainder_cutoff` over that range's documents with
+    `left` tokens to take gives the cutoff, and `before` (the last document of the earlier
+    ranges) is the cutoff when it takes none. Every document of the earlier ranges is taken,
+    since they end below the remainder, so this is the whole-group `remainder_cutoff`, exactly.
+    `range` is None when the ranges end first: `before` is then the cutoff.
+    """
+    taken, before = 0, None
+    for r, tokens, last in sorted(ranges):
+        if taken + tokens >= remainder:
+            return r, remainder - taken, before
+        taken += tokens
+        before = tuple(last)
+    return None, 0.0, before
+
+
 def copies(plan: GroupPlan, hash_key: tuple[int, str], cutoff: tuple[int, str] | None) -> int:
     """How many times the mix takes one document: the whole repeats, plus one if it falls in the
     remainder (its (hash, id) at or below the group's cutoff)."""

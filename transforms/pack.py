@@ -12,7 +12,10 @@ How packing stays deterministic and scales past one machine's memory:
 2. GroupByKey on (split, bucket): one worker holds one bucket's token ids, sorts them by the
    sort key (so bundle order and worker count never matter), packs them and streams the rows
    into that bucket's own shard files with `ShardWriter`. Memory per worker is one bucket:
-   raise `buckets` until a bucket fits a worker; the corpus as a whole never has to.
+   raise `buckets` until a bucket fits a worker; the corpus as a whole never has to. For a
+   curriculum the buckets are equal-width ranges of difficulty between its exact minimum and
+   maximum (a combine), so the buckets in order, each sorted, are easy to hard over the whole
+   split, not only within a bucket.
 3. GroupByKey on split: one small step moves the buckets' files into the split folder and
    writes one `manifest.json` listing the buckets' shards in bucket order, with the mix report.
 Documents are cut only within a bucket, so `buckets` changes the bytes (it is in the spec, so
@@ -117,7 +120,7 @@ class PackConfig(StageConfig):
         "shuffle",
         description="shuffle: seeded hash of each document; curriculum: by the record's "
         "meta.difficulty, easy to hard (X-CIT self-paced learning), hash within ties, documents "
-        "without one last; the order holds within a bucket",
+        "without one last",
     )
     training_stages: list[TrainingStage] = Field(
         default_factory=list,
@@ -128,8 +131,8 @@ class PackConfig(StageConfig):
         1,
         ge=1,
         le=100_000,
-        description="documents are packed in this many groups (by hash), each on one worker: "
-        "raise it when one worker cannot hold a split's tokens",
+        description="documents are packed in this many groups (by hash; by difficulty range for "
+        "a curriculum), each on one worker: raise it when one worker cannot hold a split's tokens",
     )
     sequences_per_shard: int = Field(8192, ge=1, description="rows per shard file")
     megatron: bool = Field(
@@ -322,13 +325,27 @@ def doc_piece(ids: bytes, mask: bytes, bos: bool) -> Piece:
     return Piece(tokens, ones)
 
 
+def curriculum_bucket(
+    difficulty: float | None, span: tuple[float, float] | None, buckets: int
+) -> int:
+    """A document's bucket in a curriculum: equal-width ranges of difficulty over `span` (the
+    exact minimum and maximum), so bucket order is difficulty order; documents without a
+    difficulty go to the last bucket, where they sort last."""
+    if difficulty is None or span is None:
+        return buckets - 1
+    lo, hi = span
+    if hi <= lo:
+        return 0
+    return min(buckets - 1, int((difficulty - lo) / (hi - lo) * buckets))
+
+
 class _RouteFn(beam.DoFn):
     """Split, bucket and sort key of each document; BOS/EOS added; too_long/no_stage rejects."""
 
     def __init__(self, cfg: PackConfig, seed: int, stage: str, specials: dict[str, int]):
         self._cfg, self._seed, self._stage, self._specials = cfg, seed, stage, specials
 
-    def process(self, doc: TokenizedDoc, validation_ids: Any):
+    def process(self, doc: TokenizedDoc, validation_ids: Any, span: Any):
         cfg, seed = self._cfg, self._seed
         bos, eos = self._specials.get("bos"), self._specials["eos"] if cfg.add_eos else None
         n_tokens = doc.n_tokens + (bos is not None) + (eos is not None)
@@ -348,7 +365,10 @@ class _RouteFn(beam.DoFn):
             in_val = seeded_hash(seed, "validation", doc.id) < cfg.validation * 2**64
         split = "validation" if in_val else "train"
         prefix = f"{folder.rstrip('/')}-{split}" if folder else split
-        bucket = seeded_hash(seed, "bucket", doc.key) % cfg.buckets
+        if cfg.order == "curriculum":
+            bucket = curriculum_bucket(doc.difficulty, span, cfg.buckets)
+        else:
+            bucket = seeded_hash(seed, "bucket", doc.key) % cfg.buckets
         # 63 bits: Beam's fast coder pickles ints past the int64 range, one by one.
         order = seeded_hash(seed, "order", doc.key) >> 1
         hardness = doc.difficulty if doc.difficulty is not None else math.inf
@@ -362,6 +382,15 @@ class _RouteFn(beam.DoFn):
         return beam.pvalue.TaggedOutput(
             REJECTS, Reject(doc.id, doc.source, self._stage, reason, detail, summary)
         )
+
+
+def _span(pairs: Any) -> tuple[float, float]:
+    """(min, max) of (min, max) pairs: a combine over documents' difficulties ((inf, -inf)
+    when none has one, which no document then uses)."""
+    lo, hi = math.inf, -math.inf
+    for a, b in pairs:
+        lo, hi = min(lo, a), max(hi, b)
+    return lo, hi
 
 
 def _part_dir(shards_root: str, folder: str, bucket: int) -> Path:
@@ -502,8 +531,19 @@ class Pack(beam.PTransform):
             | "Masked" >> beam.Map(lambda d: d.mask is not None)
             | "Any mask" >> beam.CombineGlobally(any)
         )
+        if cfg.order == "curriculum" and cfg.buckets > 1:
+            span = beam.pvalue.AsSingleton(
+                docs
+                | "Difficulties"
+                >> beam.FlatMap(
+                    lambda d: [] if d.difficulty is None else [(d.difficulty, d.difficulty)]
+                )
+                | "Span" >> beam.CombineGlobally(_span)
+            )
+        else:
+            span = beam.pvalue.AsSingleton(docs.pipeline | "No span" >> beam.Create([None]))
         routed = docs | "Route" >> beam.ParDo(
-            _RouteFn(cfg, ctx.seed, ctx.name, specials), validation_ids
+            _RouteFn(cfg, ctx.seed, ctx.name, specials), validation_ids, span
         ).with_outputs(REJECTS, "routed", main=KEPT)
         mix = inputs.get("report")
         mix_side = beam.pvalue.AsList(
