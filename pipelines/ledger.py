@@ -15,7 +15,7 @@ from typing import Any
 
 import apache_beam as beam
 
-from iptkit.pipelines.rundir import atomic_write
+from iptkit.files import atomic_write
 from iptkit.transforms.record import Reject
 from iptkit.transforms.sources import READ_STAGE
 

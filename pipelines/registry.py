@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import apache_beam as beam
 
-from iptkit.pipelines.rundir import atomic_write
+from iptkit.files import atomic_write
 from iptkit.transforms.categorize import Categorize, CategorizeConfig
 from iptkit.transforms.decontaminate import Decontaminate, DecontaminateConfig
 from iptkit.transforms.dedup_exact import DedupExact, DedupExactConfig

@@ -13,7 +13,8 @@ from apache_beam.io.filesystems import FileSystems
 from iptkit.errors import IptkitError
 from iptkit.eval.contamination_report import combine, render_html, render_markdown
 from iptkit.eval.run_report import RunReportInputs, render_run_report
-from iptkit.pipelines.rundir import RunDir, atomic_write, read_bytes
+from iptkit.files import atomic_write, read_bytes
+from iptkit.pipelines.rundir import RunDir
 
 
 def write_contamination_report(run: RunDir, stages: list[str] | None = None) -> list[str]:

@@ -1,40 +1,19 @@
-"""The run directory: where each output lives, and the one way files are written into it.
+"""The run directory: where each output lives.
 
-Every file is written under a temporary name and renamed when complete, so a killed run never
-leaves a half-written file that looks whole. `stats.json` is written last: a run directory
-without it is an unfinished run. Paths go through Beam's FileSystems, so RUN may be `gs://...`.
+Every file is written under a temporary name and renamed when complete
+(`iptkit.files.atomic_write`), so a killed run never leaves a half-written file that looks
+whole. `stats.json` is written last: a run directory without it is an unfinished run. Paths go
+through Beam's FileSystems, so RUN may be `gs://...`.
 """
 
 from __future__ import annotations
 
 import os
-import uuid
 from dataclasses import dataclass
 
-from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from iptkit.errors import IptkitError
-
-TMP_MARK = ".tmp-"
-
-
-def atomic_write(path: str, data: bytes) -> None:
-    """Write `data` to `path` through a temporary file and a rename."""
-    tmp = f"{path}{TMP_MARK}{uuid.uuid4().hex}"
-    try:
-        with FileSystems.create(tmp, compression_type=CompressionTypes.UNCOMPRESSED) as f:
-            f.write(data)
-        FileSystems.rename([tmp], [path])
-    except BaseException:
-        if FileSystems.exists(tmp):
-            FileSystems.delete([tmp])
-        raise
-
-
-def read_bytes(path: str) -> bytes:
-    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
-        return f.read()
 
 
 @dataclass(frozen=True)

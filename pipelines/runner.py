@@ -18,6 +18,7 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from iptkit.errors import IptkitError, LedgerError
+from iptkit.files import atomic_write, read_bytes
 from iptkit.pipelines.builder import build
 from iptkit.pipelines.ledger import assemble, summary_table, violations
 from iptkit.pipelines.reports import (
@@ -25,7 +26,7 @@ from iptkit.pipelines.reports import (
     write_contamination_report,
     write_run_report,
 )
-from iptkit.pipelines.rundir import RunDir, atomic_write, read_bytes
+from iptkit.pipelines.rundir import RunDir
 from iptkit.pipelines.spec import Plan
 from iptkit.transforms.stage import metrics_namespace
 

@@ -14,7 +14,7 @@ import hashlib
 
 import apache_beam as beam
 
-from iptkit.pipelines.rundir import atomic_write
+from iptkit.files import atomic_write
 from iptkit.transforms.record import Record, Reject, encode_line
 
 

@@ -11,9 +11,10 @@ from apache_beam.testing.test_pipeline import TestPipeline as BeamPipeline
 from conftest import files_under, run_cli
 
 from iptkit.eval.contamination_report import combine, render_html, render_markdown
+from iptkit.files import atomic_write
 from iptkit.pipelines.registry import StageContext
 from iptkit.pipelines.reports import write_contamination_report
-from iptkit.pipelines.rundir import RunDir, atomic_write
+from iptkit.pipelines.rundir import RunDir
 from iptkit.transforms.decontaminate import Decontaminate, DecontaminateConfig
 from iptkit.transforms.record import Record
 

@@ -16,7 +16,7 @@ from datasketch import MinHash
 from pydantic import ValidationError
 from test_dedup_exact import run_stage
 
-from iptkit.pipelines.rundir import atomic_write
+from iptkit.files import atomic_write
 from iptkit.transforms.components import (
     ConnectedComponents,
     large_star,

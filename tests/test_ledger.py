@@ -8,9 +8,9 @@ import apache_beam as beam
 import pytest
 from conftest import run_cli
 
+from iptkit.files import atomic_write
 from iptkit.pipelines import registry
 from iptkit.pipelines.ledger import assemble, summary_table, violations
-from iptkit.pipelines.rundir import atomic_write
 from iptkit.transforms.record import Record
 from iptkit.transforms.stage import ApplyStage, Drop, Expand, RecordStage
 from iptkit.transforms.stage_config import StageConfig

@@ -11,8 +11,8 @@ import apache_beam as beam
 import pytest
 from pydantic import ValidationError
 
+from iptkit.files import atomic_write
 from iptkit.pipelines.registry import STAGES, StageContext
-from iptkit.pipelines.rundir import atomic_write
 from iptkit.transforms.document import TokenizedDoc
 from iptkit.transforms.mix import Mix, MixConfig, manifest_mix
 from iptkit.transforms.mix_solver import (

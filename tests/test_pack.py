@@ -11,6 +11,7 @@ from pack_helpers import write_tokenizer
 from test_megatron import read_megatron
 
 from iptkit.errors import SpecError
+from iptkit.files import publish_tree
 from iptkit.pipelines.spec import load_plan
 from iptkit.shards import open_shards, sha256_file, verify_shards
 from iptkit.trainer.data import open_stage, resolve_tokenizer
@@ -173,6 +174,31 @@ def test_shards_are_byte_identical_across_runs_and_worker_counts(tmp_path, tok):
     names = set(outputs[0])
     assert {"en/train/manifest.json", "chat/train/manifest.json"} <= names
     assert any(n.startswith("en/train/en-train-b00002-") for n in names)
+
+
+def test_object_store_run_stages_buckets_locally_and_publishes_them(tmp_path, tok, monkeypatch):
+    """A RUN on an object store (gs://): each bucket is written to a local staging folder, copied
+    through Beam's FileSystems and the staging folder removed; the shards equal a local run's.
+    (The copy runs against the local file system here: no object store is reachable.)"""
+    from iptkit.transforms import pack as pack_stage
+
+    pack = "{tokenizer: TOK, seq_len: 48, buckets: 2, megatron: true}"
+    spec = _spec(tmp_path, tok, pack)
+    assert run_cli("run", spec, "--out", tmp_path / "local") == 0
+    staged = []
+
+    def publish(local, dest):
+        staged.append(local)
+        assert not dest.startswith(str(local))
+        return publish_tree(local, dest)
+
+    monkeypatch.setattr(pack_stage, "is_local", lambda path: False)
+    monkeypatch.setattr(pack_stage, "publish_tree", publish)
+    assert run_cli("run", spec, "--out", tmp_path / "remote") == 0
+    assert len(staged) == 2 and not any(p.exists() for p in staged)
+    remote = files_under(tmp_path / "remote" / "shards")
+    assert remote == files_under(tmp_path / "local" / "shards")
+    assert "train/megatron/train-b00001.idx" in remote and not any(".parts" in n for n in remote)
 
 
 @pytest.mark.parametrize("buckets", [1, 3])

@@ -263,16 +263,17 @@ def test_console_script_runs_the_demo_and_accounts_for_every_broken_record(tmp_p
 
 KILL_DURING_WRITE = """
 import os, signal, sys
-from iptkit.pipelines import rundir, sinks
+from iptkit import files
+from iptkit.pipelines import sinks
 from iptkit.pipelines.cli import main
 
-real = rundir.atomic_write
+real = files.atomic_write
 written = []
 
 def dying_write(path, data):
     # Die at the worst moment: an output file half written under its temporary name.
     if "/output/" in path and written:
-        with open(path + rundir.TMP_MARK + "partial", "wb") as f:
+        with open(path + files.TMP_MARK + "partial", "wb") as f:
             f.write(data[: len(data) // 2])
         os.kill(os.getpid(), signal.SIGKILL)
     real(path, data)

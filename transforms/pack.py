@@ -27,8 +27,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import shutil
+import tempfile
 from array import array
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,8 +36,18 @@ from typing import Any, Literal
 
 import apache_beam as beam
 import numpy as np
+from apache_beam.io.filesystems import FileSystems
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from iptkit.files import (
+    atomic_write,
+    delete_tree,
+    is_local,
+    list_tree,
+    move,
+    publish_tree,
+    read_bytes,
+)
 from iptkit.shards import MANIFEST_NAME, Manifest, ShardWriter, Totals
 from iptkit.transforms.document import GROUP_FIELDS, TokenizedDoc
 from iptkit.transforms.formatting import (
@@ -393,8 +403,8 @@ def _span(pairs: Any) -> tuple[float, float]:
     return lo, hi
 
 
-def _part_dir(shards_root: str, folder: str, bucket: int) -> Path:
-    return Path(shards_root) / folder / PARTS_DIR / f"{bucket:05d}"
+def _part_dir(shards_root: str, folder: str, bucket: int) -> str:
+    return FileSystems.join(shards_root, *folder.split("/"), PARTS_DIR, f"{bucket:05d}")
 
 
 class _WriteBucketFn(beam.DoFn):
@@ -405,14 +415,29 @@ class _WriteBucketFn(beam.DoFn):
 
     def process(self, item: Any, has_mask: bool):
         (folder, prefix, bucket), values = item
-        cfg = self._cfg
         docs = sorted(values, key=lambda v: v[0])
         bos = "bos" in self._header["special_tokens"]
         pieces = [doc_piece(ids, mask, bos) for _, ids, mask in docs]
         part = _part_dir(self._root, folder, bucket)
-        if part.exists():
-            shutil.rmtree(part)  # a retried bundle starts clean
-        h = self._header
+        # The writers need a local folder: the part itself, or a staging folder copied to a
+        # remote RUN (gs://...) once complete.
+        remote = not is_local(part)
+        local = Path(tempfile.mkdtemp(prefix="iptkit-pack-")) if remote else Path(part)
+        if local.exists():
+            shutil.rmtree(local)  # a retried bundle starts clean
+        try:
+            self._write(local, folder, prefix, bucket, pieces, has_mask)
+            if remote:
+                publish_tree(local, part)
+        finally:
+            if remote:
+                shutil.rmtree(local, ignore_errors=True)
+        yield folder, bucket
+
+    def _write(
+        self, part: Path, folder: str, prefix: str, bucket: int, pieces: list[Piece], has_mask: bool
+    ) -> None:
+        cfg, h = self._cfg, self._header
         name = f"{prefix}-b{bucket:05d}"
         with ShardWriter(
             part,
@@ -436,7 +461,6 @@ class _WriteBucketFn(beam.DoFn):
             with MegatronWriter(part / "megatron" / name, h["vocab_size"]) as mw:
                 for p in pieces:
                     mw.add_document(p.ids)
-        yield folder, bucket
 
 
 class _FinalizeFn(beam.DoFn):
@@ -447,21 +471,24 @@ class _FinalizeFn(beam.DoFn):
 
     def process(self, item: Any, mix: list[dict[str, Any]]):
         folder, buckets = item
-        out = Path(self._root) / folder
+        out = FileSystems.join(self._root, *folder.split("/"))
         parts = [
-            Manifest.from_json((_part_dir(self._root, folder, b) / MANIFEST_NAME).read_text())
+            Manifest.from_json(
+                read_bytes(
+                    FileSystems.join(_part_dir(self._root, folder, b), MANIFEST_NAME)
+                ).decode("utf-8")
+            )
             for b in sorted(buckets)
         ]
         for b in sorted(buckets):
             part = _part_dir(self._root, folder, b)
-            for f in sorted(part.iterdir()):
-                if f.name == "megatron":
-                    (out / "megatron").mkdir(exist_ok=True)
-                    for m in sorted(f.iterdir()):
-                        os.replace(m, out / "megatron" / m.name)
-                elif f.name != MANIFEST_NAME:
-                    os.replace(f, out / f.name)
-        shutil.rmtree(out / PARTS_DIR)
+            for rel in list_tree(part):
+                if rel != MANIFEST_NAME:
+                    move(
+                        FileSystems.join(part, *rel.split("/")),
+                        FileSystems.join(out, *rel.split("/")),
+                    )
+        delete_tree(FileSystems.join(out, PARTS_DIR))
         shards = [s for p in parts for s in p.shards]
         first = parts[0]
         manifest = Manifest(
@@ -476,9 +503,7 @@ class _FinalizeFn(beam.DoFn):
                 ),
             }
         )
-        tmp = out / (".tmp-" + MANIFEST_NAME)
-        tmp.write_text(manifest.to_json(), encoding="utf-8")
-        os.replace(tmp, out / MANIFEST_NAME)
+        atomic_write(FileSystems.join(out, MANIFEST_NAME), manifest.to_json().encode("utf-8"))
         yield folder
 
 
@@ -511,7 +536,7 @@ class Pack(beam.PTransform):
             "spec_hash": ctx.spec_hash,
             "seed": ctx.seed,
         }
-        root = os.path.join(ctx.run_dir, SHARDS_DIR)
+        root = FileSystems.join(ctx.run_dir, SHARDS_DIR)
         validation_ids = None
         if cfg.validation >= 1:
             n, seed = int(cfg.validation), ctx.seed
