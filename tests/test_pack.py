@@ -16,8 +16,9 @@ from iptkit.pipelines.spec import load_plan
 from iptkit.shards import open_shards, sha256_file, verify_shards
 from iptkit.trainer.data import open_stage, resolve_tokenizer
 from iptkit.transforms.document import TokenizedDoc
-from iptkit.transforms.pack import doc_bytes, doc_piece
+from iptkit.transforms.pack import curriculum_bucket, difficulty_of, doc_bytes, doc_piece
 from iptkit.transforms.packing import Piece, efficiency, pack_best_fit, pack_concat
+from iptkit.transforms.record import Record
 
 DATA = REPO / "pipelines" / "examples" / "data"
 
@@ -199,6 +200,16 @@ def test_object_store_run_stages_buckets_locally_and_publishes_them(tmp_path, to
     remote = files_under(tmp_path / "remote" / "shards")
     assert remote == files_under(tmp_path / "local" / "shards")
     assert "train/megatron/train-b00001.idx" in remote and not any(".parts" in n for n in remote)
+
+
+def test_curriculum_buckets_follow_difficulty_and_odd_values_go_last():
+    assert [curriculum_bucket(d, (0.0, 1.0), 4) for d in (0, 0.24, 0.25, 0.99, 1.0)] == [
+        0, 0, 1, 3, 3,
+    ]  # fmt: skip
+    assert curriculum_bucket(None, (0.0, 1.0), 4) == 3 and curriculum_bucket(5, (5, 5), 4) == 0
+    values = [0.5, 3, float("nan"), float("inf"), True, "hard", None]
+    got = [difficulty_of(Record("a", "s", "t", meta={"difficulty": v})) for v in values]
+    assert got == [0.5, 3.0, None, None, None, None, None]
 
 
 @pytest.mark.parametrize("buckets", [1, 3])

@@ -245,9 +245,12 @@ def seeded_hash(seed: int, *parts: str) -> int:
     return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "big")
 
 
-def _difficulty(record: Record) -> float | None:
+def difficulty_of(record: Record) -> float | None:
+    """meta.difficulty as a finite number, else None (NaN would break the curriculum's sort)."""
     value = record.meta.get("difficulty") if isinstance(record.meta, dict) else None
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return None
+    return float(value) if math.isfinite(value) else None
 
 
 class FormatTokenize(RecordStage):
@@ -293,7 +296,7 @@ class FormatTokenize(RecordStage):
                 lang=r.lang,
                 category=r.category,
                 origin=r.origin,
-                difficulty=_difficulty(r),
+                difficulty=difficulty_of(r),
             )
         return results
 
