@@ -1,0 +1,73 @@
+"""The demo's ledger and bytes, pinned: a refactor that changes what the pipeline does fails here.
+
+The figures were taken from main before the stage-contract refactor (issue 14). Files that hold
+absolute paths (the read rejects name their file; manifests name the tokenizer and carry the
+spec hash, which covers the resolved source paths) are compared without those fields, so the
+test holds in any clone.
+"""
+
+import hashlib
+import json
+
+from conftest import DEMO_SPEC, run_cli
+
+LEDGER = {
+    "read": (178, 167, {"bad_conversation": 1, "bad_json": 2, "empty_text": 3,
+                        "missing_field": 3, "not_an_object": 1, "wrong_type": 1}),
+    "normalize": (167, 166, {"invalid_utf8": 1}),
+    "langid": (166, 163, {"low_lang_score": 2, "no_language": 1}),
+    "filters": (163, 149, {"min_chars": 2, "min_words": 12}),
+    "dedup_exact": (149, 142, {"exact_duplicate": 7}),
+    "dedup_near": (142, 135, {"near_duplicate": 7}),
+    "decontaminate": (135, 135, {}),
+    "synthesize": (135, 116, {"joined": 19}),
+    "decontaminate_2": (116, 116, {}),
+    "format": (116, 116, {}),
+    "mix": (116, 87, {"not_sampled": 29}),
+    "pack": (87, 87, {}),
+}  # fmt: skip
+
+SHA256 = {
+    "data/normalize/part-00000-of-00001.jsonl.gz": "71fb22d6fc1a0b9fe31c3a56a86e802e2a2b699fa9d1f8e95f9edb462dcd91c0",
+    "output/part-00000-of-00001.jsonl.gz": "26883b5c1d5562e6e98bb28d0cc3b02d3494c6b729567a7a0e066e660e724782",
+    "rejects/dedup_exact/part-00000-of-00001.jsonl": "e3caf54a4d42c7135499e528484f45b6d60c461326bb9848048ba1f8ab99653b",
+    "rejects/dedup_near/part-00000-of-00001.jsonl": "bbe2d611d4f922aac759e79a4dfb273eb0fb83d9b1df705521e2836ea24c3167",
+    "rejects/filters/part-00000-of-00001.jsonl": "60e96c855f7151db3844ffea9a3448d60859ee016bbe192bb9d92b60d5e4898f",
+    "rejects/langid/part-00000-of-00001.jsonl": "74dcd08a065142fa3fb816154436329e4ffda4bb814899f3a8a2ade7b53a8aca",
+    "rejects/mix/part-00000-of-00001.jsonl": "1dabe70f9d29cfb0e60a1a786d2cb1a563330c40c8716b9b211bb2f5a35f0a08",
+    "rejects/normalize/part-00000-of-00001.jsonl": "0f0b03763435bc4888907a6a9f91ae636edaf8d5d2f7d07f29fd0773708f5be3",
+    "rejects/synthesize/part-00000-of-00001.jsonl": "efcc99b607dd9e67c32696e4d286efda9e9c030d536f4d3b0af8a6821d330a1c",
+    "shards/train/train-b00000-00000.docidx.bin": "b255ae543fd59403b03124e60c749a6f106b6c0c5bab53a3d4802e56341ad071",
+    "shards/train/train-b00000-00000.docs.bin": "0f781e1109725016caae3b54c312ea3711d9fe5e420667ed3153df7dd56eeeef",
+    "shards/train/train-b00000-00000.mask.bin": "f63f05376aff58c062625b6d476cfce47e704a1eae20ed0efcb4c21ffa9d0236",
+    "shards/train/train-b00000-00000.tokens.bin": "2f1095dad0acb5a5bccd25d011e5c5d8042c8a8f78b84872bd1077ebfb31f9dd",
+    "shards/validation/validation-b00000-00000.docidx.bin": "65ce1bbbc2ccf84a9c254a6ae80e7a1ab54a3ac2d9d9be00640c5b6889a51a60",
+    "shards/validation/validation-b00000-00000.docs.bin": "1737d099fdbb99043a05ac59a7dceb380451e963d289cc061f8b7c141df95e2d",
+    "shards/validation/validation-b00000-00000.mask.bin": "33633089b2116da576d35d15ef73297d5f5688f10139742b48d4d19ca619641c",
+    "shards/validation/validation-b00000-00000.tokens.bin": "f6515f1a1f645fc4fdef0c99b4a081ec325953ca821691057fbecc6e2d902c8f",
+}  # fmt: skip
+
+# Reject files that are empty in the demo (a stage that dropped nothing still writes its file).
+EMPTY = ["decontaminate", "decontaminate_2", "format", "pack"]
+
+TRAIN_TOTALS = {"documents": 222, "sequences": 177, "tokens": 45312}
+
+
+def test_demo_ledger_and_bytes_are_pinned(tmp_path):
+    run = tmp_path / "demo"
+    assert run_cli("run", DEMO_SPEC, "--out", run) == 0
+    stats = json.loads((run / "stats.json").read_text())
+    got = {name: (s["in"], s["out"], s["dropped"]) for name, s in stats["stages"].items()}
+    assert got == LEDGER
+    assert (stats["read"], stats["output_records"], stats["violations"]) == (178, 116, [])
+    for path, digest in SHA256.items():
+        assert hashlib.sha256((run / path).read_bytes()).hexdigest() == digest, path
+    for stage in EMPTY:
+        assert (run / "rejects" / stage / "part-00000-of-00001.jsonl").read_bytes() == b""
+    read_rejects = (run / "rejects/read/part-00000-of-00001.jsonl").read_text().splitlines()
+    assert len(read_rejects) == 11
+    manifest = json.loads((run / "shards/train/manifest.json").read_text())
+    assert manifest["totals"] == TRAIN_TOTALS
+    assert manifest["tokenizer"]["sha256"] == (
+        "787b4376350e8ad980d6822ad65367715fda5284e991793343cd05b5f7cc4843"
+    )
