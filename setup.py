@@ -4,9 +4,18 @@
 so nothing generic (`eval`, `transforms`) lands at the top of site-packages.
 """
 
+import os
+
 from setuptools import setup
 
 SUBPACKAGES = ("pipelines", "transforms", "trainer", "eval")
+# Subpackages below the mapped folders (transforms/stages, ...), found by their __init__.py.
+NESTED = sorted(
+    f"iptkit.{root.replace(os.sep, '.')}"
+    for top in SUBPACKAGES
+    for root, _, files in os.walk(top)
+    if root != top and "__init__.py" in files
+)
 
 setup(
     name="iptkit",
@@ -17,7 +26,7 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",
-    packages=["iptkit", *(f"iptkit.{name}" for name in SUBPACKAGES)],
+    packages=["iptkit", *(f"iptkit.{name}" for name in SUBPACKAGES), *NESTED],
     package_dir={"iptkit": "iptkit", **{f"iptkit.{name}": name for name in SUBPACKAGES}},
     package_data={
         "iptkit.pipelines": [

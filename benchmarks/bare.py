@@ -22,7 +22,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
-from iptkit.transforms.shingles import shingle_unit, shingles
+from iptkit.transforms.text.shingles import shingle_unit, shingles
 
 
 def load(path: str) -> list[dict]:

@@ -38,8 +38,8 @@ from typing import Any
 import corpus
 import yaml
 
-from iptkit.transforms.dedup_near import DedupNearConfig, lsh_params
-from iptkit.transforms.shingles import shingle_unit, shingles
+from iptkit.transforms.stages.dedup_near import DedupNearConfig, lsh_params
+from iptkit.transforms.text.shingles import shingle_unit, shingles
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent

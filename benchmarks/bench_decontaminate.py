@@ -40,9 +40,9 @@ from typing import Any
 
 import yaml
 
-from iptkit.transforms.benchmarks import BenchExample
-from iptkit.transforms.decontaminate import DecontaminateConfig, build_index, decide
+from iptkit.transforms.reading.benchmarks import BenchExample
 from iptkit.transforms.record import Record
+from iptkit.transforms.stages.decontaminate import DecontaminateConfig, build_index, decide
 
 HERE = Path(__file__).resolve().parent
 WORK = HERE / ".work" / "decontaminate"

@@ -62,7 +62,12 @@ def build(args: argparse.Namespace) -> tuple[Path, list[str]]:
 def run_iptkit(model_dir: Path, prompts: list[str], args: argparse.Namespace) -> dict:
     import apache_beam as beam
 
-    from iptkit.transforms.inference import Generate, GenerationRequest, ModelSpec, SamplingSpec
+    from iptkit.transforms.inference.core import (
+        Generate,
+        GenerationRequest,
+        ModelSpec,
+        SamplingSpec,
+    )
 
     spec = ModelSpec(
         "transformers", str(model_dir), device=args.device, max_model_len=256,

@@ -42,7 +42,7 @@ from pathlib import Path
 
 from textsources import TextFile, package_versions, paragraph_lang, read_files
 
-from iptkit.transforms.shingles import shingle_unit, shingles
+from iptkit.transforms.text.shingles import shingle_unit, shingles
 
 HERE = Path(__file__).resolve().parent
 # The files whose content decides the corpus: a change to any of them means a rebuild.
@@ -364,7 +364,7 @@ def build(total: int, seed: int) -> tuple[list[dict], list[dict], dict]:
     manifest = {
         "documents": len(rows),
         "seed": seed,
-        "shingles": f"iptkit.transforms.shingles, size {SHINGLE_SIZE}: words (en, pl) or "
+        "shingles": f"iptkit.transforms.text.shingles, size {SHINGLE_SIZE}: words (en, pl) or "
         "characters (ja), case-folded, punctuation and whitespace dropped",
         "build_key": build_key(),
         "planted_exact_copies": n_exact,

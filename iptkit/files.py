@@ -52,9 +52,10 @@ def publish_tree(local: Path, dest: str) -> None:
     """Copy every file under the local folder `local` to the same place under `dest`."""
     for f in sorted(p for p in local.rglob("*") if p.is_file()):
         target = FileSystems.join(dest, *f.relative_to(local).parts)
-        with open(f, "rb") as src, FileSystems.create(
-            target, compression_type=CompressionTypes.UNCOMPRESSED
-        ) as out:
+        with (
+            open(f, "rb") as src,
+            FileSystems.create(target, compression_type=CompressionTypes.UNCOMPRESSED) as out,
+        ):
             shutil.copyfileobj(src, out, 1 << 20)
 
 

@@ -9,12 +9,12 @@ from iptkit.pipelines.registry import STAGES, StageContext
 from iptkit.pipelines.rundir import RunDir
 from iptkit.pipelines.sinks import WriteJsonlShards
 from iptkit.pipelines.spec import Plan
-from iptkit.transforms.mix import REPORT
-from iptkit.transforms.pack import FORMAT_STAGE, FormatTokenize
-from iptkit.transforms.read import ReadSources
-from iptkit.transforms.sources import READ_STAGE
+from iptkit.transforms.reading.read import ReadSources
+from iptkit.transforms.reading.sources import READ_STAGE
 from iptkit.transforms.stage import ADDED, KEPT, REJECTS, ApplyStage
 from iptkit.transforms.stage_config import StageConfig
+from iptkit.transforms.stages.mix import REPORT
+from iptkit.transforms.stages.pack import FORMAT_STAGE, FormatTokenize
 
 
 class _Selected(beam.PTransform):

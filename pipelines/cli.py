@@ -69,7 +69,7 @@ def _parser() -> argparse.ArgumentParser:
         "eval", add_help=False, help="evaluate a model (lm-eval, generation metrics); compare runs"
     )
     synth = commands.add_parser("synth", help="instruction synthesizer tools")
-    from iptkit.transforms.tuning_data import add_arguments as tuning_arguments
+    from iptkit.transforms.synth.tuning_data import add_arguments as tuning_arguments
 
     tuning_arguments(
         synth.add_subparsers(dest="synth_command", required=True).add_parser(
@@ -267,7 +267,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "report":
             return _report(args)
         if args.command == "synth":
-            from iptkit.transforms.tuning_data import run_cli
+            from iptkit.transforms.synth.tuning_data import run_cli
 
             return run_cli(args)
         if args.command == "inspect":

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from iptkit.shards import MANIFEST_NAME, ShardError, ShardSet, open_shards
-from iptkit.transforms.tokenizer import LoadedTokenizer, TokenizerError, load_tokenizer
+from iptkit.transforms.tail.tokenizer import LoadedTokenizer, TokenizerError, load_tokenizer
 
 MIX_REPORT = Path("mix") / "report.json"
 TARGET_OPEN, TARGET_CLOSE = "⟦", "⟧"

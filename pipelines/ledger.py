@@ -16,8 +16,8 @@ from typing import Any
 import apache_beam as beam
 
 from iptkit.files import atomic_write
+from iptkit.transforms.reading.sources import READ_STAGE
 from iptkit.transforms.record import Reject
-from iptkit.transforms.sources import READ_STAGE
 
 SEP = "\t"
 

@@ -12,23 +12,23 @@ from dataclasses import dataclass
 import apache_beam as beam
 
 from iptkit.files import atomic_write
-from iptkit.transforms.categorize import Categorize, CategorizeConfig
-from iptkit.transforms.decontaminate import Decontaminate, DecontaminateConfig
-from iptkit.transforms.dedup_exact import DedupExact, DedupExactConfig
-from iptkit.transforms.dedup_near import DedupNear, DedupNearConfig
-from iptkit.transforms.extract_instructions import Extract, ExtractConfig
-from iptkit.transforms.filters import FiltersConfig, QualityFilters
-from iptkit.transforms.judge import Judge, JudgeConfig
-from iptkit.transforms.langid import LangId, LangidConfig
-from iptkit.transforms.mix import Mix, MixConfig
-from iptkit.transforms.normalize import Normalize, NormalizeConfig
-from iptkit.transforms.pack import Pack, PackConfig
-from iptkit.transforms.respond import Respond, RespondConfig
 from iptkit.transforms.stage import ApplyStage
 from iptkit.transforms.stage_config import StageConfig
-from iptkit.transforms.synthesize import Synthesize, SynthesizeConfig
-from iptkit.transforms.translate import Translate, TranslateConfig
-from iptkit.transforms.xcit import Xcit, XcitConfig
+from iptkit.transforms.stages.categorize import Categorize, CategorizeConfig
+from iptkit.transforms.stages.decontaminate import Decontaminate, DecontaminateConfig
+from iptkit.transforms.stages.dedup_exact import DedupExact, DedupExactConfig
+from iptkit.transforms.stages.dedup_near import DedupNear, DedupNearConfig
+from iptkit.transforms.stages.extract import Extract, ExtractConfig
+from iptkit.transforms.stages.filters import FiltersConfig, QualityFilters
+from iptkit.transforms.stages.judge import Judge, JudgeConfig
+from iptkit.transforms.stages.langid import LangId, LangidConfig
+from iptkit.transforms.stages.mix import Mix, MixConfig
+from iptkit.transforms.stages.normalize import Normalize, NormalizeConfig
+from iptkit.transforms.stages.pack import Pack, PackConfig
+from iptkit.transforms.stages.respond import Respond, RespondConfig
+from iptkit.transforms.stages.synthesize import Synthesize, SynthesizeConfig
+from iptkit.transforms.stages.translate import Translate, TranslateConfig
+from iptkit.transforms.stages.xcit import Xcit, XcitConfig
 
 
 @dataclass(frozen=True)

@@ -20,10 +20,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from iptkit.errors import SpecError, SpecProblem
 from iptkit.pipelines.registry import STAGES
-from iptkit.transforms.pack import FORMAT_STAGE
-from iptkit.transforms.read import resolve_pattern, source_files
-from iptkit.transforms.sources import READ_STAGE, SourceConfig, SourceFile
+from iptkit.transforms.reading.read import resolve_pattern, source_files
+from iptkit.transforms.reading.sources import READ_STAGE, SourceConfig, SourceFile
 from iptkit.transforms.stage_config import BASE_DIR, StageConfig
+from iptkit.transforms.stages.pack import FORMAT_STAGE
 
 Path = tuple[Any, ...]
 

@@ -327,7 +327,7 @@ def train_tokenizer(inputs: Sequence[str], opts: TrainOptions) -> TrainReport:
     train_spm([t for texts in sample.values() for t in texts], opts, out / "tokenizer")
     write_hf_folder(out / "tokenizer.model", opts.model, out, opts.special)
 
-    from iptkit.transforms.tokenizer import load_tokenizer
+    from iptkit.transforms.tail.tokenizer import load_tokenizer
 
     tok = load_tokenizer(out / "tokenizer.json")
     unk = tok.special_tokens["unk"]

@@ -49,8 +49,8 @@ def fixture_texts() -> list[str]:
 
 
 def stage_prompts() -> list[str]:
-    from iptkit.transforms.judge import DEFAULT_RUBRIC
-    from iptkit.transforms.translate import DEFAULT_PROMPTS
+    from iptkit.transforms.stages.judge import DEFAULT_RUBRIC
+    from iptkit.transforms.stages.translate import DEFAULT_PROMPTS
 
     return [DEFAULT_RUBRIC, *DEFAULT_PROMPTS.values(), CONSTANT_ANSWER]
 
@@ -124,9 +124,9 @@ def train_constant(model, tokenizer, prompts: list[str], steps: int, seed: int) 
 
 def training_prompts(tokenizer, texts: list[str]) -> list[str]:
     """Chat prompts like the stages': translation requests, bare instructions, judge rubrics."""
-    from iptkit.transforms.chat_prompt import chat_prompt
-    from iptkit.transforms.judge import DEFAULT_RUBRIC, rubric_text
-    from iptkit.transforms.translate import DEFAULT_PROMPTS
+    from iptkit.transforms.inference.chat_prompt import chat_prompt
+    from iptkit.transforms.stages.judge import DEFAULT_RUBRIC, rubric_text
+    from iptkit.transforms.stages.translate import DEFAULT_PROMPTS
 
     prompts = []
     for i, text in enumerate(texts):

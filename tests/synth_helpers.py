@@ -115,9 +115,9 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 
 
 def train_synthesizer(root: Path, steps: int = 300, seed: int = 0) -> Path:
-    """A tiny synthesizer tuned on tuning sequences from `iptkit.transforms.tuning_data`,
+    """A tiny synthesizer tuned on tuning sequences from `iptkit.transforms.synth.tuning_data`,
     with the loss on the pair spans only; saved under `root`, which is returned."""
-    from iptkit.transforms.tuning_data import convert
+    from iptkit.transforms.synth.tuning_data import convert
 
     data = write_jsonl(root / "capitals.jsonl", task_lines(240, seed))
     words = [fact(c, k) + f" What is the capital of {k}?" for c, k in CAPITALS]

@@ -14,8 +14,13 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from iptkit.transforms.categorize import CATEGORIES, CategorizeConfig, classify, classify_record
 from iptkit.transforms.record import Record
+from iptkit.transforms.stages.categorize import (
+    CATEGORIES,
+    CategorizeConfig,
+    classify,
+    classify_record,
+)
 
 DATA = Path(__file__).parent / "data"
 

@@ -15,8 +15,8 @@ from iptkit.files import atomic_write
 from iptkit.pipelines.registry import StageContext
 from iptkit.pipelines.reports import write_contamination_report
 from iptkit.pipelines.rundir import RunDir
-from iptkit.transforms.decontaminate import Decontaminate, DecontaminateConfig
 from iptkit.transforms.record import Record
+from iptkit.transforms.stages.decontaminate import Decontaminate, DecontaminateConfig
 
 DATA = Path(__file__).resolve().parents[1] / "pipelines" / "examples" / "data"
 BENCH = DATA / "bench"

@@ -14,9 +14,10 @@ import zstandard
 from pydantic import ValidationError
 
 from iptkit.errors import IptkitError
-from iptkit.transforms.benchmarks import BenchmarkSet, load_set
-from iptkit.transforms.contam_text import fold
-from iptkit.transforms.decontaminate import (
+from iptkit.transforms.reading.benchmarks import BenchmarkSet, load_set
+from iptkit.transforms.record import Record
+from iptkit.transforms.stage import Drop
+from iptkit.transforms.stages.decontaminate import (
     META_KEY,
     DecontaminateConfig,
     build_index,
@@ -26,8 +27,7 @@ from iptkit.transforms.decontaminate import (
     mask_spans,
     substring_starts,
 )
-from iptkit.transforms.record import Record
-from iptkit.transforms.stage import Drop
+from iptkit.transforms.text.contam_text import fold
 
 DATA = Path(__file__).resolve().parents[1] / "pipelines" / "examples" / "data"
 BENCH = DATA / "bench"

@@ -6,15 +6,15 @@ from pathlib import Path
 
 import apache_beam as beam
 
-from iptkit.transforms.dedup_exact import (
+from iptkit.transforms.record import Record
+from iptkit.transforms.stage import KEPT, REJECTS
+from iptkit.transforms.stages.dedup_exact import (
     DedupExact,
     DedupExactConfig,
     group_key,
     normalise,
     text_hash,
 )
-from iptkit.transforms.record import Record
-from iptkit.transforms.stage import KEPT, REJECTS
 
 
 def run_stage(transform: beam.PTransform, records: list[Record], tmp_path: Path):

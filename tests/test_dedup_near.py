@@ -17,13 +17,15 @@ from pydantic import ValidationError
 from test_dedup_exact import run_stage
 
 from iptkit.files import atomic_write
-from iptkit.transforms.components import (
+from iptkit.transforms.dedup.components import (
     ConnectedComponents,
     large_star,
     small_star,
     star_label,
 )
-from iptkit.transforms.dedup_near import (
+from iptkit.transforms.reading.sources import SourceConfig, SourceFile, parse_file
+from iptkit.transforms.record import Record
+from iptkit.transforms.stages.dedup_near import (
     ClusterReportFn,
     DedupNear,
     DedupNearConfig,
@@ -32,15 +34,13 @@ from iptkit.transforms.dedup_near import (
     lsh_params,
     permutation_seed,
 )
-from iptkit.transforms.record import Record
-from iptkit.transforms.shingles import (
+from iptkit.transforms.text.shingles import (
     comparable_text,
     jaccard,
     shingle_hashes,
     shingle_unit,
     shingles,
 )
-from iptkit.transforms.sources import SourceConfig, SourceFile, parse_file
 
 DATA = DEMO_SPEC.parent / "data"
 INVENTORY = json.loads((DATA / "inventory.json").read_text())

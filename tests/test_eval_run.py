@@ -12,7 +12,7 @@ from eval_helpers import SMOKE, write_tiny_model
 
 from iptkit.eval.offline import OFFLINE_ENV
 from iptkit.pipelines.cli import main
-from iptkit.transforms.scripts import target_script_ratio
+from iptkit.transforms.text.scripts import target_script_ratio
 
 
 @pytest.fixture(scope="module")

@@ -11,15 +11,15 @@ from pathlib import Path
 import pytest
 from conftest import run_cli
 
-from iptkit.transforms.extract_instructions import (
+from iptkit.transforms.reading.sources import SourceConfig, SourceFile, parse_file
+from iptkit.transforms.record import Record, Reject
+from iptkit.transforms.stage import Drop, Expand
+from iptkit.transforms.stages.extract import (
     ExtractConfig,
     cap_rank,
     extract,
     split_over_cap,
 )
-from iptkit.transforms.record import Record, Reject
-from iptkit.transforms.sources import SourceConfig, SourceFile, parse_file
-from iptkit.transforms.stage import Drop, Expand
 
 DATA = Path(__file__).parent / "data"
 LMSYS = DATA / "chats_extract_lmsys.jsonl"

@@ -13,9 +13,15 @@ from conftest import DEMO_SPEC
 from pydantic import ValidationError
 
 from iptkit.pipelines.cli import main
-from iptkit.transforms.filters import CHECKS, FiltersConfig, QualityFilters, evaluate, text_mode
 from iptkit.transforms.record import Record
 from iptkit.transforms.stage import Drop
+from iptkit.transforms.stages.filters import (
+    CHECKS,
+    FiltersConfig,
+    QualityFilters,
+    evaluate,
+    text_mode,
+)
 
 DATA = DEMO_SPEC.parent / "data"
 DEFAULTS = FiltersConfig()

@@ -4,14 +4,14 @@ import numpy as np
 import pytest
 from pack_helpers import write_tokenizer
 
-from iptkit.transforms.formatting import (
+from iptkit.transforms.record import Record
+from iptkit.transforms.tail.formatting import (
     BUILTIN_TEMPLATES,
     FormatError,
     format_record,
     tokenize_segments,
 )
-from iptkit.transforms.record import Record
-from iptkit.transforms.tokenizer import load_tokenizer
+from iptkit.transforms.tail.tokenizer import load_tokenizer
 
 OWN_TEMPLATE = (
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' }}"

@@ -8,7 +8,8 @@ from pydantic import ValidationError
 from synth_helpers import build_tokenizer, save, tiny_llama
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from iptkit.transforms.inference import (
+from iptkit.transforms.inference.backend_transformers import TransformersHandler
+from iptkit.transforms.inference.core import (
     INFERENCE_FAILED,
     PROMPT_TOO_LONG,
     Generate,
@@ -21,7 +22,6 @@ from iptkit.transforms.inference import (
     isolated,
     sampling_seed,
 )
-from iptkit.transforms.inference_transformers import TransformersHandler
 
 WORDS = "the cat sat on a mat and dog ran to red blue house tree sun".split()
 PROMPTS = ["the cat sat on", "a dog", "the red house and the blue tree under the sun", "mat"]
@@ -166,7 +166,7 @@ def test_vllm_is_imported_only_when_a_vllm_handler_loads(model_dir, monkeypatch)
     import sys
     import types
 
-    from iptkit.transforms.prompt_handler import make_handler
+    from iptkit.transforms.inference.prompt_handler import make_handler
 
     handler = make_handler(ModelSpec(
         "vllm", str(model_dir), max_model_len=128, add_special_tokens=False,

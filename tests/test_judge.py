@@ -4,8 +4,10 @@ ties); the stage with real tiny models runs in test_llm_stages.py."""
 import pytest
 from pydantic import ValidationError
 
-from iptkit.transforms.inference import Generation
-from iptkit.transforms.judge import (
+from iptkit.transforms.inference.core import Generation
+from iptkit.transforms.record import Record
+from iptkit.transforms.stage import Drop
+from iptkit.transforms.stages.judge import (
     BELOW,
     NOT_TOP,
     UNPARSED,
@@ -16,8 +18,6 @@ from iptkit.transforms.judge import (
     scored,
     select,
 )
-from iptkit.transforms.record import Record
-from iptkit.transforms.stage import Drop
 
 
 @pytest.mark.parametrize(

@@ -14,10 +14,10 @@ from pydantic import ValidationError
 
 from iptkit.errors import SpecError
 from iptkit.pipelines.spec import load_plan
-from iptkit.transforms.langid import LangId, LangidConfig, model_text
 from iptkit.transforms.record import Record
-from iptkit.transforms.scripts import lang_scripts, script_shares, target_script_ratio
 from iptkit.transforms.stage import Drop
+from iptkit.transforms.stages.langid import LangId, LangidConfig, model_text
+from iptkit.transforms.text.scripts import lang_scripts, script_shares, target_script_ratio
 
 DATA = DEMO_SPEC.parent / "data"
 INVENTORY = json.loads((DATA / "inventory.json").read_text())

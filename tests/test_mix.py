@@ -14,8 +14,8 @@ from pydantic import ValidationError
 from iptkit.files import atomic_write
 from iptkit.pipelines.registry import STAGES, StageContext
 from iptkit.transforms.document import TokenizedDoc
-from iptkit.transforms.mix import Mix, MixConfig, manifest_mix
-from iptkit.transforms.mix_solver import (
+from iptkit.transforms.stages.mix import Mix, MixConfig, manifest_mix
+from iptkit.transforms.tail.mix_solver import (
     MixError,
     copies,
     doc_hash,

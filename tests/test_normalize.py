@@ -1,8 +1,8 @@
 """normalize: the pure text function and the record stage, without Beam."""
 
-from iptkit.transforms.normalize import Normalize, NormalizeConfig, normalize_text
 from iptkit.transforms.record import Record
 from iptkit.transforms.stage import Drop
+from iptkit.transforms.stages.normalize import Normalize, NormalizeConfig, normalize_text
 
 
 def cfg(**kw) -> NormalizeConfig:

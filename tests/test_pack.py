@@ -16,9 +16,9 @@ from iptkit.pipelines.spec import load_plan
 from iptkit.shards import open_shards, sha256_file, verify_shards
 from iptkit.trainer.data import open_stage, resolve_tokenizer
 from iptkit.transforms.document import TokenizedDoc
-from iptkit.transforms.pack import curriculum_bucket, difficulty_of, doc_bytes, doc_piece
-from iptkit.transforms.packing import Piece, efficiency, pack_best_fit, pack_concat
 from iptkit.transforms.record import Record
+from iptkit.transforms.stages.pack import curriculum_bucket, difficulty_of, doc_bytes, doc_piece
+from iptkit.transforms.tail.packing import Piece, efficiency, pack_best_fit, pack_concat
 
 DATA = REPO / "pipelines" / "examples" / "data"
 
@@ -181,7 +181,7 @@ def test_object_store_run_stages_buckets_locally_and_publishes_them(tmp_path, to
     """A RUN on an object store (gs://): each bucket is written to a local staging folder, copied
     through Beam's FileSystems and the staging folder removed; the shards equal a local run's.
     (The copy runs against the local file system here: no object store is reachable.)"""
-    from iptkit.transforms import pack as pack_stage
+    from iptkit.transforms.stages import pack as pack_stage
 
     pack = "{tokenizer: TOK, seq_len: 48, buckets: 2, megatron: true}"
     spec = _spec(tmp_path, tok, pack)
@@ -234,7 +234,7 @@ def test_curriculum_orders_easy_to_hard(tmp_path, tok, buckets):
     )
     assert run_cli("run", spec) == 0
     shards = open_shards(tmp_path / "run/shards/train")
-    from iptkit.transforms.tokenizer import load_tokenizer
+    from iptkit.transforms.tail.tokenizer import load_tokenizer
 
     text = load_tokenizer(tok).decode(
         [int(t) for i in range(len(shards)) for t in shards[i].tokens], skip_special_tokens=True

@@ -5,10 +5,10 @@ import pytest
 from llm_helpers import chat_tokenizer
 from pydantic import ValidationError
 
-from iptkit.transforms.inference import Generation
+from iptkit.transforms.inference.core import Generation
 from iptkit.transforms.record import Record
-from iptkit.transforms.respond import RespondConfig, decide, wants_response
 from iptkit.transforms.stage import Drop
+from iptkit.transforms.stages.respond import RespondConfig, decide, wants_response
 
 INSTRUCTION = "日本の首都はどこですか？"
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from iptkit.transforms.rule_miner import (
+from iptkit.transforms.synth.rule_miner import (
     ENGLISH_RULES,
     INSTRUCTIONS,
     JAPANESE_RULES,

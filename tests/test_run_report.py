@@ -24,8 +24,8 @@ from iptkit.pipelines.reports import training_runs
 from iptkit.pipelines.rundir import RunDir
 from iptkit.trainer.config import MetricsConfig
 from iptkit.trainer.metrics import MetricsLog
-from iptkit.transforms.mix import mix_report
-from iptkit.transforms.mix_solver import solve_mix
+from iptkit.transforms.stages.mix import mix_report
+from iptkit.transforms.tail.mix_solver import solve_mix
 
 DATA = REPO / "pipelines" / "examples" / "data"
 PAYLOAD = "<script>alert('x')</script>"

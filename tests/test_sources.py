@@ -9,9 +9,9 @@ import pyarrow.parquet as pq
 import pytest
 import zstandard
 
-from iptkit.transforms.read import glob_base, source_files
+from iptkit.transforms.reading.read import glob_base, source_files
+from iptkit.transforms.reading.sources import SourceConfig, SourceFile, parse_file
 from iptkit.transforms.record import Record, Reject
-from iptkit.transforms.sources import SourceConfig, SourceFile, parse_file
 
 
 def parse(cfg: SourceConfig, data: bytes, rel: str = "f.jsonl") -> list:

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from iptkit.transforms.synth_format import (
+from iptkit.transforms.synth.lmops_format import (
     ParseCounts,
     answer_text,
     cook_example,

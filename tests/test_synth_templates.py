@@ -4,8 +4,8 @@ import re
 
 import pytest
 
-from iptkit.transforms.keyed import keyed_choice, keyed_index, keyed_order
-from iptkit.transforms.synth_templates import (
+from iptkit.hashing import keyed_choice, keyed_index, keyed_order
+from iptkit.transforms.synth.templates import (
     ENGLISH,
     JAPANESE,
     PAIR_FORMATS,

@@ -12,10 +12,9 @@ from conftest import files_under, run_cli
 from pydantic import ValidationError
 from synth_helpers import CAPITALS, build_tokenizer, fact, train_synthesizer
 
-from iptkit.transforms.inference import ModelSpec, SamplingSpec
+from iptkit.transforms.inference.core import ModelSpec, SamplingSpec
 from iptkit.transforms.record import Record
-from iptkit.transforms.synth_format import cook_read
-from iptkit.transforms.synthesize import (
+from iptkit.transforms.stages.synthesize import (
     Chain,
     MemberResult,
     Synthesize,
@@ -27,6 +26,7 @@ from iptkit.transforms.synthesize import (
     segments,
     selected,
 )
+from iptkit.transforms.synth.lmops_format import cook_read
 
 JA = (
     "茶道は、湯を沸かし、茶を点て、茶を振る舞う行為と、それを基本とした様式と芸道である。"

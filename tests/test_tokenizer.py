@@ -7,7 +7,7 @@ import pytest
 import sentencepiece
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from iptkit.transforms.tokenizer import TokenizerError, load_tokenizer
+from iptkit.transforms.tail.tokenizer import TokenizerError, load_tokenizer
 
 TEXT = [
     "The river runs past the old mill and into the sea.",

@@ -20,7 +20,7 @@ from iptkit.pipelines.tokenizer_train import (
     read_records,
     train_tokenizer,
 )
-from iptkit.transforms.tokenizer import load_tokenizer
+from iptkit.transforms.tail.tokenizer import load_tokenizer
 
 DATA = Path(__file__).resolve().parents[1] / "pipelines" / "examples" / "data"
 PROBES = {

@@ -6,11 +6,11 @@ from llm_helpers import chat_tokenizer
 from pydantic import ValidationError
 from transformers import AutoTokenizer
 
-from iptkit.transforms.chat_prompt import chat_prompt
-from iptkit.transforms.inference import Generation, ModelSpec, SamplingSpec, sampling_seed
+from iptkit.transforms.inference.chat_prompt import chat_prompt
+from iptkit.transforms.inference.core import Generation, ModelSpec, SamplingSpec, sampling_seed
 from iptkit.transforms.record import Record
 from iptkit.transforms.stage import Drop
-from iptkit.transforms.translate import (
+from iptkit.transforms.stages.translate import (
     TranslateConfig,
     attempt_spec,
     build_prompt,

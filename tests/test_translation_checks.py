@@ -3,10 +3,10 @@
 import pytest
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
-from iptkit.transforms.langid import LangId, LangidConfig
-from iptkit.transforms.response_checks import check_response
-from iptkit.transforms.text_stats import word_units
-from iptkit.transforms.translation_checks import (
+from iptkit.transforms.stages.langid import LangId, LangidConfig
+from iptkit.transforms.text.response_checks import check_response
+from iptkit.transforms.text.text_stats import word_units
+from iptkit.transforms.text.translation_checks import (
     TranslationChecks,
     check_placeholders,
     check_translation,

@@ -6,8 +6,8 @@ from collections import Counter
 from conftest import run_cli
 from synth_helpers import build_tokenizer, write_jsonl
 
-from iptkit.transforms.synth_format import parse_sequence
-from iptkit.transforms.tuning_data import convert, pack, parse_example, select
+from iptkit.transforms.synth.lmops_format import parse_sequence
+from iptkit.transforms.synth.tuning_data import convert, pack, parse_example, select
 
 
 def words(text: str) -> int:

@@ -2,8 +2,8 @@
 
 import pytest
 
+from iptkit.transforms.reading.sources import SourceConfig, record_from_object
 from iptkit.transforms.record import Record
-from iptkit.transforms.sources import SourceConfig, record_from_object
 from iptkit.transforms.typology import (
     derived_origin,
     mark_synthetic,

@@ -11,12 +11,12 @@ import pytest
 from conftest import run_cli
 from pydantic import ValidationError
 
-from iptkit.transforms.difficulty import length_structure
-from iptkit.transforms.extract_instructions import ExtractConfig, extract
+from iptkit.transforms.reading.sources import SourceConfig, SourceFile, parse_file
 from iptkit.transforms.record import Record
-from iptkit.transforms.sources import SourceConfig, SourceFile, parse_file
 from iptkit.transforms.stage import Drop, Expand
-from iptkit.transforms.xcit import XcitConfig, xcit
+from iptkit.transforms.stages.extract import ExtractConfig, extract
+from iptkit.transforms.stages.xcit import XcitConfig, xcit
+from iptkit.transforms.text.difficulty import length_structure
 
 CHATS = Path(__file__).parent / "data" / "parallel_chats_ja.jsonl"
 

@@ -50,7 +50,7 @@ class Record:
     """A document, instruction or augmented text on its way through the pipeline.
 
     `id` is the source's `id_field` value when the source names one, else derived from source
-    name, file and position (see `iptkit.transforms.sources`), so it is stable across runs and
+    name, file and position (see `iptkit.transforms.reading.sources`), so it is stable across runs and
     runners and can order anything that must be deterministic.
     """
 

@@ -1,0 +1,143 @@
+"""The `transformers` backend: a causal LM on CPU or one GPU, batched `generate`.
+
+Prompts of a batch are left-padded (so every row's new tokens start at the same column) and
+only the new tokens are decoded. Greedy decoding is plain `generate`; sampling is greedy over
+logits plus Gumbel noise drawn from a generator seeded per request (the Gumbel-max trick samples
+exactly from the softmax), so a row's sample depends on its own seed, never on its batch-mates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from iptkit.transforms.inference.core import ModelSpec, spec_tokenizer
+from iptkit.transforms.inference.prompt_handler import PromptHandler
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass
+class LoadedModel:
+    model: Any
+    tokenizer: Any
+    device: torch.device
+
+
+class SeededGumbel:
+    """A logits processor that adds Gumbel(0, 1) noise per row from that row's own generator.
+
+    Placed after the temperature / top-k / top-p warpers, the argmax of its output is a sample
+    from the warped distribution; masked (-inf) tokens stay impossible.
+    """
+
+    def __init__(self, seeds: Sequence[int], device: torch.device):
+        self._generators = []
+        for seed in seeds:
+            g = torch.Generator(device=device)
+            g.manual_seed(seed)
+            self._generators.append(g)
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        noise = torch.stack(
+            [
+                torch.rand(scores.shape[1], generator=g, device=scores.device, dtype=torch.float32)
+                for g in self._generators
+            ]
+        )
+        gumbel = -torch.log(-torch.log(noise.clamp(1e-20, 1.0)))
+        return scores.float() + gumbel
+
+
+class TransformersHandler(PromptHandler):
+    """RunInference handler for a Hugging Face causal LM."""
+
+    def __init__(self, spec: ModelSpec):
+        super().__init__(spec)
+
+    def load_model(self) -> LoadedModel:
+        from transformers import AutoModelForCausalLM
+
+        spec = self.spec
+        if spec.device == "auto":
+            device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        else:
+            device = torch.device(spec.device)
+        model = AutoModelForCausalLM.from_pretrained(
+            spec.model,
+            dtype=_DTYPES.get(spec.dtype, "auto"),
+            trust_remote_code=spec.trust_remote_code,
+        )
+        limit = getattr(model.config, "max_position_embeddings", None)
+        if limit is not None and spec.max_model_len > limit:
+            raise ValueError(
+                f"max_model_len {spec.max_model_len} exceeds the model's max_position_embeddings "
+                f"{limit} ({spec.model}); set max_model_len to at most {limit}"
+            )
+        model.to(device).eval()
+        return LoadedModel(model, spec_tokenizer(spec), device)
+
+    def tokenizer_of(self, model: LoadedModel) -> Any:
+        return model.tokenizer
+
+    def _eos_ids(self, loaded: LoadedModel) -> list[int]:
+        eos = loaded.model.generation_config.eos_token_id
+        if eos is None:
+            eos = loaded.tokenizer.eos_token_id
+        return [] if eos is None else ([eos] if isinstance(eos, int) else list(eos))
+
+    def _processors(self, seeds: Sequence[int], device: torch.device) -> list[Any]:
+        from transformers.generation.logits_process import (
+            TemperatureLogitsWarper,
+            TopKLogitsWarper,
+            TopPLogitsWarper,
+        )
+
+        sampling = self.spec.sampling
+        if sampling.greedy:
+            return []
+        warpers: list[Any] = [TemperatureLogitsWarper(sampling.temperature)]
+        if sampling.top_k > 0:
+            warpers.append(TopKLogitsWarper(sampling.top_k))
+        if sampling.top_p < 1:
+            warpers.append(TopPLogitsWarper(sampling.top_p))
+        return [*warpers, SeededGumbel(seeds, device)]
+
+    @torch.inference_mode()
+    def generate_ids(
+        self, model: LoadedModel, prompts: Sequence[list[int]], seeds: Sequence[int]
+    ) -> list[tuple[str, int]]:
+        from transformers import GenerationConfig, LogitsProcessorList
+
+        tokenizer, device = model.tokenizer, model.device
+        eos_ids = self._eos_ids(model)
+        pad = tokenizer.pad_token_id
+        if pad is None:
+            pad = eos_ids[0] if eos_ids else 0
+        width = max(len(p) for p in prompts)
+        input_ids = torch.full((len(prompts), width), pad, dtype=torch.long)
+        attention = torch.zeros((len(prompts), width), dtype=torch.long)
+        for row, ids in enumerate(prompts):
+            input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
+            attention[row, width - len(ids) :] = 1
+        config = GenerationConfig(
+            max_new_tokens=self.spec.sampling.max_new_tokens,
+            do_sample=False,
+            pad_token_id=pad,
+            eos_token_id=eos_ids or None,
+        )
+        out = model.model.generate(
+            input_ids=input_ids.to(device),
+            attention_mask=attention.to(device),
+            generation_config=config,
+            logits_processor=LogitsProcessorList(self._processors(seeds, device)),
+        )
+        results = []
+        for row in out[:, width:].tolist():
+            n_new = next((i + 1 for i, t in enumerate(row) if t in eos_ids), len(row))
+            text = tokenizer.decode(row[:n_new], skip_special_tokens=True)
+            results.append((text, n_new))
+        return results

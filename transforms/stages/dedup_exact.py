@@ -1,0 +1,113 @@
+"""dedup_exact: one record per normalised text, across sources or within each source.
+
+Records are grouped by a strong hash (BLAKE2b, 128 bits) of their text after the normalisation
+the spec switches on: Unicode case folding, punctuation removal (any script), digit removal
+(any script) and whitespace collapsing. In each group the record with the lowest id is kept,
+whatever order the records arrive in, so the same corpus keeps the same records on every runner
+and worker count; the others are rejects with reason `exact_duplicate`, naming the kept id.
+
+A group is read twice from the GroupByKey's values (first for the lowest id, then to emit), never
+copied, so memory does not grow with the number of copies of a text.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable, Iterator
+from typing import Literal
+
+import apache_beam as beam
+from pydantic import Field
+
+from iptkit.transforms.record import Record, Reject
+from iptkit.transforms.stage import KEPT, REJECTS, Drop, reject
+from iptkit.transforms.stage_config import StageConfig
+from iptkit.transforms.text.shingles import strip_punctuation
+
+REASON = "exact_duplicate"
+_DIGITS = re.compile(r"\d")  # Unicode decimal digits (Nd): ٣, ３ and 3 alike
+
+GroupKey = tuple[str, str]
+
+
+class DedupExactConfig(StageConfig):
+    """Options of the dedup_exact stage."""
+
+    lowercase: bool = Field(
+        True, description="compare texts case-insensitively (Unicode case folding)"
+    )
+    collapse_whitespace: bool = Field(
+        True, description="treat any run of whitespace, line breaks included, as one space"
+    )
+    remove_punctuation: bool = Field(
+        False, description="ignore punctuation of any script (Unicode categories P*)"
+    )
+    remove_digits: bool = Field(False, description="ignore digits of any script")
+    scope: Literal["global", "source"] = Field(
+        "global",
+        description="global: one copy across all sources; source: one copy within each source",
+    )
+
+
+def normalise(text: str, cfg: DedupExactConfig) -> str:
+    """The text as the duplicate check compares it."""
+    if cfg.lowercase:
+        text = text.casefold()
+    if cfg.remove_punctuation:
+        text = strip_punctuation(text)
+    if cfg.remove_digits:
+        text = _DIGITS.sub("", text)
+    if cfg.collapse_whitespace:
+        text = " ".join(text.split())
+    return text
+
+
+def text_hash(text: str) -> str:
+    """A 128-bit BLAKE2b hex digest; `surrogatepass` keeps undecodable input bytes distinct."""
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+
+
+def group_key(record: Record, cfg: DedupExactConfig) -> GroupKey:
+    """Records with equal keys are duplicates: the source (for scope `source`) and the hash."""
+    scope = record.source if cfg.scope == "source" else ""
+    return scope, text_hash(normalise(record.text, cfg))
+
+
+def split_group(records: Iterable[Record], stage: str) -> Iterator[Record | Reject]:
+    """The lowest-id record of a group of duplicates, and a reject for each of the others.
+
+    `records` is read twice (Beam's grouped values are re-iterable). Ids are unique by the
+    record contract; were two equal, both would be kept rather than one chosen by order.
+    """
+    kept = min(r.id for r in records)
+    for record in records:
+        if record.id == kept:
+            yield record
+        else:
+            yield reject(record, stage, Drop(REASON, f"same normalised text as {kept}"))
+
+
+class DedupExact(beam.PTransform):
+    """Drops exact duplicates; returns `{"kept": records, "rejects": rejects}`."""
+
+    def __init__(self, cfg: DedupExactConfig, name: str = "dedup_exact"):
+        super().__init__(label=name)
+        self._cfg = cfg
+        self._name = name
+
+    def expand(self, records):
+        cfg, name = self._cfg, self._name
+
+        def split(item: tuple[GroupKey, Iterable[Record]]):
+            for out in split_group(item[1], name):
+                yield beam.pvalue.TaggedOutput(REJECTS, out) if isinstance(out, Reject) else out
+
+        outputs = (
+            records
+            | "Key"
+            >> beam.Map(lambda r: (group_key(r, cfg), r)).with_output_types(tuple[GroupKey, Record])
+            | "Group" >> beam.GroupByKey()
+            | "Split" >> beam.FlatMap(split).with_outputs(REJECTS, main=KEPT)
+        )
+        return {KEPT: outputs[KEPT], REJECTS: outputs[REJECTS]}

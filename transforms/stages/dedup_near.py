@@ -1,0 +1,520 @@
+"""dedup_near: MinHash LSH near-duplicate clusters, one survivor (the lowest id) per cluster.
+
+How a record goes through (every step a Beam transform; nothing is collected on the driver):
+
+1. Sign: its shingles (`iptkit.transforms.text.shingles`: word n-grams, or character n-grams for
+   Japanese, Chinese, Thai...), their 32-bit hashes, and a datasketch MinHash signature with
+   permutations drawn from the spec seed. The signature is cut into `bands` bands of `rows`
+   values; each band gives a bucket key.
+2. Candidates: a GroupByKey on the bucket key; records that share a bucket in any band are
+   candidates. Without `verify`, each bucket links its members to its smallest member (a star
+   has the same components as all pairs, at linear cost); with `verify`, every pair of the
+   bucket is a candidate and is kept as an edge only when the true Jaccard similarity of the
+   two shingle sets reaches `threshold` (quadratic in the bucket size: run dedup_exact first,
+   so that copies of one text do not fill a bucket).
+3. Clusters: connected components of the edges (`iptkit.transforms.dedup.components`), so a chain
+   A~B~C is one cluster even when A and C are not candidates of each other.
+4. Survivors: the lowest id and the size of each cluster, joined back to its members and then
+   to the records; the others are rejects with reason `near_duplicate`.
+5. Report: RUN/STAGE/clusters.json with the size histogram, counts and the largest clusters.
+
+Graph nodes are bytes: a seeded 64-bit hash of the record id, then the id (UTF-8). The hash
+gives the components algorithm the random node order its round bound assumes, and bytes compare
+like (hash, id) and travel with Beam's deterministic bytes coder. Every choice depends on ids,
+texts and the seed only, never on bundle order or worker count.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import struct
+import time
+from collections.abc import Callable, Iterable, Iterator
+from functools import lru_cache
+from typing import Any, Literal, Protocol
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
+from datasketch import MinHash, MinHashLSH
+from pydantic import Field, model_validator
+
+from iptkit.transforms.dedup.components import ConnectedComponents
+from iptkit.transforms.record import Record
+from iptkit.transforms.stage import KEPT, REJECTS, Drop, metrics_namespace, reject
+from iptkit.transforms.stage_config import StageConfig
+from iptkit.transforms.text.shingles import jaccard, shingle_hashes, shingle_unit, shingles
+
+REASON = "near_duplicate"
+REPORT_NAME = "clusters.json"
+EXAMPLE_CLUSTERS = 5  # the largest clusters shown in the report
+EXAMPLE_MEMBERS = 5  # members shown per example cluster (lowest ids)
+SNIPPET_CHARS = 200
+_SHINGLES = "shingles"
+_EVENTS = "events"
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+class DedupNearConfig(StageConfig):
+    """Options of the dedup_near stage."""
+
+    num_perm: int = Field(128, ge=2, le=1024, description="MinHash permutations (signature size)")
+    threshold: float = Field(
+        0.8,
+        gt=0,
+        lt=1,
+        description="Jaccard similarity of shingle sets that makes two records near-duplicates; "
+        "sets bands and rows (datasketch's optimum) unless they are given, and is the bar "
+        "for verify",
+    )
+    false_negative_weight: float = Field(
+        0.9,
+        gt=0,
+        lt=1,
+        description="when threshold sets bands and rows: weight of missed pairs against "
+        "false candidates (datasketch's default 0.5 finds a pair at the threshold 40% of the "
+        "time; 0.9 gives 14 x 9 at 0.8: 87% at 0.8, 97% at 0.85)",
+    )
+    bands: int | None = Field(
+        None, ge=1, description="LSH bands; with rows, overrides the choice from threshold"
+    )
+    rows: int | None = Field(
+        None, ge=1, description="signature values per band; bands x rows <= num_perm"
+    )
+    shingle_size: int = Field(
+        5, ge=1, description="words per shingle, or characters for Japanese, Chinese, Thai..."
+    )
+    shingle_unit: Literal["auto", "word", "char"] = Field(
+        "auto",
+        description="auto: characters for a record whose lang is ja, zh, th, lo, km or my "
+        "(without a lang: whose letters are mostly in those scripts), words otherwise",
+    )
+    verify: bool = Field(
+        False,
+        description="keep a candidate pair only if the true Jaccard of its shingle sets "
+        "reaches threshold (costs the pairs of each LSH bucket)",
+    )
+    rounds: int = Field(
+        12,
+        ge=1,
+        le=64,
+        description="connected-components rounds (large-star + small-star); a chain of n "
+        "near-duplicates needs under log2(n); clusters.json says if they sufficed",
+    )
+
+    @model_validator(mode="after")
+    def _bands_and_rows(self) -> DedupNearConfig:
+        if (self.bands is None) != (self.rows is None):
+            raise ValueError("give both bands and rows, or neither (then threshold sets them)")
+        if self.bands is not None and self.bands * self.rows > self.num_perm:
+            raise ValueError(
+                f"bands x rows = {self.bands * self.rows} exceeds num_perm = {self.num_perm}"
+            )
+        return self
+
+
+class StageInfo(Protocol):
+    """What dedup_near needs of the registry's StageContext (transforms do not import it)."""
+
+    name: str
+    seed: int
+    run_dir: str
+
+
+WriteFile = Callable[[str, bytes], None]
+
+
+# ---------------------------------------------------------------------------------------------
+# Pure functions
+
+
+def lsh_params(cfg: DedupNearConfig) -> tuple[int, int]:
+    """(bands, rows): as given, or datasketch's choice for the threshold: the pair that
+    minimises the weighted areas under the S-curve below the threshold (false candidates) and
+    above it (missed pairs)."""
+    if cfg.bands is not None and cfg.rows is not None:
+        return cfg.bands, cfg.rows
+    return _optimal_bands_rows(cfg.threshold, cfg.num_perm, cfg.false_negative_weight)
+
+
+@lru_cache
+def _optimal_bands_rows(threshold: float, num_perm: int, fn_weight: float) -> tuple[int, int]:
+    """Cached on the three numbers (the config holds lists, so it cannot be a cache key)."""
+    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm, weights=(1 - fn_weight, fn_weight))
+    return lsh.b, lsh.r
+
+
+def permutation_seed(seed: int) -> int:
+    """datasketch's MinHash seed (numpy's RandomState needs 0 <= seed < 2**32) from the spec's."""
+    digest = hashlib.blake2b(f"dedup_near:{seed}".encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "big")
+
+
+def _as_is(value: int) -> int:
+    return value
+
+
+class MinHasher:
+    """MinHash signatures that share one set of permutations, drawn once.
+
+    Each signature is a copy of an empty datasketch `MinHash` updated with the shingle hashes,
+    which is what `MinHash.bulk` does: no record pays for drawing permutations. The hashes are
+    already 32-bit, so datasketch's hash function is the identity.
+    """
+
+    def __init__(self, num_perm: int, seed: int):
+        self._empty = MinHash(num_perm=num_perm, seed=permutation_seed(seed), hashfunc=_as_is)
+
+    def signature(self, hashes: np.ndarray) -> np.ndarray:
+        minhash = self._empty.copy()
+        minhash.update_batch(hashes)
+        return minhash.hashvalues
+
+
+def band_keys(signature: np.ndarray, bands: int, rows: int) -> list[bytes]:
+    """One bucket key per band: the band's index and its values as little-endian bytes."""
+    values = signature[: bands * rows].astype("<u4").reshape(bands, rows)
+    return [struct.pack(">H", i) + band.tobytes() for i, band in enumerate(values)]
+
+
+def id_key(record_id: str) -> bytes:
+    """An id as bytes, for keys: UTF-8 sorts like the code points, and `surrogatepass` keeps
+    an undecodable input byte (Beam's string coders would fail on it)."""
+    return record_id.encode("utf-8", "surrogatepass")
+
+
+def node_of(record_id: str, seed: int) -> bytes:
+    """A record's graph node: 8 bytes of seeded hash, then the id; ordered like (hash, id)."""
+    raw = id_key(record_id)
+    return hashlib.blake2b(b"%d:" % seed + raw, digest_size=8).digest() + raw
+
+
+def id_bytes(node: bytes) -> bytes:
+    """The id in a node, as UTF-8 bytes (which sort like the id's code points)."""
+    return node[8:]
+
+
+def bucket_edges(members: Iterable[bytes], all_pairs: bool) -> Iterator[tuple[bytes, bytes]]:
+    """Candidate edges of one LSH bucket: every pair (to verify each), or a star on the smallest
+    member (same clusters, linear in the bucket)."""
+    if all_pairs:
+        nodes = sorted(set(members))
+        for i, a in enumerate(nodes):
+            for b in nodes[i + 1 :]:
+                yield a, b
+    else:
+        smallest = min(members)
+        for node in members:
+            if node != smallest:
+                yield smallest, node
+
+
+def reject_detail(survivor: str, size: int) -> str:
+    return f"near-duplicate of {survivor} (cluster of {size} records)"
+
+
+def _printable(text: str) -> str:
+    # Report values pass through Beam's coders and JSON as UTF-8: lone surrogates (undecodable
+    # input bytes) are shown as U+FFFD there.
+    return _SURROGATE.sub("\ufffd", text)
+
+
+# ---------------------------------------------------------------------------------------------
+# The cluster report: a combine with a bounded accumulator
+
+
+def _empty_report() -> dict[str, Any]:
+    return {"records": 0, "histogram": {}, "examples": {}}
+
+
+def _top_examples(examples: dict[str, list]) -> dict[str, list]:
+    """The largest clusters (ties: lowest survivor id), each with its lowest-id members."""
+    chosen = sorted(examples.items(), key=lambda kv: (-kv[1][0], kv[0]))[:EXAMPLE_CLUSTERS]
+    return {s: [size, sorted(members)[:EXAMPLE_MEMBERS]] for s, (size, members) in chosen}
+
+
+class ClusterReportFn(beam.CombineFn):
+    """Folds one event per record into the report; order- and bundle-independent.
+
+    An event is `None` for a record outside any cluster, else `(survivor, size, id, snippet)`.
+    The accumulator holds the histogram (one entry per distinct cluster size) and at most
+    EXAMPLE_CLUSTERS x EXAMPLE_MEMBERS members, so it stays small for any corpus.
+    """
+
+    def create_accumulator(self) -> dict[str, Any]:
+        return _empty_report()
+
+    def add_input(self, acc: dict[str, Any], event: tuple[str, int, str, str] | None):
+        acc["records"] += 1
+        if event is None:
+            return acc
+        survivor, size, record_id, snippet = event
+        if record_id == survivor:
+            acc["histogram"][size] = acc["histogram"].get(size, 0) + 1
+        entry = acc["examples"].setdefault(survivor, [size, []])
+        entry[1].append([record_id, snippet])
+        acc["examples"] = _top_examples(acc["examples"])
+        return acc
+
+    def merge_accumulators(self, accumulators: Iterable[dict[str, Any]]) -> dict[str, Any]:
+        merged = _empty_report()
+        for acc in accumulators:
+            merged["records"] += acc["records"]
+            for size, count in acc["histogram"].items():
+                merged["histogram"][size] = merged["histogram"].get(size, 0) + count
+            for survivor, (size, members) in acc["examples"].items():
+                merged["examples"].setdefault(survivor, [size, []])[1].extend(members)
+        merged["examples"] = _top_examples(merged["examples"])
+        return merged
+
+    def extract_output(self, acc: dict[str, Any]) -> dict[str, Any]:
+        return acc
+
+
+def cluster_report(acc: dict[str, Any], unsettled: int, params: dict[str, Any]) -> dict[str, Any]:
+    """clusters.json from the combined accumulator."""
+    histogram = acc["histogram"]
+    clusters = sum(histogram.values())
+    in_clusters = sum(size * count for size, count in histogram.items())
+    return {
+        "records": acc["records"],
+        "clusters": clusters,
+        "records_in_clusters": in_clusters,
+        "removed": in_clusters - clusters,
+        "size_histogram": {str(size): histogram[size] for size in sorted(histogram)},
+        "converged": unsettled == 0,
+        "unsettled_nodes": unsettled,
+        "largest_clusters": [
+            {
+                "survivor": survivor,
+                "size": size,
+                "members": [{"id": i, "text": text} for i, text in members],
+            }
+            for survivor, (size, members) in _top_examples(acc["examples"]).items()
+        ],
+        "params": params,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Beam
+
+
+class _SignFn(beam.DoFn):
+    """Record -> (bucket key, node) per band; with verify, also (node, shingle hashes)."""
+
+    def __init__(self, cfg: DedupNearConfig, seed: int, namespace: str):
+        self._cfg = cfg
+        self._seed = seed
+        self._bands, self._rows = lsh_params(cfg)
+        self._us = Metrics.counter(namespace, "process_us")
+
+    def setup(self) -> None:
+        self._hasher = MinHasher(self._cfg.num_perm, self._seed)
+
+    def process(self, record: Record):
+        start = time.perf_counter()
+        cfg = self._cfg
+        unit = (
+            shingle_unit(record.text, record.lang)
+            if cfg.shingle_unit == "auto"
+            else cfg.shingle_unit
+        )
+        hashes = shingle_hashes(shingles(record.text, cfg.shingle_size, unit))
+        node = node_of(record.id, self._seed)
+        keys = band_keys(self._hasher.signature(hashes), self._bands, self._rows)
+        self._us.inc(int((time.perf_counter() - start) * 1e6))
+        for key in keys:
+            yield key, node
+        if cfg.verify:
+            yield beam.pvalue.TaggedOutput(_SHINGLES, (node, hashes.tobytes()))
+
+
+def _with_one(item: tuple[Any, Iterable[tuple[bool, Any]]]) -> Iterator[tuple[Any, Any, Any]]:
+    """`(key, many, one)` for each of a key's `many` values, `one` being its single other value.
+
+    Two passes over the grouped values (re-iterable, and paged from the shuffle on distributed
+    runners) instead of CoGroupByKey, which lists every value of a key in memory.
+    """
+    key, tagged = item
+    one = next((value for is_one, value in tagged if is_one), None)
+    if one is None:
+        return
+    for is_one, value in tagged:
+        if not is_one:
+            yield key, value, one
+
+
+class JoinOne(beam.PTransform):
+    """`{"one": (key, value), "many": (key, value)}` in, `(key, many value, one value)` out:
+    each value of `many` with the single value `one` has under the same key."""
+
+    def expand(self, pcolls: dict[str, Any]):
+        return (
+            (
+                pcolls["one"] | "Tag one" >> beam.MapTuple(lambda k, v: (k, (True, v))),
+                pcolls["many"] | "Tag many" >> beam.MapTuple(lambda k, v: (k, (False, v))),
+            )
+            | "Flatten" >> beam.Flatten()
+            | "Group" >> beam.GroupByKey()
+            | "Pair" >> beam.FlatMap(_with_one)
+        )
+
+
+class VerifyPairs(beam.PTransform):
+    """Candidate pairs in, the pairs whose shingle sets reach the threshold out."""
+
+    def __init__(self, threshold: float, namespace: str):
+        super().__init__()
+        self._threshold = threshold
+        self._namespace = namespace
+
+    def expand(self, pcolls: dict[str, Any]):
+        threshold = self._threshold
+        dropped = Metrics.counter(self._namespace, "pairs_below_threshold")
+        sets = pcolls["shingles"]
+
+        def similar(b: bytes, a_and_set: tuple[bytes, bytes], b_set: bytes):
+            a, a_set = a_and_set
+            score = jaccard(np.frombuffer(a_set, np.uint32), np.frombuffer(b_set, np.uint32))
+            if score >= threshold:
+                yield a, b
+            else:
+                dropped.inc()
+
+        with_a = {"one": sets, "many": pcolls["pairs"]} | "With first set" >> JoinOne()
+        return (
+            {
+                "one": sets,
+                "many": with_a | "Key second" >> beam.MapTuple(lambda a, b, a_set: (b, (a, a_set))),
+            }
+            | "With second set" >> JoinOne()
+            | "Similar" >> beam.FlatMapTuple(similar)
+        )
+
+
+class _SplitFn(beam.DoFn):
+    """Records joined with their cluster's (survivor id key, size), if any: kept or
+    `near_duplicate` reject, and one report event per record."""
+
+    def __init__(self, stage: str):
+        self._stage = stage
+
+    def process(self, item: tuple[bytes, dict[str, list]]):
+        _, joined = item
+        for record in joined["record"]:
+            if not joined["cluster"]:
+                yield beam.pvalue.TaggedOutput(_EVENTS, None)
+                yield record
+                continue
+            survivor_key, size = joined["cluster"][0]
+            survivor = survivor_key.decode("utf-8", "surrogatepass")
+            snippet = record.text[:SNIPPET_CHARS]
+            event = (_printable(survivor), size, _printable(record.id), _printable(snippet))
+            yield beam.pvalue.TaggedOutput(_EVENTS, event)
+            if record.id == survivor:
+                yield record
+            else:
+                drop = Drop(REASON, reject_detail(survivor, size))
+                yield beam.pvalue.TaggedOutput(REJECTS, reject(record, self._stage, drop))
+
+
+class _SurvivorFn(beam.CombineFn):
+    """(lowest id, count) of a cluster's member ids (as bytes)."""
+
+    def create_accumulator(self) -> tuple[bytes | None, int]:
+        return None, 0
+
+    def add_input(self, acc, member: bytes):
+        lowest, count = acc
+        return (member if lowest is None else min(lowest, member)), count + 1
+
+    def merge_accumulators(self, accumulators):
+        lowest, count = None, 0
+        for acc_lowest, acc_count in accumulators:
+            if acc_lowest is not None:
+                lowest = acc_lowest if lowest is None else min(lowest, acc_lowest)
+            count += acc_count
+        return lowest, count
+
+    def extract_output(self, acc):
+        return acc
+
+
+class DedupNear(beam.PTransform):
+    """Drops near duplicates; returns `{"kept": records, "rejects": rejects}` and writes
+    RUN/STAGE/clusters.json with `write_file(path, data)` (the run directory's atomic writer,
+    given by the registry: transforms do not import the pipelines package)."""
+
+    def __init__(self, cfg: DedupNearConfig, ctx: StageInfo, write_file: WriteFile):
+        super().__init__(label=ctx.name)
+        self._cfg = cfg
+        self._name = ctx.name
+        self._seed = ctx.seed
+        self._report_path = FileSystems.join(ctx.run_dir, ctx.name, REPORT_NAME)
+        self._write_file = write_file
+
+    def expand(self, records):
+        cfg, name = self._cfg, self._name
+        namespace = metrics_namespace(name)
+        bands, rows = lsh_params(cfg)
+
+        signed = records | "Sign" >> beam.ParDo(_SignFn(cfg, self._seed, namespace)).with_outputs(
+            _SHINGLES, main="buckets"
+        )
+        edges = (
+            signed["buckets"]
+            | "Buckets" >> beam.GroupByKey()
+            | "Candidates" >> beam.FlatMapTuple(lambda _, nodes: bucket_edges(nodes, cfg.verify))
+            | "Distinct candidates" >> beam.Distinct()
+        )
+        if cfg.verify:
+            edges = {"pairs": edges, "shingles": signed[_SHINGLES]} | "Verify" >> VerifyPairs(
+                cfg.threshold, namespace
+            )
+        labels = edges | "Components" >> ConnectedComponents(cfg.rounds, namespace)
+
+        members = labels | "Members" >> beam.MapTuple(
+            lambda node, label, _: (label, id_bytes(node))
+        )
+        survivors = members | "Survivors" >> beam.CombinePerKey(_SurvivorFn())
+
+        clusters = {"one": survivors, "many": members} | "Assign" >> JoinOne()
+        keyed = records | "Key records" >> beam.Map(lambda r: (id_key(r.id), r)).with_output_types(
+            tuple[bytes, Record]
+        )
+        joined = {
+            "record": keyed,
+            "cluster": clusters
+            | "Key clusters" >> beam.MapTuple(lambda _, m, cluster: (m, cluster)),
+        } | "Join records" >> beam.CoGroupByKey()
+        outputs = joined | "Split" >> beam.ParDo(_SplitFn(name)).with_outputs(
+            REJECTS, _EVENTS, main=KEPT
+        )
+
+        unsettled = (
+            labels
+            | "Unsettled" >> beam.Filter(lambda label: not label[2])
+            | "Count unsettled" >> beam.combiners.Count.Globally()
+        )
+        params = {
+            **cfg.model_dump(exclude={"save", "bands", "rows"}),
+            "bands": bands,
+            "rows": rows,
+        }
+        path, write_file = self._report_path, self._write_file
+
+        def write(acc: dict[str, Any], unsettled_nodes: int) -> None:
+            report = cluster_report(acc, unsettled_nodes, params)
+            text = json.dumps(report, indent=2, ensure_ascii=False) + "\n"
+            write_file(path, text.encode("utf-8"))
+
+        (
+            outputs[_EVENTS]
+            | "Report" >> beam.CombineGlobally(ClusterReportFn())
+            | "Write report" >> beam.Map(write, beam.pvalue.AsSingleton(unsettled))
+        )
+        return {KEPT: outputs[KEPT], REJECTS: outputs[REJECTS]}

@@ -1,0 +1,587 @@
+"""pack: records -> formatted, tokenized documents -> fixed-length shards with a manifest.
+
+The stage runs in two places of the graph. Its formatting half (`FormatTokenize`, ledger row
+`format`) turns each record into a `TokenizedDoc` right after the last record stage, so a `mix`
+stage can count tokens; its packing half (`Pack`) writes RUN/shards/[STAGE/]SPLIT/.
+
+How packing stays deterministic and scales past one machine's memory:
+1. Route (a ParDo, no state): each document gets its split (validation by a seeded hash of its
+   id, so repeats of a document never straddle train and validation; training stage by its
+   `where`), a bucket (seeded hash of its key, modulo `buckets`) and a sort key: the seeded
+   blake2b of its key (the global shuffle) or, for a curriculum, its difficulty first.
+2. GroupByKey on (split, bucket): one worker holds one bucket's token ids, sorts them by the
+   sort key (so bundle order and worker count never matter), packs them and streams the rows
+   into that bucket's own shard files with `ShardWriter`. Memory per worker is one bucket:
+   raise `buckets` until a bucket fits a worker; the corpus as a whole never has to. For a
+   curriculum the buckets are equal-width ranges of difficulty between its exact minimum and
+   maximum (a combine), so the buckets in order, each sorted, are easy to hard over the whole
+   split, not only within a bucket.
+3. GroupByKey on split: one small step moves the buckets' files into the split folder and
+   writes one `manifest.json` listing the buckets' shards in bucket order, with the mix report.
+Documents are cut only within a bucket, so `buckets` changes the bytes (it is in the spec, so
+the same spec still gives the same bytes on every runner and worker count).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shutil
+import tempfile
+from array import array
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.io.filesystems import FileSystems
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from iptkit.files import (
+    atomic_write,
+    delete_tree,
+    is_local,
+    list_tree,
+    move,
+    publish_tree,
+    read_bytes,
+)
+from iptkit.shards import MANIFEST_NAME, Manifest, ShardWriter, Totals
+from iptkit.transforms.document import GROUP_FIELDS, TokenizedDoc
+from iptkit.transforms.record import Record, Reject
+from iptkit.transforms.stage import KEPT, REJECTS, Drop, RecordStage
+from iptkit.transforms.stage_config import ExistingPath, StageConfig
+from iptkit.transforms.tail.formatting import (
+    BUILTIN_TEMPLATES,
+    FormatError,
+    format_record,
+    tokenize_segments,
+)
+from iptkit.transforms.tail.packing import PACKERS, Piece
+from iptkit.transforms.tail.tokenizer import LoadedTokenizer, TokenizerError, load_tokenizer
+
+FORMAT_STAGE = "format"
+SHARDS_DIR = "shards"
+PARTS_DIR = ".parts"
+# transformers writes this "no limit" value as model_max_length when a model sets none.
+_NO_LIMIT = 10**18
+
+
+class TrainingStage(BaseModel):
+    """One training stage's shard set: the documents its `where` matches."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="folder name under RUN/shards/"
+    )
+    where: dict[str, str | list[str]] = Field(
+        default_factory=dict,
+        description=f"field values a document must have (of {', '.join(GROUP_FIELDS)}); "
+        "a list allows several; empty matches every document left",
+    )
+
+    def matches(self, doc: TokenizedDoc) -> bool:
+        for name, want in self.where.items():
+            value = doc.group_value(name)
+            if value not in (want if isinstance(want, list) else [want]):
+                return False
+        return True
+
+
+class PackConfig(StageConfig):
+    """Options of the pack stage (formatting and tokenizing included)."""
+
+    tokenizer: ExistingPath = Field(
+        description="tokenizer.json, a Hugging Face tokenizer folder, or a sentencepiece .model"
+    )
+    seq_len: int = Field(ge=2, description="tokens per packed sequence")
+    packing: Literal["concat", "best_fit"] = Field(
+        "best_fit",
+        description="concat: documents joined and cut at row ends; best_fit: long documents "
+        "split into seq_len chunks, then best-fit-decreasing rows (fewer cuts, some padding)",
+    )
+    chat_template: str = Field(
+        "auto",
+        description="instruction records: tokenizer (its own chat_template), chatml, llama3, "
+        "plain (### Instruction/### Response), or auto (the tokenizer's if it has one, else "
+        "plain)",
+    )
+    add_bos: bool | None = Field(
+        None, description="put BOS before each document (default: when the tokenizer has one)"
+    )
+    add_eos: bool = Field(True, description="put EOS after each document")
+    pad_token: str | None = Field(
+        None, description="padding token (default: the tokenizer's pad token, else EOS)"
+    )
+    long_documents: Literal["split", "drop"] = Field(
+        "split",
+        description="documents longer than seq_len: split across rows, or drop (reason too_long)",
+    )
+    validation: float = Field(
+        0,
+        ge=0,
+        description="validation split: a share of documents (< 1) or a count (>= 1), chosen by "
+        "seeded hash of the id; written to its own split folder",
+    )
+    order: Literal["shuffle", "curriculum"] = Field(
+        "shuffle",
+        description="shuffle: seeded hash of each document; curriculum: by the record's "
+        "meta.difficulty, easy to hard (X-CIT self-paced learning), hash within ties, documents "
+        "without one last",
+    )
+    training_stages: list[TrainingStage] = Field(
+        default_factory=list,
+        description="split into training stages, each its own shard set (a document goes to "
+        "the first stage it matches; unmatched documents are dropped, reason no_stage)",
+    )
+    buckets: int = Field(
+        1,
+        ge=1,
+        le=100_000,
+        description="documents are packed in this many groups (by hash; by difficulty range for "
+        "a curriculum), each on one worker: raise it when one worker cannot hold a split's tokens",
+    )
+    sequences_per_shard: int = Field(8192, ge=1, description="rows per shard file")
+    megatron: bool = Field(
+        False, description="also write Megatron-LM .bin/.idx files under SPLIT/megatron/"
+    )
+    model_max_length: int | None = Field(
+        None,
+        ge=1,
+        description="the model's context; seq_len above it is an error (default: the tokenizer "
+        "config's model_max_length)",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> PackConfig:
+        if self.sources is not None or self.kinds is not None:
+            raise ValueError(
+                "pack packs every document it receives; select records with sources/kinds on "
+                "the record stages or the mix"
+            )
+        if self.validation >= 1 and self.validation != int(self.validation):
+            raise ValueError(f"validation {self.validation}: a share below 1 or a whole count")
+        names = [s.name for s in self.training_stages]
+        if len(set(names)) != len(names) or {"train", "validation"} & set(names):
+            raise ValueError(f"training_stages names {names}: unique, not train or validation")
+        for stage in self.training_stages:
+            unknown = sorted(set(stage.where) - set(GROUP_FIELDS))
+            if unknown:
+                raise ValueError(
+                    f"training_stages {stage.name}: where {unknown}: fields are "
+                    f"{', '.join(GROUP_FIELDS)}"
+                )
+        if self.chat_template not in {"auto", "tokenizer", *BUILTIN_TEMPLATES}:
+            raise ValueError(
+                f"chat_template {self.chat_template!r}: one of auto, tokenizer, "
+                f"{', '.join(BUILTIN_TEMPLATES)}"
+            )
+        try:
+            tok = load_tokenizer(self.tokenizer)
+            vocab = tok.vocab_size
+        except (TokenizerError, OSError, RuntimeError, ValueError) as exc:
+            raise ValueError(f"tokenizer {self.tokenizer}: {exc}") from None
+        if vocab > 2**32:
+            raise ValueError(
+                f"tokenizer vocabulary {vocab} exceeds uint32 ({2**32} ids), the widest token dtype"
+            )
+        limit, where = self.model_max_length, "model_max_length"
+        if limit is None:
+            value = tok.config.get("model_max_length")
+            if isinstance(value, int) and value < _NO_LIMIT:
+                limit, where = value, f"{tok.path.parent}/tokenizer_config.json model_max_length"
+        if limit is not None and self.seq_len > limit:
+            raise ValueError(f"seq_len {self.seq_len} exceeds the model context ({where} {limit})")
+        special_tokens(self, tok)
+        template(self, tok)
+        return self
+
+
+def special_tokens(cfg: PackConfig, tok: LoadedTokenizer) -> dict[str, int]:
+    """The ids the shards use for bos (if added), eos and pad; raises ValueError when missing."""
+    found = tok.special_tokens
+    out: dict[str, int] = {}
+    if cfg.add_bos or (cfg.add_bos is None and "bos" in found):
+        if "bos" not in found:
+            raise ValueError(f"add_bos: tokenizer {tok.path} has no BOS token")
+        out["bos"] = found["bos"]
+    if "eos" in found:
+        out["eos"] = found["eos"]
+    elif cfg.add_eos:
+        raise ValueError(f"add_eos: tokenizer {tok.path} has no EOS token; set add_eos: false")
+    if cfg.pad_token is not None:
+        pad = tok.token_to_id(cfg.pad_token)
+        if pad is None:
+            raise ValueError(f"pad_token {cfg.pad_token!r} is not in tokenizer {tok.path}")
+        out["pad"] = pad
+    elif "pad" in found or "eos" in found:
+        out["pad"] = found.get("pad", found.get("eos"))
+    else:
+        raise ValueError(f"tokenizer {tok.path} has no pad or EOS token; set pad_token")
+    return out
+
+
+def template(cfg: PackConfig, tok: LoadedTokenizer) -> str:
+    """The chat template instruction records are rendered with."""
+    own = tok.chat_template
+    if cfg.chat_template == "tokenizer":
+        if own is None:
+            raise ValueError(
+                f"chat_template tokenizer: {tok.path.parent} has no tokenizer_config.json "
+                "chat_template; name a built-in one"
+            )
+        return own
+    if cfg.chat_template == "auto":
+        return own if own is not None else BUILTIN_TEMPLATES["plain"]
+    return BUILTIN_TEMPLATES[cfg.chat_template]
+
+
+def seeded_hash(seed: int, *parts: str) -> int:
+    """64-bit blake2b of the seed and parts: every random choice of the stage."""
+    text = ":".join([str(seed), *parts]).encode("utf-8", "surrogatepass")
+    return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "big")
+
+
+def difficulty_of(record: Record) -> float | None:
+    """meta.difficulty as a finite number, else None (NaN would break the curriculum's sort)."""
+    value = record.meta.get("difficulty") if isinstance(record.meta, dict) else None
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+class FormatTokenize(RecordStage):
+    """Record -> TokenizedDoc (format, then tokenize segment by segment); batched."""
+
+    batch_size = 1000
+
+    def __init__(self, cfg: PackConfig, name: str = FORMAT_STAGE):
+        self.name = name
+        self._cfg = cfg
+        self._tok = load_tokenizer(cfg.tokenizer)
+
+    def setup(self) -> None:
+        tok = self._tok
+        self._template = template(self._cfg, tok)
+        eos = tok.special_tokens.get("eos")
+        self._eos_text = tok.id_to_token(eos) if eos is not None else ""
+
+    def apply(self, record: Record) -> TokenizedDoc | Drop:
+        return self.apply_batch([record])[0]
+
+    def apply_batch(self, records: list[Record]) -> list[TokenizedDoc | Drop]:
+        results: list[Any] = []
+        batch, where = [], []
+        for record in records:
+            try:
+                batch.append(format_record(record, self._template, self._eos_text))
+                where.append(len(results))
+                results.append(None)
+            except FormatError as exc:
+                results.append(Drop(exc.reason, str(exc)))
+        for k, (ids, mask) in zip(where, tokenize_segments(self._tok, batch), strict=True):
+            r = records[k]
+            if not ids:
+                results[k] = Drop("empty_after_format", "no tokens after tokenizing")
+                continue
+            results[k] = TokenizedDoc(
+                id=r.id,
+                source=r.source,
+                kind=r.kind,
+                ids=ids,
+                mask=mask,
+                lang=r.lang,
+                category=r.category,
+                origin=r.origin,
+                difficulty=difficulty_of(r),
+            )
+        return results
+
+
+@dataclass(frozen=True)
+class SplitKey:
+    """Where a document's rows go: RUN/shards/<folder>/, file prefix, bucket."""
+
+    folder: str
+    split: str
+    prefix: str
+
+
+def doc_bytes(doc: TokenizedDoc, bos: int | None, eos: int | None) -> tuple[bytes, bytes]:
+    """A document's ids with BOS/EOS added, as uint32 bytes, and its mask as uint8 bytes, or
+    b"" when the document has no mask (every token a target but BOS: see `doc_piece`).
+
+    `array("I", list)` converts a list of ints three times faster than numpy does, and a
+    document without a mask sends no mask bytes through the shuffle.
+    """
+    ids = array("I", [*([] if bos is None else [bos]), *doc.ids, *([] if eos is None else [eos])])
+    if doc.mask is None:
+        return ids.tobytes(), b""
+    mask = doc.mask
+    last = mask[-1:] if mask else [1]  # EOS is a target when the document's end is
+    return ids.tobytes(), bytes(
+        [*([] if bos is None else [0]), *mask, *(last if eos is not None else [])]
+    )
+
+
+def doc_piece(ids: bytes, mask: bytes, bos: bool) -> Piece:
+    """The arrays `doc_bytes` sent: an empty mask is 1 for every token but a leading BOS."""
+    tokens = np.frombuffer(ids, np.uint32)
+    if mask:
+        return Piece(tokens, np.frombuffer(mask, np.uint8))
+    ones = np.ones(len(tokens), np.uint8)
+    if bos:
+        ones[:1] = 0
+    return Piece(tokens, ones)
+
+
+def curriculum_bucket(
+    difficulty: float | None, span: tuple[float, float] | None, buckets: int
+) -> int:
+    """A document's bucket in a curriculum: equal-width ranges of difficulty over `span` (the
+    exact minimum and maximum), so bucket order is difficulty order; documents without a
+    difficulty go to the last bucket, where they sort last."""
+    if difficulty is None or span is None:
+        return buckets - 1
+    lo, hi = span
+    if hi <= lo:
+        return 0
+    return min(buckets - 1, int((difficulty - lo) / (hi - lo) * buckets))
+
+
+class _RouteFn(beam.DoFn):
+    """Split, bucket and sort key of each document; BOS/EOS added; too_long/no_stage rejects."""
+
+    def __init__(self, cfg: PackConfig, seed: int, stage: str, specials: dict[str, int]):
+        self._cfg, self._seed, self._stage, self._specials = cfg, seed, stage, specials
+
+    def process(self, doc: TokenizedDoc, validation_ids: Any, span: Any):
+        cfg, seed = self._cfg, self._seed
+        bos, eos = self._specials.get("bos"), self._specials["eos"] if cfg.add_eos else None
+        n_tokens = doc.n_tokens + (bos is not None) + (eos is not None)
+        if cfg.long_documents == "drop" and n_tokens > cfg.seq_len:
+            yield self._reject(doc, "too_long", f"{n_tokens} tokens > seq_len {cfg.seq_len}")
+            return
+        folder = ""
+        if cfg.training_stages:
+            stage = next((s for s in cfg.training_stages if s.matches(doc)), None)
+            if stage is None:
+                yield self._reject(doc, "no_stage", "matches no training_stages entry")
+                return
+            folder = stage.name + "/"
+        if validation_ids is not None:
+            in_val = doc.id in validation_ids
+        else:
+            in_val = seeded_hash(seed, "validation", doc.id) < cfg.validation * 2**64
+        split = "validation" if in_val else "train"
+        prefix = f"{folder.rstrip('/')}-{split}" if folder else split
+        if cfg.order == "curriculum":
+            bucket = curriculum_bucket(doc.difficulty, span, cfg.buckets)
+        else:
+            bucket = seeded_hash(seed, "bucket", doc.key) % cfg.buckets
+        # 63 bits: Beam's fast coder pickles ints past the int64 range, one by one.
+        order = seeded_hash(seed, "order", doc.key) >> 1
+        hardness = doc.difficulty if doc.difficulty is not None else math.inf
+        sort_key = (hardness if cfg.order == "curriculum" else 0.0, order, doc.key)
+        key = (folder + split, prefix, bucket)
+        yield beam.pvalue.TaggedOutput("routed", (key, (sort_key, *doc_bytes(doc, bos, eos))))
+        yield doc
+
+    def _reject(self, doc: TokenizedDoc, reason: str, detail: str) -> Any:
+        summary = {f: doc.group_value(f) for f in GROUP_FIELDS} | {"tokens": doc.n_tokens}
+        return beam.pvalue.TaggedOutput(
+            REJECTS, Reject(doc.id, doc.source, self._stage, reason, detail, summary)
+        )
+
+
+def _span(pairs: Any) -> tuple[float, float]:
+    """(min, max) of (min, max) pairs: a combine over documents' difficulties ((inf, -inf)
+    when none has one, which no document then uses)."""
+    lo, hi = math.inf, -math.inf
+    for a, b in pairs:
+        lo, hi = min(lo, a), max(hi, b)
+    return lo, hi
+
+
+def _part_dir(shards_root: str, folder: str, bucket: int) -> str:
+    return FileSystems.join(shards_root, *folder.split("/"), PARTS_DIR, f"{bucket:05d}")
+
+
+class _WriteBucketFn(beam.DoFn):
+    """Sorts one bucket's documents, packs them and writes its shard files (and Megatron's)."""
+
+    def __init__(self, cfg: PackConfig, shards_root: str, header: dict[str, Any]):
+        self._cfg, self._root, self._header = cfg, shards_root, header
+
+    def process(self, item: Any, has_mask: bool):
+        (folder, prefix, bucket), values = item
+        docs = sorted(values, key=lambda v: v[0])
+        bos = "bos" in self._header["special_tokens"]
+        pieces = [doc_piece(ids, mask, bos) for _, ids, mask in docs]
+        part = _part_dir(self._root, folder, bucket)
+        # The writers need a local folder: the part itself, or a staging folder copied to a
+        # remote RUN (gs://...) once complete.
+        remote = not is_local(part)
+        local = Path(tempfile.mkdtemp(prefix="iptkit-pack-")) if remote else Path(part)
+        if local.exists():
+            shutil.rmtree(local)  # a retried bundle starts clean
+        try:
+            self._write(local, folder, prefix, bucket, pieces, has_mask)
+            if remote:
+                publish_tree(local, part)
+        finally:
+            if remote:
+                shutil.rmtree(local, ignore_errors=True)
+        yield folder, bucket
+
+    def _write(
+        self, part: Path, folder: str, prefix: str, bucket: int, pieces: list[Piece], has_mask: bool
+    ) -> None:
+        cfg, h = self._cfg, self._header
+        name = f"{prefix}-b{bucket:05d}"
+        with ShardWriter(
+            part,
+            seq_len=cfg.seq_len,
+            vocab_size=h["vocab_size"],
+            tokenizer_path=h["tokenizer_path"],
+            tokenizer_sha256=h["tokenizer_sha256"],
+            special_tokens=h["special_tokens"],
+            spec_hash=h["spec_hash"],
+            seed=h["seed"],
+            has_loss_mask=has_mask,
+            sequences_per_shard=cfg.sequences_per_shard,
+            split=folder.rsplit("/", 1)[-1],
+            prefix=name,
+        ) as writer:
+            for row in PACKERS[cfg.packing](pieces, cfg.seq_len, h["special_tokens"]["pad"]):
+                writer.add(row.tokens, row.mask if has_mask else None, row.starts)
+        if cfg.megatron:
+            from iptkit.megatron import MegatronWriter
+
+            with MegatronWriter(part / "megatron" / name, h["vocab_size"]) as mw:
+                for p in pieces:
+                    mw.add_document(p.ids)
+
+
+class _FinalizeFn(beam.DoFn):
+    """Moves a split's bucket files into its folder and writes the one manifest.json."""
+
+    def __init__(self, shards_root: str):
+        self._root = shards_root
+
+    def process(self, item: Any, mix: list[dict[str, Any]]):
+        folder, buckets = item
+        out = FileSystems.join(self._root, *folder.split("/"))
+        parts = [
+            Manifest.from_json(
+                read_bytes(
+                    FileSystems.join(_part_dir(self._root, folder, b), MANIFEST_NAME)
+                ).decode("utf-8")
+            )
+            for b in sorted(buckets)
+        ]
+        for b in sorted(buckets):
+            part = _part_dir(self._root, folder, b)
+            for rel in list_tree(part):
+                if rel != MANIFEST_NAME:
+                    move(
+                        FileSystems.join(part, *rel.split("/")),
+                        FileSystems.join(out, *rel.split("/")),
+                    )
+        delete_tree(FileSystems.join(out, PARTS_DIR))
+        shards = [s for p in parts for s in p.shards]
+        first = parts[0]
+        manifest = Manifest(
+            **{
+                **{k: getattr(first, k) for k in first.__dataclass_fields__},
+                "mix": _manifest_mix(mix),
+                "shards": shards,
+                "totals": Totals(
+                    sequences=sum(p.totals.sequences for p in parts),
+                    tokens=sum(p.totals.tokens for p in parts),
+                    documents=sum(p.totals.documents for p in parts),
+                ),
+            }
+        )
+        atomic_write(FileSystems.join(out, MANIFEST_NAME), manifest.to_json().encode("utf-8"))
+        yield folder
+
+
+def _manifest_mix(reports: list[dict[str, Any]]) -> dict[str, Any]:
+    if not reports:
+        return {}
+    from iptkit.transforms.stages.mix import manifest_mix
+
+    return json.loads(json.dumps(manifest_mix(reports[0]), sort_keys=True))
+
+
+class Pack(beam.PTransform):
+    """Packs TokenizedDocs into RUN/shards/; input {"docs": docs, "report": mix report (opt.)};
+    returns {"kept": documents packed, "rejects": too_long / no_stage}."""
+
+    def __init__(self, cfg: PackConfig, ctx: Any):
+        super().__init__(label=ctx.name)
+        self._cfg, self._ctx = cfg, ctx
+
+    def expand(self, inputs):
+        cfg, ctx = self._cfg, self._ctx
+        docs = inputs["docs"]
+        tok = load_tokenizer(cfg.tokenizer)
+        specials = special_tokens(cfg, tok)
+        header = {
+            "vocab_size": tok.vocab_size,
+            "tokenizer_path": str(tok.path),
+            "tokenizer_sha256": tok.sha256,
+            "special_tokens": specials,
+            "spec_hash": ctx.spec_hash,
+            "seed": ctx.seed,
+        }
+        root = FileSystems.join(ctx.run_dir, SHARDS_DIR)
+        validation_ids = None
+        if cfg.validation >= 1:
+            n, seed = int(cfg.validation), ctx.seed
+            validation_ids = beam.pvalue.AsSingleton(
+                docs
+                | "Firsts" >> beam.Filter(lambda d: d.copy == 0)
+                | "Val hash" >> beam.Map(lambda d: (seeded_hash(seed, "validation", d.id), d.id))
+                | "Val pick" >> beam.combiners.Top.Smallest(n)
+                | "Val set" >> beam.Map(lambda xs: frozenset(i for _, i in xs))
+            )
+        else:
+            validation_ids = beam.pvalue.AsSingleton(
+                docs.pipeline | "No val" >> beam.Create([None])
+            )
+        has_mask = beam.pvalue.AsSingleton(
+            docs
+            | "Masked" >> beam.Map(lambda d: d.mask is not None)
+            | "Any mask" >> beam.CombineGlobally(any)
+        )
+        if cfg.order == "curriculum" and cfg.buckets > 1:
+            span = beam.pvalue.AsSingleton(
+                docs
+                | "Difficulties"
+                >> beam.FlatMap(
+                    lambda d: [] if d.difficulty is None else [(d.difficulty, d.difficulty)]
+                )
+                | "Span" >> beam.CombineGlobally(_span)
+            )
+        else:
+            span = beam.pvalue.AsSingleton(docs.pipeline | "No span" >> beam.Create([None]))
+        routed = docs | "Route" >> beam.ParDo(
+            _RouteFn(cfg, ctx.seed, ctx.name, specials), validation_ids, span
+        ).with_outputs(REJECTS, "routed", main=KEPT)
+        mix = inputs.get("report")
+        mix_side = beam.pvalue.AsList(
+            mix if mix is not None else docs.pipeline | "No mix" >> beam.Create([])
+        )
+        (
+            routed["routed"]
+            | "By bucket" >> beam.GroupByKey()
+            | "Write buckets" >> beam.ParDo(_WriteBucketFn(cfg, root, header), has_mask)
+            | "By split" >> beam.GroupByKey()
+            | "Manifest" >> beam.ParDo(_FinalizeFn(root), mix_side)
+        )
+        return {KEPT: routed[KEPT], REJECTS: routed[REJECTS]}

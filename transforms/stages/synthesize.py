@@ -1,0 +1,428 @@
+"""synthesize: instruction-response pairs for raw texts, joined into M-shot augmented records
+(Instruction Pre-Training, Cheng et al. 2024; LMOps instruction_pretrain/utils/read_compre.py).
+
+How records go through:
+
+1. Selection: raw records whose hash of `seed:id` falls under `fraction` are converted (the
+   paper converts 1/5 of the corpus from scratch, all of it for domain CPT); the others, and
+   every record of another kind, pass through unchanged.
+2. Chaining: selected records of one source and language are ordered by the hash of `seed:id`
+   (never by arrival) and cut into chains of `rounds` (M) records. Chains are cut within hash
+   buckets of about `chain_window` records, so no worker holds a whole source.
+3. Rounds: round k synthesizes pairs for the k-th record of every chain. Its prompt carries the
+   earlier records' texts and pairs (as finished examples ending in `</s>`) while each earlier
+   round produced pairs, exactly as LMOps chains them, if the whole prompt fits the budget
+   (`max_model_len - max_new_tokens`), counted in real tokens of the synthesizer's tokenizer
+   (LMOps estimates words x 1.5, which undercounts Japanese by an order of magnitude); else the
+   record's text alone. Each round is one `RunInference` over all chains. With backend `rules`
+   the AdaptLLM miner mines the pairs from each text instead.
+4. Joining: as LMOps' `cook_pt_entries`, a chain splits where a record did not inherit from the
+   one before (it was prompted alone, or produced no pairs); each run of records with pairs
+   becomes ONE augmented record (kind `augmented`, id `aug:` + its first member's id, text =
+   the members' texts and pairs in diverse templates, `pairs` = all pairs, meta["synth"]), and
+   its other members leave as rejects with reason `joined` naming it, so the ledger balances
+   and nothing is lost. A record that got no pairs stays a raw record, unchanged. A record whose
+   inference failed is a reject with the reason (`prompt_too_long`, `inference_failed`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+from pydantic import Field
+
+from iptkit.transforms.inference.core import (
+    PROMPT_TOO_LONG,
+    Generate,
+    Generation,
+    GenerationRequest,
+    InferenceOptions,
+    ModelSpec,
+    encode,
+    sampling_seed,
+    spec_tokenizer,
+)
+from iptkit.transforms.record import Record, Reject, shallow_dict
+from iptkit.transforms.stage import KEPT, REJECTS, Drop, metrics_namespace, reject
+from iptkit.transforms.synth.lmops_format import (
+    ParseCounts,
+    cook_example,
+    cook_read,
+    filter_pairs,
+    parse_pairs,
+)
+from iptkit.transforms.synth.rule_miner import mine
+from iptkit.transforms.synth.templates import render_augmented
+
+JOINED = "joined"
+AUGMENTED_PREFIX = "aug:"
+
+
+class SynthesizeConfig(InferenceOptions):
+    """Options of the synthesize stage (model options are shared with every model stage)."""
+
+    backend: Literal["rules", "transformers", "vllm"] = Field(  # type: ignore[assignment]
+        "rules",
+        description="rules: the AdaptLLM rule-based miner (no model); transformers or vllm: "
+        "the instruction synthesizer (e.g. instruction-pretrain/instruction-synthesizer)",
+    )
+    rounds: int = Field(
+        2, ge=1, le=16, description="M: records chained per augmented text (M-shot examples)"
+    )
+    fraction: float = Field(
+        1.0,
+        ge=0,
+        le=1,
+        description="share of raw records converted, chosen by hash of seed and id (paper: "
+        "0.2 from scratch, 1.0 domain continual pre-training)",
+    )
+    chain_window: int = Field(
+        10_000,
+        ge=1,
+        description="records per chaining bucket: chains are cut within hash buckets of about "
+        "this many records of a source and language, which bounds a worker's memory",
+    )
+    max_pair_chars: int = Field(
+        4000, ge=1, description="drop a synthesized pair whose question + answer is longer"
+    )
+
+
+@dataclass
+class MemberResult:
+    """What one round made of one chain member. `inherit` is LMOps' inherit_from_prev: the
+    member was prompted after the previous one and produced pairs."""
+
+    pairs: list[dict[str, str]] = field(default_factory=list)
+    inherit: bool = False
+    error: str | None = None
+    detail: str = ""
+    parse: dict[str, int] = field(default_factory=dict)
+    prompt_tokens: int = 0
+    new_tokens: int = 0
+    truncated_tokens: int = 0
+
+
+@dataclass
+class Chain:
+    """A group of up to M records synthesized round by round; `results[k]` once round k ran."""
+
+    key: str
+    members: list[Record]
+    results: list[MemberResult] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "members": [m.to_dict() for m in self.members],
+            "results": [shallow_dict(r) for r in self.results],
+        }
+
+
+class ChainCoder(beam.coders.Coder):
+    """Canonical JSON for chains, like records: deterministic bytes, no pickled classes."""
+
+    def encode(self, value: Chain) -> bytes:
+        return json.dumps(value.to_dict(), sort_keys=True, separators=(",", ":")).encode("ascii")
+
+    def decode(self, encoded: bytes) -> Chain:
+        d = json.loads(encoded)
+        return Chain(
+            d["key"], [Record(**m) for m in d["members"]], [MemberResult(**r) for r in d["results"]]
+        )
+
+    def is_deterministic(self) -> bool:
+        return True
+
+
+beam.coders.registry.register_coder(Chain, ChainCoder)
+
+
+def rank(seed: int, record_id: str) -> int:
+    """A record's place in the chaining order: a 64-bit hash of `seed:id`."""
+    digest = hashlib.blake2b(f"{seed}:{record_id}".encode("utf-8", "surrogatepass"), digest_size=8)
+    return int.from_bytes(digest.digest(), "big")
+
+
+def selected(record: Record, seed: int, fraction: float) -> bool:
+    """Whether a record is converted: raw, and its hash falls under `fraction`."""
+    if record.kind != "raw" or fraction <= 0:
+        return False
+    return fraction >= 1 or rank(seed + 1, record.id) < fraction * 2**64
+
+
+def chains_of(records: Iterable[Record], rounds: int, seed: int, key: str) -> Iterator[Chain]:
+    """Records cut into chains of `rounds`, in hash order (the last chain may be shorter)."""
+    ordered = sorted(records, key=lambda r: (rank(seed, r.id), r.id))
+    for start in range(0, len(ordered), rounds):
+        yield Chain(f"{key}|{start // rounds}", ordered[start : start + rounds])
+
+
+def previous_examples(chain: Chain, k: int) -> str:
+    """What round k inherits, as LMOps' get_dataset: the finished examples of the members
+    before k, back through every member that itself inherited, if member k-1 produced pairs."""
+    if k == 0 or not chain.results[k - 1].pairs:
+        return ""
+    parts: list[str] = []
+    idx = k - 1
+    while True:
+        parts.insert(0, cook_example(chain.members[idx].text, chain.results[idx].pairs))
+        if idx == 0 or not chain.results[idx].inherit:
+            return "".join(parts)
+        idx -= 1
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """Round k's prompt for a chain member, whether it carries earlier rounds, and what the
+    length policy cut from the member's text (`None` prompt: rejected as too long)."""
+
+    text: str | None
+    chained: bool
+    tokens: int
+    truncated_tokens: int = 0
+
+
+def build_prompt(chain: Chain, k: int, tokenizer: Any, spec: ModelSpec) -> Prompt:
+    """Round k's prompt for member k, within `spec.prompt_budget` tokens of `tokenizer`.
+
+    The earlier rounds come first when everything fits (LMOps' followed_by_next); else the text
+    alone; a text that alone is over the budget is cut from its start (`truncate`) or rejected.
+    """
+    budget = spec.prompt_budget
+    text = chain.members[k].text
+    own = cook_read(text)
+    earlier = previous_examples(chain, k)
+    if earlier:
+        n = len(encode(tokenizer, earlier + own, spec.add_special_tokens))
+        if n <= budget:
+            return Prompt(earlier + own, True, n)
+    n = len(encode(tokenizer, own, spec.add_special_tokens))
+    if n <= budget:
+        return Prompt(own, False, n)
+    if spec.prompt_too_long == "reject":
+        return Prompt(None, False, n)
+    # Cut the text's earliest tokens (the shared policy: the earliest context goes first),
+    # keeping the format around it; re-measure, since a cut can change tokenization at the seam.
+    offsets = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)[
+        "offset_mapping"
+    ]
+    cut = n - budget
+    while cut < len(offsets):
+        kept = text[offsets[cut][0] :]
+        m = len(encode(tokenizer, cook_read(kept), spec.add_special_tokens))
+        if m <= budget:
+            return Prompt(cook_read(kept), False, m, cut)
+        cut += m - budget
+    return Prompt(None, False, n)
+
+
+def apply_generation(
+    chain: Chain, k: int, prompt: Prompt, generation: Generation, max_pair_chars: int
+) -> Chain:
+    """The chain with member k's result from its generation (a new chain; inputs untouched)."""
+    if generation.error:
+        result = MemberResult(
+            error=generation.error, detail=generation.detail, prompt_tokens=prompt.tokens
+        )
+    else:
+        counts = ParseCounts()
+        pairs = parse_pairs(generation.text, counts)
+        pairs = filter_pairs(pairs, chain.members[k].text, max_pair_chars, counts)
+        result = MemberResult(
+            pairs=pairs,
+            inherit=prompt.chained and bool(pairs),
+            parse=counts.as_dict(),
+            prompt_tokens=generation.prompt_tokens,
+            new_tokens=generation.new_tokens,
+            truncated_tokens=prompt.truncated_tokens + generation.truncated_tokens,
+        )
+    return replace(chain, results=[*chain.results, result])
+
+
+def mine_chain(chain: Chain, seed: int) -> Chain:
+    """The rules backend: every member mined from its own text; a member inherits when it and
+    the one before have pairs (no prompt, so no budget to break the chain)."""
+    results: list[MemberResult] = []
+    for member in chain.members:
+        pairs = mine(member.text, member.lang, f"{seed}:{member.id}")
+        inherit = bool(pairs) and bool(results) and bool(results[-1].pairs)
+        results.append(MemberResult(pairs=pairs, inherit=inherit, parse={"kept": len(pairs)}))
+    return replace(chain, results=results)
+
+
+def segments(chain: Chain) -> Iterator[list[int]]:
+    """Runs of members that joined into one augmented text (LMOps' cook_pt_entries): a run
+    starts at every member that did not inherit; members without pairs are runs of their own."""
+    run: list[int] = []
+    for i, result in enumerate(chain.results):
+        if run and not result.inherit:
+            yield run
+            run = []
+        run.append(i)
+    if run:
+        yield run
+
+
+def assemble(chain: Chain, seed: int, stage: str, model: str) -> Iterator[Record | Reject]:
+    """The records (augmented, or raw unchanged) and rejects a finished chain leaves."""
+    for run in segments(chain):
+        head = chain.members[run[0]]
+        first = chain.results[run[0]]
+        if first.error:
+            yield reject(head, stage, Drop(first.error, first.detail))
+            continue
+        if not first.pairs:
+            yield head
+            continue
+        members = [chain.members[i] for i in run]
+        results = [chain.results[i] for i in run]
+        aug_id = AUGMENTED_PREFIX + head.id
+        parse: dict[str, int] = {}
+        for r in results:
+            for name, n in r.parse.items():
+                parse[name] = parse.get(name, 0) + n
+        synth = {
+            "members": [m.id for m in members],
+            "rounds": len(members),
+            "model": model,
+            "pairs_per_member": [len(r.pairs) for r in results],
+            "parse": parse,
+            "prompt_tokens": [r.prompt_tokens for r in results],
+            "new_tokens": [r.new_tokens for r in results],
+            "truncated_tokens": [r.truncated_tokens for r in results],
+        }
+        yield replace(
+            head,
+            id=aug_id,
+            kind="augmented",
+            text=render_augmented(
+                [(m.text, r.pairs) for m, r in zip(members, results, strict=True)],
+                head.lang,
+                f"{seed}:{aug_id}",
+            ),
+            pairs=[p for r in results for p in r.pairs],
+            meta={**head.meta, "synth": synth},
+        )
+        for member in members[1:]:
+            yield reject(member, stage, Drop(JOINED, f"joined into {aug_id}"))
+
+
+class _BuildPrompts(beam.DoFn):
+    """Round k's prompts; a member whose prompt cannot fit leaves the round with its reason."""
+
+    def __init__(self, k: int, spec: ModelSpec, seed: int):
+        self._k, self._spec, self._seed = k, spec, seed
+
+    def setup(self) -> None:
+        self._tokenizer = spec_tokenizer(self._spec)
+
+    def process(self, chain: Chain):
+        prompt = build_prompt(chain, self._k, self._tokenizer, self._spec)
+        if prompt.text is None:
+            result = MemberResult(
+                error=PROMPT_TOO_LONG,
+                detail=f"{prompt.tokens} prompt tokens > budget {self._spec.prompt_budget}",
+                prompt_tokens=prompt.tokens,
+            )
+            yield beam.pvalue.TaggedOutput("done", replace(chain, results=[*chain.results, result]))
+            return
+        member = chain.members[self._k]
+        request = GenerationRequest(prompt.text, sampling_seed(self._seed, member.id))
+        yield (chain, prompt), request
+
+
+class _Round(beam.PTransform):
+    """One round of inference over every chain with a k-th member."""
+
+    def __init__(self, k: int, cfg: SynthesizeConfig, seed: int, ns: str):
+        super().__init__()
+        self._k, self._cfg, self._seed, self._ns = k, cfg, seed, ns
+
+    def expand(self, chains):
+        k, cfg, ns = self._k, self._cfg, self._ns
+        spec = cfg.model_spec()
+        waiting, idle = chains | "Has member" >> beam.Partition(
+            lambda c, _: 0 if len(c.members) > k else 1, 2
+        )
+        built = waiting | "Prompts" >> beam.ParDo(_BuildPrompts(k, spec, self._seed)).with_outputs(
+            "done", main="requests"
+        )
+
+        def update(item: tuple[tuple[Chain, Prompt], Generation]) -> Chain:
+            (chain, prompt), generation = item
+            if generation.error is None:
+                Metrics.counter(ns, "generated_tokens").inc(generation.new_tokens)
+                Metrics.counter(ns, "chained_prompts").inc(int(prompt.chained))
+            return apply_generation(chain, k, prompt, generation, cfg.max_pair_chars)
+
+        generated = (
+            built["requests"]
+            | "Generate" >> Generate(spec)
+            | "Update" >> beam.Map(update).with_output_types(Chain)
+        )
+        return (generated, built["done"], idle) | "Merge" >> beam.Flatten()
+
+
+class Synthesize(beam.PTransform):
+    """The synthesize stage; returns `{"kept": records, "rejects": rejects}`."""
+
+    def __init__(self, cfg: SynthesizeConfig, seed: int, name: str = "synthesize"):
+        super().__init__(label=name)
+        self._cfg, self._seed, self._name = cfg, seed, name
+
+    def expand(self, records):
+        cfg, seed, name = self._cfg, self._seed, self._name
+        ns = metrics_namespace(name)
+        chosen, others = records | "Select" >> beam.Partition(
+            lambda r, _: 0 if selected(r, seed, cfg.fraction) else 1, 2
+        )
+        keyed = chosen | "Key" >> beam.Map(lambda r: ((r.source, r.lang or ""), r))
+        sizes = (
+            keyed | "Ones" >> beam.Map(lambda kv: (kv[0], 1)) | "Sizes" >> beam.CombinePerKey(sum)
+        )
+
+        def bucket(kv, sizes):
+            (source, lang), record = kv
+            n_buckets = max(1, sizes[(source, lang)] // cfg.chain_window)
+            return (source, lang, rank(seed + 2, record.id) % n_buckets), record
+
+        def cut(item):
+            (source, lang, b), members = item
+            yield from chains_of(members, cfg.rounds, seed, f"{source}|{lang}|{b}")
+
+        chains = (
+            keyed
+            | "Bucket" >> beam.Map(bucket, sizes=beam.pvalue.AsDict(sizes))
+            | "Group" >> beam.GroupByKey()
+            | "Chain" >> beam.FlatMap(cut).with_output_types(Chain)
+        )
+        if cfg.backend == "rules":
+            chains = chains | "Mine" >> beam.Map(mine_chain, seed).with_output_types(Chain)
+            model = "rules"
+        else:
+            for k in range(cfg.rounds):
+                chains = chains | f"Round {k + 1}" >> _Round(k, cfg, seed, ns)
+            model = cfg.model or ""
+
+        def finish(chain: Chain):
+            for out in assemble(chain, seed, name, model):
+                if isinstance(out, Reject):
+                    Metrics.counter(ns, f"dropped.{out.reason}").inc()
+                    yield beam.pvalue.TaggedOutput(REJECTS, out)
+                elif out.kind == "augmented":
+                    Metrics.counter(ns, "augmented").inc()
+                    Metrics.counter(ns, "pairs").inc(len(out.pairs))
+                    yield out
+                else:
+                    Metrics.counter(ns, "no_pairs").inc()
+                    yield out
+
+        done = chains | "Assemble" >> beam.FlatMap(finish).with_outputs(REJECTS, main=KEPT)
+        kept = (done[KEPT], others) | "Rejoin" >> beam.Flatten()
+        return {KEPT: kept, REJECTS: done[REJECTS]}

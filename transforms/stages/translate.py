@@ -1,0 +1,334 @@
+"""translate: instructions into another language with an LLM, every output validated, retried.
+
+Ma et al. (Swallow, lmsys-chat-1m-synth) translate real English user turns into Japanese
+before answering them; they used DeepL, this stage uses an open-weight LLM through the
+inference layer, so every output is checked (`translation_checks.check_translation`: language
+ID, the target script ratio, length ratio, echoed prompt or source, code blocks and
+placeholders kept, truncation).
+
+How a record goes through:
+
+1. Records of `kinds` whose language is not the target are translated; the others (already in
+   the target language, other kinds) pass through unchanged. A record without a language uses
+   `source_lang`, or is rejected `no_lang` (run langid first).
+2. The prompt is the language pair's template (`prompts`, "en-ja" and "ja-en" built in) in the
+   model's chat template, after the pair's few-shot `examples`; a plain layout when the
+   tokenizer has none.
+3. Attempt 1 samples as configured (greedy by default); a failed output is retried, up to
+   `attempts` in all, each with its own seed from the spec seed, the record id and the attempt
+   number (`retry_seed`), and at `retry_temperature` when the configured sampling is greedy
+   (a greedy retry would repeat the same output). After the last attempt the record is a
+   reject with the last check's reason (`wrong_language`, `script_ratio`, ...). A prompt too
+   long or a failed inference is not retried: it is rejected with that reason at once.
+4. A translation passing the checks becomes a new record, id `ID#TARGET`, kind unchanged,
+   `lang` the target, origin synthetic (`typology.mark_synthetic`), linked to its source in
+   `meta["parallel"] = {lang, text, pairs, id, origin}` (what the xcit stage reads) and with
+   `meta["translate"]` (model, attempts, sampling, tokens). Its `pairs` are emptied: the source's
+   responses are in the source language (they stay in the link) and the respond stage writes
+   new ones.
+
+`keep_source` (default false) decides what happens to the source: replaced by its translation
+(the Swallow recipe: only Japanese goes on; the source survives in the link), or kept next to
+it (`added` by reason `translation` in the ledger), for bilingual or X-CIT data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any, Literal
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+from pydantic import BaseModel, ConfigDict, Field
+
+from iptkit.transforms.inference.chat_prompt import PromptAndGenerate, chat_prompt
+from iptkit.transforms.inference.core import (
+    Generation,
+    GenerationRequest,
+    InferenceOptions,
+    ModelSpec,
+    sampling_seed,
+)
+from iptkit.transforms.record import Record
+from iptkit.transforms.stage import ADDED, KEPT, REJECTS, Drop, metrics_namespace, reject
+from iptkit.transforms.stage_config import ExistingPath
+from iptkit.transforms.stages.langid import LangId, LangidConfig
+from iptkit.transforms.text.scripts import base_lang
+from iptkit.transforms.text.translation_checks import TranslationChecks, check_translation
+from iptkit.transforms.typology import mark_synthetic, resolve_origin
+
+ADDED_REASON = "translation"
+FAILED = "failed"
+SOURCES = "sources"
+
+DEFAULT_PROMPTS = {
+    "en-ja": "Translate the following English text into natural Japanese. Keep code blocks, "
+    "URLs, placeholders such as {name} or NAME_1, and formatting unchanged. Output only the "
+    "translation.\n\n{text}",
+    "ja-en": "次の日本語の文章を自然な英語に翻訳してください。コードブロック、URL、{name} や "
+    "NAME_1 のようなプレースホルダー、書式はそのまま残し、翻訳だけを出力してください。\n\n{text}",
+}
+
+
+class Shot(BaseModel):
+    """A few-shot example: a source text and its translation."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    source: str = Field(description="text in the source language")
+    target: str = Field(description="its translation")
+
+
+class TranslateConfig(InferenceOptions):
+    """Options of the translate stage (model options are shared with every model stage)."""
+
+    prompt_too_long: Literal["truncate", "reject"] = Field(
+        "reject",
+        description="a prompt over max_model_len - max_new_tokens tokens: reject (the default "
+        "here: a cut prompt loses the request or the start of the text, so the translation would be partial) or truncate",
+    )
+    target: str = Field("ja", description="language to translate into")
+    source_lang: str | None = Field(
+        None, description="language of records that have none; null: such records are rejected"
+    )
+    kinds: list[str] = Field(
+        ["instruction"], min_length=1, description="record kinds translated; others pass"
+    )
+    prompts: dict[str, str] = Field(
+        default_factory=dict,
+        description='per pair ("en-ja"), a template with {text}; added to or replacing the '
+        "built-in en-ja and ja-en prompts",
+    )
+    system: str | None = Field(None, description="system turn before the request, if any")
+    examples: dict[str, list[Shot]] = Field(
+        default_factory=dict,
+        description='per pair ("en-ja"), few-shot [{source, target}] shown before the request',
+    )
+    attempts: int = Field(
+        3, ge=1, le=10, description="tries per record; a failed output is retried with a new seed"
+    )
+    retry_temperature: float = Field(
+        0.7,
+        gt=0,
+        description="temperature of retries when temperature is 0 (greedy would repeat itself)",
+    )
+    keep_source: bool = Field(
+        False,
+        description="keep the source record next to its translation (added: translation); "
+        "false: the translation replaces it (the source stays in meta.parallel)",
+    )
+    checks: TranslationChecks = Field(
+        default_factory=TranslationChecks, description="thresholds of the output checks"
+    )
+    langid_model: ExistingPath | None = Field(
+        None, description="fastText model for the language check; default lid.176.ftz"
+    )
+
+    def template(self, source: str, target: str) -> str | None:
+        prompts = {**DEFAULT_PROMPTS, **self.prompts}
+        for key in (f"{source}-{target}", f"{base_lang(source)}-{base_lang(target)}"):
+            if key in prompts:
+                return prompts[key]
+        return None
+
+    def shots(self, source: str, target: str) -> list[tuple[str, str]]:
+        for key in (f"{source}-{target}", f"{base_lang(source)}-{base_lang(target)}"):
+            if key in self.examples:
+                return [(s.source, s.target) for s in self.examples[key]]
+        return []
+
+
+def needs_translation(record: Record, cfg: TranslateConfig) -> bool:
+    """A record of a translated kind that is not already in the target language."""
+    return record.kind in cfg.kinds and base_lang(record.lang or "") != base_lang(cfg.target)
+
+
+def request_text(record: Record, cfg: TranslateConfig) -> str | Drop:
+    """The user turn asking for the record's translation, or why there is none."""
+    source = record.lang or cfg.source_lang
+    if not source:
+        return Drop("no_lang", "the record has no language: run langid first or set source_lang")
+    template = cfg.template(source, cfg.target)
+    if template is None:
+        return Drop("no_prompt", f"no prompt for {source}-{cfg.target}: add one under prompts")
+    # str.replace, not format: the record's braces are text, the template's {text} the slot.
+    return template.replace("{text}", record.text)
+
+
+def build_prompt(record: Record, cfg: TranslateConfig, tokenizer: Any) -> str | Drop:
+    """The full prompt (chat template, few-shot turns) for a record's translation."""
+    user = request_text(record, cfg)
+    if isinstance(user, Drop):
+        return user
+    source = record.lang or cfg.source_lang or ""
+    template = cfg.template(source, cfg.target) or "{text}"
+    shots = [(template.replace("{text}", s), t) for s, t in cfg.shots(source, cfg.target)]
+    return chat_prompt(tokenizer, user, cfg.system, shots)
+
+
+def retry_seed(seed: int, record_id: str, attempt: int) -> int:
+    """The sampling seed of a record's attempt (0-based): a new one per attempt, the same on
+    every runner; attempt 0 uses the record's plain sampling seed, as other model stages do."""
+    return sampling_seed(seed, record_id if attempt == 0 else f"{record_id}#retry{attempt}")
+
+
+def attempt_spec(spec: ModelSpec, attempt: int, retry_temperature: float) -> ModelSpec:
+    """The model spec of an attempt: retries sample when the configured decoding is greedy."""
+    if attempt == 0 or not spec.sampling.greedy:
+        return spec
+    sampling = dataclasses.replace(spec.sampling, temperature=retry_temperature)
+    return dataclasses.replace(spec, sampling=sampling)
+
+
+def translated(
+    record: Record, output: str, target: str, model: str, attempt: int, spec: ModelSpec,
+    generation: Generation,
+) -> Record:  # fmt: skip
+    """The translation as a record linked to its source, and marked synthetic."""
+    link = {
+        "lang": record.lang,
+        "text": record.text,
+        "pairs": record.pairs,
+        "id": record.id,
+        "origin": resolve_origin(record),
+    }
+    info = {
+        "model": model,
+        "attempts": attempt + 1,
+        "temperature": spec.sampling.temperature,
+        "top_p": spec.sampling.top_p,
+        "top_k": spec.sampling.top_k,
+        "max_new_tokens": spec.sampling.max_new_tokens,
+        "new_tokens": generation.new_tokens,
+    }
+    return mark_synthetic(
+        dataclasses.replace(
+            record,
+            id=f"{record.id}#{target}",
+            text=output.strip(),
+            lang=target,
+            lang_score=None,
+            pairs=[],
+            meta={**_without_langid(record.meta), "parallel": link, "translate": info},
+        )
+    )
+
+
+def _without_langid(meta: dict[str, Any]) -> dict[str, Any]:
+    """The source's meta less its language-ID results, which describe the source's text."""
+    return {k: v for k, v in meta.items() if k not in ("langid", "langid_failed")}
+
+
+@dataclasses.dataclass(frozen=True)
+class Pending:
+    """A record still to translate: the attempt to run next and why the last one failed."""
+
+    record: Record
+    attempt: int = 0
+    last: Drop | None = None
+
+
+class _Check(beam.DoFn):
+    """Checks each output: a translation goes on, a failure to the next attempt or rejects."""
+
+    def __init__(self, cfg: TranslateConfig, spec: ModelSpec, name: str):
+        self._cfg, self._spec, self._name = cfg, spec, name
+        self._langid = LangId(LangidConfig(model=cfg.langid_model, top_k=1, max_chars=2000))
+
+    def setup(self) -> None:
+        self._langid.setup()
+
+    def process(self, item: tuple[tuple[Pending, str], Generation]):
+        (pending, prompt), generation = item
+        cfg, ns, record = self._cfg, metrics_namespace(self._name), pending.record
+        if generation.error:
+            drop = Drop(generation.error, generation.detail)
+            Metrics.counter(ns, f"dropped.{drop.reason}").inc()
+            yield beam.pvalue.TaggedOutput(REJECTS, reject(record, self._name, drop))
+            return
+        user = request_text(record, cfg)
+        drop = check_translation(
+            record.text,
+            generation.text,
+            cfg.target,
+            self._langid.predict,
+            cfg.checks,
+            prompt=user if isinstance(user, str) else None,
+        )
+        if drop is not None:
+            Metrics.counter(ns, f"failed.{drop.reason}").inc()
+            yield beam.pvalue.TaggedOutput(FAILED, Pending(record, pending.attempt + 1, drop))
+            return
+        Metrics.counter(ns, "translated").inc()
+        if cfg.keep_source:
+            yield beam.pvalue.TaggedOutput(SOURCES, record)
+        yield translated(
+            record, generation.text, cfg.target, cfg.model or "", pending.attempt, self._spec,
+            generation,
+        )  # fmt: skip
+
+
+def _request(cfg: TranslateConfig, seed: int) -> Callable[[Pending, Any], Any]:
+    def build(pending: Pending, tokenizer: Any):
+        prompt = build_prompt(pending.record, cfg, tokenizer)
+        assert isinstance(prompt, str)  # records without a prompt were rejected before
+        request = GenerationRequest(prompt, retry_seed(seed, pending.record.id, pending.attempt))
+        return (pending, prompt), request
+
+    return build
+
+
+class Translate(beam.PTransform):
+    """The translate stage; returns `{"kept", "rejects", "added"}`."""
+
+    def __init__(self, cfg: TranslateConfig, seed: int, name: str = "translate"):
+        super().__init__(label=name)
+        self._cfg, self._seed, self._name = cfg, seed, name
+
+    def expand(self, records):
+        cfg, name = self._cfg, self._name
+        todo, others = records | "Select" >> beam.Partition(
+            lambda r, _: 0 if needs_translation(r, cfg) else 1, 2
+        )
+
+        def start(record: Record):
+            drop = request_text(record, cfg)
+            if isinstance(drop, Drop):
+                yield beam.pvalue.TaggedOutput(REJECTS, reject(record, name, drop))
+            else:
+                yield Pending(record)
+
+        started = todo | "Start" >> beam.FlatMap(start).with_outputs(REJECTS, main="pending")
+        pending, done, rejects = started["pending"], [], [started[REJECTS]]
+        outputs = []
+        base = cfg.model_spec()
+        for attempt in range(cfg.attempts):
+            spec = attempt_spec(base, attempt, cfg.retry_temperature)
+            checked = (
+                pending
+                | f"Attempt {attempt + 1}" >> PromptAndGenerate(spec, _request(cfg, self._seed))
+                | f"Check {attempt + 1}"
+                >> beam.ParDo(_Check(cfg, spec, name)).with_outputs(
+                    REJECTS, FAILED, SOURCES, main=KEPT
+                )
+            )
+            done += [checked[KEPT], checked[SOURCES]]
+            outputs.append(checked)
+            rejects.append(checked[REJECTS])
+            pending = checked[FAILED]
+
+        def give_up(p: Pending):
+            Metrics.counter(metrics_namespace(name), f"dropped.{p.last.reason}").inc()
+            detail = f"after {p.attempt} attempt(s): {p.last.detail}"
+            return reject(p.record, name, Drop(p.last.reason, detail))
+
+        rejects.append(pending | "Give up" >> beam.Map(give_up))
+        kept = tuple([others, *done]) | "Kept" >> beam.Flatten()
+        # With keep_source each kept source is one record added next to its translation.
+        added = (
+            tuple(checked[SOURCES] for checked in outputs)
+            | "Sources" >> beam.Flatten()
+            | "Added" >> beam.Map(lambda _: ADDED_REASON)
+        )
+        return {KEPT: kept, REJECTS: tuple(rejects) | "Rejects" >> beam.Flatten(), ADDED: added}
