@@ -50,6 +50,13 @@ class LedgerError(IptkitError):
     exit_code = 3
 
 
+class ExceptionCeilingError(IptkitError):
+    """A stage's code raised on more of its input than the spec's `max_exception_share`: the
+    run wrote its ledger and rejects, but its corpus is mostly a bug's (exit code 5)."""
+
+    exit_code = 5
+
+
 class EvalError(IptkitError):
     """An evaluation cannot run as asked: unknown task, no model, a dataset not cached for an
     offline run (exit code 4)."""

@@ -119,8 +119,10 @@ def _describe(value: object) -> str:
 
 def format_plan(plan: Plan) -> str:
     """What `iptkit validate` prints: sources, stages in order, outputs."""
-    from iptkit.pipelines.registry import STAGES
+    from iptkit.pipelines.flow import FORMAT_STAGE
+    from iptkit.transforms.stage import stage_types
 
+    types = stage_types()
     spec = plan.spec
     lines = [
         f"spec     {plan.spec_path}  ({plan.spec_hash[:19]}…)",
@@ -149,10 +151,15 @@ def format_plan(plan: Plan) -> str:
         f"stages ({len(plan.stages)}):",
         "  0. read  parse sources; broken records -> rejects/read",
     ]
-    for i, stage in enumerate(plan.stages, 1):
-        options = " ".join(f"{k}={v}" for k, v in stage.config.model_dump().items())
-        lines.append(f"  {i}. {stage.name}  {STAGES[stage.type].summary}")
-        lines.append(f"     {options}")
+    steps = [(s.name, types[s.type].summary, s.config) for s in plan.flow.records]
+    if plan.flow.tail:
+        steps.append((FORMAT_STAGE, "chat template + tokenizer of the pack stage", None))
+        steps += [(s.name, types[s.type].summary, s.config) for s in plan.flow.tail]
+    for i, (name, summary, config) in enumerate(steps, 1):
+        lines.append(f"  {i}. {name}  {summary}")
+        if config is not None:
+            options = " ".join(f"{k}={v}" for k, v in config.model_dump().items())
+            lines.append(f"     {options}")
     shards = spec.output_shards
     lines += [
         "",
@@ -171,7 +178,7 @@ def format_plan(plan: Plan) -> str:
     lines += [
         f"  {spec.output}/shards/[STAGE/]SPLIT/manifest.json  (packed shards, seq_len "
         f"{s.config.seq_len})"
-        for s in plan.stages
+        for s in plan.flow.tail
         if s.type == "pack"
     ]
     return "\n".join(lines)
@@ -200,15 +207,16 @@ def _report(args: argparse.Namespace) -> int:
 
     from iptkit.pipelines.reports import (
         run_report_inputs,
+        stats_of,
         write_contamination_report,
         write_run_report,
     )
-    from iptkit.pipelines.rundir import RunDir
+    from iptkit.rundir import RunDir
 
     run = RunDir(args.run)
     if not FileSystems.exists(run.spec_resolved):
         raise IptkitError(f"{args.run} is not a run directory (no spec.resolved.yaml)")
-    written = write_contamination_report(run)
+    written = write_contamination_report(run, stats_of(run))
     written.append(write_run_report(run, run_report_inputs(run, train=args.train, evals=args.eval)))
     print("\n".join(written))
     return 0

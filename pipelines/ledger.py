@@ -132,6 +132,20 @@ def violations(stats: dict[str, Any]) -> list[str]:
     return problems
 
 
+def over_exception_ceiling(stats: dict[str, Any], share: float) -> dict[str, str]:
+    """Stages whose `exception` rejects pass `share` of their input, each with a line saying
+    by how much (a stage that raised on 1 of 3 records fails a 1% ceiling)."""
+    over = {}
+    for name, row in stats["stages"].items():
+        raised = row["dropped"].get("exception", 0)
+        if raised and raised > share * row["in"]:
+            over[name] = (
+                f"stage {name}: {raised} of {row['in']} records raised an exception "
+                f"({raised / max(row['in'], 1):.1%} > max_exception_share {share:g})"
+            )
+    return over
+
+
 def summary_table(stats: dict[str, Any], seconds: dict[str, float]) -> str:
     """The table printed at the end of a run: per stage in, out, dropped (and added) by reason,
     time."""

@@ -14,14 +14,21 @@ from iptkit.errors import IptkitError
 from iptkit.eval.contamination_report import combine, render_html, render_markdown
 from iptkit.eval.run_report import RunReportInputs, render_run_report
 from iptkit.files import atomic_write, read_bytes
-from iptkit.pipelines.rundir import RunDir
+from iptkit.rundir import RunDir
+
+# Labels of the side files stages declare (`Stage.files()`), as stats.json's index keeps them.
+CONTAMINATION, MIX_REPORT, MANIFEST = "contamination", "mix_report", "manifest:"
 
 
-def write_contamination_report(run: RunDir, stages: list[str] | None = None) -> list[str]:
-    """RUN/contamination/report.{json,md,html} from every decontaminate stage's summary, in the
-    order of `stages` (default: stats.json's); nothing (an empty list) when the run had no
-    decontaminate stage."""
-    report = contamination_data(run, stages)
+def stats_of(run: RunDir) -> dict[str, Any] | None:
+    """The run's stats.json (its ledger and file index), or None for an unfinished run."""
+    return _read_json(run.stats) if FileSystems.exists(run.stats) else None
+
+
+def write_contamination_report(run: RunDir, stats: dict[str, Any] | None) -> list[str]:
+    """RUN/contamination/report.{json,md,html} from every decontaminate stage's summary that
+    stats.json indexes, in flow order; nothing (an empty list) when there is none."""
+    report = contamination_data(run, stats)
     if report is None:
         return []
     outputs = {
@@ -37,23 +44,11 @@ def write_contamination_report(run: RunDir, stages: list[str] | None = None) -> 
     return written
 
 
-def contamination_data(run: RunDir, stages: list[str] | None = None) -> dict[str, Any] | None:
-    """The contamination report's data (`combine` of the decontaminate stages' summaries, in the
-    order of `stages`, default stats.json's); None when the run had no decontaminate stage."""
-    paths = _match(run.path("contamination", "stages", "*.json"))
-    if not paths:
-        return None
-    summaries = [_read_json(p) for p in paths]
-    order = {name: i for i, name in enumerate(stages if stages is not None else _stages(run))}
-    summaries.sort(key=lambda s: order.get(s["stage"], len(order)))
-    return combine(summaries)
-
-
-def _stages(run: RunDir) -> list[str]:
-    """Stage names in spec order, from the run's stats.json (when the run got that far)."""
-    if not FileSystems.exists(run.stats):
-        return []
-    return list(json.loads(read_bytes(run.stats)).get("stages", {}))
+def contamination_data(run: RunDir, stats: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The contamination report's data (`combine` of the decontaminate stages' summaries, in
+    flow order); None when the run had no decontaminate stage."""
+    paths = run.indexed(stats, CONTAMINATION)
+    return combine([_read_json(p) for p in paths.values()]) if paths else None
 
 
 # --------------------------------------------------------------------------------------------
@@ -96,23 +91,19 @@ def _read_metrics(path: str) -> list[dict[str, Any]]:
     return steps
 
 
-def mix_reports(run: RunDir) -> dict[str, dict[str, Any]]:
-    """Each mix stage's RUN/STAGE/report.json by stage name (a report.json with `groups` of
-    requested and achieved shares; other stages' report.json files are not mix reports)."""
+def mix_reports(run: RunDir, stats: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """Each mix stage's report, by stage name, as stats.json indexes them."""
+    return {stage: _read_json(p) for stage, p in run.indexed(stats, MIX_REPORT).items()}
+
+
+def shard_manifests(run: RunDir, stats: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """Every split's manifest.json by its folder under RUN/shards/, as stats.json indexes them."""
     found = {}
-    for path in _match(run.path("*", "report.json")):
-        data = _read_json(path)
-        if isinstance(data, dict) and "requested_total_tokens" in data and "groups" in data:
-            found[_relative(path, run.root).rsplit("/", 1)[0]] = data
-    return found
-
-
-def shard_manifests(run: RunDir) -> dict[str, dict[str, Any]]:
-    """Every RUN/shards/[STAGE/]SPLIT/manifest.json by its folder under RUN/shards/."""
-    root = run.path("shards")
-    paths = _match(run.path("shards", "*", "manifest.json"))
-    paths += _match(run.path("shards", "*", "*", "manifest.json"))
-    return {_relative(p, root).rsplit("/", 1)[0]: _read_json(p) for p in sorted(paths)}
+    for files in (stats or {}).get("files", {}).values():
+        for label, rel in files.items():
+            if label.startswith(MANIFEST):
+                found[label[len(MANIFEST) :]] = _read_json(run.path(*rel.split("/")))
+    return dict(sorted(found.items()))
 
 
 def training_runs(run: RunDir, dirs: Sequence[str] = ()) -> dict[str, list[dict[str, Any]]]:
@@ -152,20 +143,19 @@ def _run_name(path: str, run: RunDir, file: str) -> str:
 def run_report_inputs(
     run: RunDir,
     stats: dict[str, Any] | None = None,
-    stages: list[str] | None = None,
     train: Sequence[str] = (),
     evals: Sequence[str] = (),
 ) -> RunReportInputs:
     """What the run left (stats from the argument when the run has not written it yet)."""
-    if stats is None and FileSystems.exists(run.stats):
-        stats = _read_json(run.stats)
+    if stats is None:
+        stats = stats_of(run)
     return RunReportInputs(
         run=run.root,
         stats=stats,
         timings=_read_json(run.timings) if FileSystems.exists(run.timings) else None,
-        mix=mix_reports(run),
-        shards=shard_manifests(run),
-        contamination=contamination_data(run, stages),
+        mix=mix_reports(run, stats),
+        shards=shard_manifests(run, stats),
+        contamination=contamination_data(run, stats),
         training=training_runs(run, train),
         evals=eval_summaries(run, evals),
     )

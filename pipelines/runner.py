@@ -14,21 +14,22 @@ from dataclasses import dataclass
 from typing import Any
 
 import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from iptkit.errors import IptkitError, LedgerError
+from iptkit.errors import ExceptionCeilingError, IptkitError, LedgerError
 from iptkit.files import atomic_write, read_bytes
 from iptkit.pipelines.builder import build
-from iptkit.pipelines.ledger import assemble, summary_table, violations
+from iptkit.pipelines.ledger import assemble, over_exception_ceiling, summary_table, violations
 from iptkit.pipelines.reports import (
     run_report_inputs,
     write_contamination_report,
     write_run_report,
 )
-from iptkit.pipelines.rundir import RunDir
 from iptkit.pipelines.spec import Plan
-from iptkit.transforms.stage import metrics_namespace
+from iptkit.rundir import RunDir
+from iptkit.transforms.stage import EXCEPTION, metrics_namespace
 
 
 def option_flags(options: dict[str, Any]) -> list[str]:
@@ -74,7 +75,7 @@ def execute(plan: Plan, beam_args: list[str]) -> RunResult:
     options = PipelineOptions(option_flags(plan.spec.pipeline_options) + list(beam_args))
     started = time.perf_counter()
     pipeline = beam.Pipeline(options=options)
-    build(pipeline, plan, run)
+    stages = build(pipeline, plan, run)
     # The objects alive now (modules, Beam, the graph) live as long as the run: frozen, the
     # garbage collector stops re-scanning them on every full collection while an in-process
     # runner allocates millions of records (half the collector's time in a pack run).
@@ -87,17 +88,20 @@ def execute(plan: Plan, beam_args: list[str]) -> RunResult:
     wall = time.perf_counter() - started
     if state != beam.runners.runner.PipelineState.DONE:
         raise IptkitError(f"the pipeline ended in state {state}; {run.root} is incomplete")
-    stage_names = plan.ledger_stages
+    stage_names = plan.flow.ledger_stages
     counts = json.loads(read_bytes(run.ledger_counts))
-    stats = assemble(stage_names, counts, plan.spec.keep_records, plan.last_record_stage)
+    stats = assemble(stage_names, counts, plan.spec.keep_records, plan.flow.last_record_stage)
     stats.update(spec_hash=plan.spec_hash, seed=plan.spec.seed)
     problems = violations(stats)
     stats["violations"] = problems
+    over = over_exception_ceiling(stats, plan.spec.max_exception_share)
+    stats["exception_ceiling"] = list(over.values())
+    stats["files"] = run.index({stage.name: stage.files() for stage in stages})
     seconds = _stage_seconds(result, ["read", *stage_names])
     timings = {"wall_seconds": round(wall, 3), "stage_seconds": seconds}
     atomic_write(run.timings, json.dumps(timings, indent=2, sort_keys=True).encode() + b"\n")
-    write_contamination_report(run, stage_names)
-    write_run_report(run, run_report_inputs(run, stats, stage_names))
+    write_contamination_report(run, stats)
+    write_run_report(run, run_report_inputs(run, stats))
     atomic_write(run.stats, json.dumps(stats, indent=2, ensure_ascii=False).encode() + b"\n")
     outcome = RunResult(stats, seconds, wall)
     if problems:
@@ -106,4 +110,27 @@ def execute(plan: Plan, beam_args: list[str]) -> RunResult:
             + "\n  ".join(problems)
             + f"\n{summary_table(stats, seconds)}"
         )
+    if over:
+        raise ExceptionCeilingError(
+            "stages raised exceptions on too much of their input (a bug, not bad records):\n  "
+            + "\n  ".join(over.values())
+            + "".join(_first_tracebacks(run, stage) for stage in over)
+            + f"\n{summary_table(stats, seconds)}\nthe rejects are in {run.path('rejects')}; "
+            "raise max_exception_share in the spec to accept this many"
+        )
     return outcome
+
+
+def _first_tracebacks(run: RunDir, stage: str, n: int = 3) -> str:
+    """The first `n` exception rejects of a stage (by reject file order), as text."""
+    shown = []
+    for path in sorted(
+        m.path for m in FileSystems.match([run.path("rejects", stage, "*")])[0].metadata_list
+    ):
+        for line in read_bytes(path).decode("utf-8", "replace").splitlines():
+            row = json.loads(line)
+            if row.get("reason") == EXCEPTION:
+                shown.append(f"\n--- {stage}, record {row['id']}:\n{row['detail']}")
+            if len(shown) == n:
+                return "".join(shown)
+    return "".join(shown)

@@ -19,13 +19,15 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from iptkit.errors import SpecError, SpecProblem
-from iptkit.pipelines.registry import STAGES
+from iptkit.pipelines.flow import Flow, StagePlan, plan_flow
 from iptkit.transforms.reading.read import resolve_pattern, source_files
-from iptkit.transforms.reading.sources import READ_STAGE, SourceConfig, SourceFile
-from iptkit.transforms.stage_config import BASE_DIR, StageConfig
-from iptkit.transforms.stages.pack import FORMAT_STAGE
+from iptkit.transforms.reading.sources import SourceConfig, SourceFile
+from iptkit.transforms.stage import stage_types
+from iptkit.transforms.stage_config import BASE_DIR
 
 Path = tuple[Any, ...]
+# Keys that say where and how a run goes, not what it computes: outside the spec hash.
+RUN_KEYS = ("output", "pipeline_options", "max_exception_share")
 
 
 class Spec(BaseModel):
@@ -45,20 +47,16 @@ class Spec(BaseModel):
         le=100_000,
         description="files per output, rejects and data folder (rows go by id hash)",
     )
+    max_exception_share: float = Field(
+        0.01,
+        ge=0,
+        le=1,
+        description="a stage whose `exception` rejects pass this share of its input fails the "
+        "run (after writing the ledger), showing the first tracebacks",
+    )
     pipeline_options: dict[str, Any] = Field(
         default_factory=dict, description="Beam pipeline options; command-line flags win"
     )
-
-
-@dataclass(frozen=True)
-class StagePlan:
-    """A stage as it will run: its unique name in the run, its type, its options, and its
-    position in the spec's `stages` list (for messages)."""
-
-    name: str
-    type: str
-    config: StageConfig
-    index: int
 
 
 @dataclass
@@ -71,34 +69,18 @@ class Plan:
     files: dict[str, list[SourceFile]]
     spec_hash: str
     resolved: dict[str, Any] = field(repr=False)
+    flow: Flow = field(repr=False, default_factory=lambda: Flow((), ()))
 
     @property
     def output(self) -> str:
         return self.spec.output
-
-    @property
-    def last_record_stage(self) -> str:
-        """The stage whose records RUN/output keeps: the last one before mix and pack."""
-        records = [s.name for s in self.stages if not STAGES[s.type].tail]
-        return records[-1] if records else READ_STAGE
-
-    @property
-    def ledger_stages(self) -> list[str]:
-        """The ledger's rows in flow order: a run ending in pack formats and tokenizes the
-        records (row `format`) before its tail stages."""
-        names = []
-        for stage in self.stages:
-            if STAGES[stage.type].tail and FORMAT_STAGE not in names:
-                names.append(FORMAT_STAGE)
-            names.append(stage.name)
-        return names
 
     def resolved_yaml(self) -> str:
         """RUN/spec.resolved.yaml: the spec as run, defaults filled in, hash in the header."""
         header = (
             f"# iptkit resolved spec of {self.spec_path}\n"
             f"# spec_hash: {self.spec_hash}\n"
-            "# the hash covers everything below except output and pipeline_options\n"
+            f"# the hash covers everything below except {', '.join(RUN_KEYS)}\n"
         )
         return header + yaml.safe_dump(self.resolved, sort_keys=False, allow_unicode=True)
 
@@ -319,6 +301,7 @@ def _stage_plans(
     plans: list[StagePlan] = []
     problems: list[SpecProblem] = []
     used: dict[str, int] = {}
+    types = stage_types()
     for i, item in enumerate(raw_stages):
         loc: Path = ("stages", i)
         if isinstance(item, str):
@@ -335,27 +318,27 @@ def _stage_plans(
             )
             continue
         ((type_name, options),) = item.items()
-        if type_name not in STAGES:
-            near = difflib.get_close_matches(str(type_name), STAGES, n=1, cutoff=0.5)
+        if type_name not in types:
+            near = difflib.get_close_matches(str(type_name), types, n=1, cutoff=0.5)
             hint = f"did you mean '{near[0]}'? " if near else ""
             problems.append(
                 _locate(
                     loc + (type_name,),
-                    f"unknown stage; {hint}(available: {', '.join(STAGES)})",
+                    f"unknown stage; {hint}(available: {', '.join(types)})",
                     positions,
                     origins,
                     origin,
                 )
             )
             continue
-        stage_type = STAGES[type_name]
+        config_class = types[type_name].config_class
         try:
-            config = stage_type.config.model_validate(options or {}, context={BASE_DIR: base_dir})
+            config = config_class.model_validate(options or {}, context={BASE_DIR: base_dir})
         except ValidationError as exc:
             problems += _problems(
                 exc,
                 loc + (type_name,),
-                lambda _loc, model=stage_type.config: model,
+                lambda _loc, model=config_class: model,
                 positions,
                 origins,
                 origin,
@@ -367,43 +350,10 @@ def _stage_plans(
     return plans, problems
 
 
-def _tail_problems(stages: list[StagePlan]) -> list[tuple[Path, str]]:
-    """Tail stages (mix, pack) come after every record stage, once each, in STAGES order, and
-    the last of them (pack, which names the tokenizer) ends the list when any is named."""
-    tail_order = [name for name, t in STAGES.items() if t.tail]
-    problems: list[tuple[Path, str]] = []
-    seen_tail: list[str] = []
-    for stage in stages:
-        loc: Path = ("stages", stage.index, stage.type)
-        if STAGES[stage.type].tail:
-            if seen_tail and tail_order.index(stage.type) <= tail_order.index(seen_tail[-1]):
-                problems.append(
-                    (loc, f"{stage.type} must come once, in the order {' then '.join(tail_order)}")
-                )
-            seen_tail.append(stage.type)
-        elif seen_tail:
-            problems.append(
-                (
-                    loc,
-                    f"record stage {stage.type} after {seen_tail[-1]}: "
-                    f"{' and '.join(tail_order)} come after all record stages",
-                )
-            )
-    last = tail_order[-1]
-    if seen_tail and seen_tail[-1] != last:
-        stage = next(s for s in stages if s.type == seen_tail[-1])
-        problems.append(
-            (
-                ("stages", stage.index, stage.type),
-                f"{stage.type} needs a {last} stage after it ({last} names the tokenizer)",
-            )
-        )
-    return problems
-
-
 def spec_hash(resolved: dict[str, Any]) -> str:
-    """sha256 of the canonical JSON of the resolved spec, less where and how it runs."""
-    content = {k: v for k, v in resolved.items() if k not in ("output", "pipeline_options")}
+    """sha256 of the canonical JSON of the resolved spec, less where and how it runs (and the
+    exception ceiling, which decides whether a run passes, never what it writes)."""
+    content = {k: v for k, v in resolved.items() if k not in RUN_KEYS}
     digest = hashlib.sha256(json.dumps(content, sort_keys=True, ensure_ascii=False).encode())
     return "sha256:" + digest.hexdigest()
 
@@ -439,7 +389,8 @@ def load_plan(
     raw_stages = data.get("stages") if isinstance(data.get("stages"), list) else []
     stages, stage_problems = _stage_plans(base_dir, raw_stages, positions, origins, origin)
     problems += stage_problems
-    problems += [_locate(loc, m, positions, origins, origin) for loc, m in _tail_problems(stages)]
+    flow, flow_problems = plan_flow(stages)
+    problems += [_locate(loc, m, positions, origins, origin) for loc, m in flow_problems]
     if spec is not None:
         names = [s.name for s in spec.sources]
         for stage in stages:
@@ -501,4 +452,5 @@ def load_plan(
         files=files,
         spec_hash=spec_hash(resolved),
         resolved=resolved,
+        flow=flow,
     )

@@ -11,11 +11,10 @@ from apache_beam.testing.test_pipeline import TestPipeline as BeamPipeline
 from conftest import files_under, run_cli
 
 from iptkit.eval.contamination_report import combine, render_html, render_markdown
-from iptkit.files import atomic_write
-from iptkit.pipelines.registry import StageContext
 from iptkit.pipelines.reports import write_contamination_report
-from iptkit.pipelines.rundir import RunDir
+from iptkit.rundir import RunDir
 from iptkit.transforms.record import Record
+from iptkit.transforms.stage import StageContext
 from iptkit.transforms.stages.decontaminate import Decontaminate, DecontaminateConfig
 
 DATA = Path(__file__).resolve().parents[1] / "pipelines" / "examples" / "data"
@@ -165,13 +164,15 @@ def test_pairs_counted_as_introduced_in_a_beam_pipeline(tmp_path):
         ),  # fmt: skip
     ]
     cfg = DecontaminateConfig.model_validate({"benchmarks": [str(BENCH / "arc_mini_en.jsonl")]})
-    context = StageContext(name="decontaminate", seed=1, run_dir=str(tmp_path))
+    run = RunDir(str(tmp_path))
+    stage = Decontaminate(cfg, StageContext(name="decontaminate", seed=1, run=run))
     with BeamPipeline() as pipeline:
-        result = pipeline | beam.Create(records) | Decontaminate(cfg, context, atomic_write)
+        result = pipeline | beam.Create(records) | stage
         _ = result["kept"] | beam.Map(lambda r: r)
-    written = write_contamination_report(RunDir(str(tmp_path)), ["decontaminate"])
+    # The report finds the stage's summary through stats.json's index, as after a run.
+    written = write_contamination_report(run, {"files": run.index({stage.name: stage.files()})})
     assert [Path(p).name for p in written] == ["report.json", "report.md", "report.html"]
     (row,) = json.loads(Path(written[0]).read_text())["table"]
     assert (row["raw"], row["ins_aug"], row["introduced"]) == (1, 2, 1)
     assert row["example_ids"]["introduced"] == ["arc-en-008"]
-    assert write_contamination_report(RunDir(str(tmp_path / "empty"))) == []
+    assert write_contamination_report(RunDir(str(tmp_path / "empty")), None) == []

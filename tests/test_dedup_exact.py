@@ -7,7 +7,7 @@ from pathlib import Path
 import apache_beam as beam
 
 from iptkit.transforms.record import Record
-from iptkit.transforms.stage import KEPT, REJECTS
+from iptkit.transforms.stage import KEPT, REJECTS, StageContext
 from iptkit.transforms.stages.dedup_exact import (
     DedupExact,
     DedupExactConfig,
@@ -98,7 +98,9 @@ def test_scope_global_and_source_keep_the_lowest_id_in_any_order(tmp_path):
     assert sorted(again) == sorted(kept)
 
     by_source, rejects = run_stage(
-        DedupExact(DedupExactConfig(scope="source", remove_punctuation=True), "dedup_src"),
+        DedupExact(
+            DedupExactConfig(scope="source", remove_punctuation=True), StageContext("dedup_src")
+        ),
         records,
         tmp_path,
     )

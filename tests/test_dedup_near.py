@@ -5,7 +5,6 @@ import collections
 import json
 import random
 import textwrap
-from dataclasses import dataclass
 from pathlib import Path
 
 import apache_beam as beam
@@ -16,7 +15,7 @@ from datasketch import MinHash
 from pydantic import ValidationError
 from test_dedup_exact import run_stage
 
-from iptkit.files import atomic_write
+from iptkit.rundir import RunDir
 from iptkit.transforms.dedup.components import (
     ConnectedComponents,
     large_star,
@@ -25,6 +24,7 @@ from iptkit.transforms.dedup.components import (
 )
 from iptkit.transforms.reading.sources import SourceConfig, SourceFile, parse_file
 from iptkit.transforms.record import Record
+from iptkit.transforms.stage import StageContext
 from iptkit.transforms.stages.dedup_near import (
     ClusterReportFn,
     DedupNear,
@@ -45,13 +45,6 @@ from iptkit.transforms.text.shingles import (
 DATA = DEMO_SPEC.parent / "data"
 INVENTORY = json.loads((DATA / "inventory.json").read_text())
 CORPUS = {"web_en": "web_en.jsonl.gz", "web_ja": "web_ja.jsonl.zst"}
-
-
-@dataclass(frozen=True)
-class Context:
-    name: str
-    seed: int
-    run_dir: str
 
 
 def read(source: str) -> list[Record]:
@@ -222,8 +215,8 @@ def test_report_combine_does_not_depend_on_order_or_bundles():
 
 def run_near(records, tmp_path, seed=1234, **options):
     cfg = DedupNearConfig(**options)
-    context = Context("dedup_near", seed, str(tmp_path / "run"))
-    kept, rejects = run_stage(DedupNear(cfg, context, atomic_write), records, tmp_path)
+    context = StageContext("dedup_near", seed, RunDir(str(tmp_path / "run")))
+    kept, rejects = run_stage(DedupNear(cfg, context), records, tmp_path)
     report = json.loads((tmp_path / "run" / "dedup_near" / "clusters.json").read_text())
     return kept, rejects, report
 

@@ -12,7 +12,7 @@ import pytest
 from conftest import run_cli
 
 from iptkit.transforms.reading.sources import SourceConfig, SourceFile, parse_file
-from iptkit.transforms.record import Record, Reject
+from iptkit.transforms.record import Record
 from iptkit.transforms.stage import Drop, Expand
 from iptkit.transforms.stages.extract import (
     ExtractConfig,
@@ -154,19 +154,19 @@ def test_cap_keeps_the_smallest_hashes_whatever_the_order():
     expected = sorted(records, key=lambda r: cap_rank(7, r.id))[:10]
 
     def run(items):
-        out = list(split_over_cap("qa", items, 10, 7, "extract"))
+        out = list(split_over_cap("qa", items, 10, 7))
         kept = [r.id for r in out if isinstance(r, Record)]
-        rejects = [r for r in out if isinstance(r, Reject)]
+        rejects = [(r, drop) for r, drop in (o for o in out if isinstance(o, tuple))]
         return sorted(kept), rejects
 
     kept, rejects = run(records)
     assert kept == sorted(r.id for r in expected)
     assert run(list(reversed(records)))[0] == kept
-    assert len(rejects) == 15 and {r.reason for r in rejects} == {"over_cap"}
-    assert rejects[0].detail.startswith("resource qa: 25 records, cap 10")
-    assert rejects[0].record["text"].startswith("q")
+    assert len(rejects) == 15 and {drop.reason for _, drop in rejects} == {"over_cap"}
+    assert rejects[0][1].detail.startswith("resource qa: 25 records, cap 10")
+    assert rejects[0][0].text.startswith("q")
     # Another seed, another choice.
-    other = sorted(r.id for r in split_over_cap("qa", records, 10, 8, "x") if isinstance(r, Record))
+    other = sorted(r.id for r in split_over_cap("qa", records, 10, 8) if isinstance(r, Record))
     assert other != kept
 
 

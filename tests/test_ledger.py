@@ -9,10 +9,10 @@ import pytest
 from conftest import run_cli
 
 from iptkit.files import atomic_write
-from iptkit.pipelines import registry
 from iptkit.pipelines.ledger import assemble, summary_table, violations
+from iptkit.transforms import stage as stage_module
 from iptkit.transforms.record import Record
-from iptkit.transforms.stage import ApplyStage, Drop, Expand, RecordStage
+from iptkit.transforms.stage import Drop, Expand, RecordStage, Stage
 from iptkit.transforms.stage_config import StageConfig
 
 COUNTS = {
@@ -56,10 +56,14 @@ def test_added_records_balance_only_when_announced():
     ]
 
 
+class _Options(StageConfig):
+    pass
+
+
 class _Twice(RecordStage):
     """Doubles web records (announced as added), drops chats: a stage that expands records."""
 
-    name = "twice"
+    type_name, config_class, summary = "twice", _Options, "test"
 
     def apply(self, record: Record) -> Record | Drop | Expand:
         if record.source == "chats":
@@ -69,8 +73,7 @@ class _Twice(RecordStage):
 
 
 def test_an_expanding_stage_balances_and_its_records_reach_the_output(corpus, monkeypatch):
-    twice = registry.StageType(_LosesRecords, lambda cfg, ctx: ApplyStage(_Twice()), "test")
-    monkeypatch.setitem(registry.STAGES, "twice", twice)
+    monkeypatch.setitem(stage_module._REGISTRY, "twice", _Twice)
     spec = corpus.parent / "twice.yaml"
     spec.write_text(corpus.read_text() + "  - twice: {}\n")
     assert run_cli("run", spec) == 0
@@ -80,17 +83,19 @@ def test_an_expanding_stage_balances_and_its_records_reach_the_output(corpus, mo
     assert row["in"] + 3 == row["out"] + 1 and stats["output_records"] == row["out"]
 
 
-class _LosesRecords(StageConfig):
-    pass
+class _Lossy(Stage):
+    """Keeps non-web records and emits no rejects: web records vanish (a bug on purpose)."""
+
+    type_name, config_class, summary = "lossy", _Options, "drops web records without a reject"
+
+    def run(self, records):
+        kept = records | beam.Filter(lambda r: not r.id.startswith("web"))
+        rejects = records | "none" >> beam.Filter(lambda r: False)
+        return {"kept": kept, "rejects": rejects}
 
 
 def test_a_stage_that_loses_records_fails_the_run(corpus, monkeypatch, capsys):
-    lossy = registry.StageType(
-        _LosesRecords,
-        lambda cfg, ctx: _Split(),
-        "drops web records without a reject (a bug on purpose)",
-    )
-    monkeypatch.setitem(registry.STAGES, "lossy", lossy)
+    monkeypatch.setitem(stage_module._REGISTRY, "lossy", _Lossy)
     spec = corpus.parent / "lossy.yaml"
     spec.write_text(corpus.read_text() + "  - lossy: {}\n")
     assert run_cli("run", spec) == 3
@@ -98,15 +103,6 @@ def test_a_stage_that_loses_records_fails_the_run(corpus, monkeypatch, capsys):
     assert "ledger does not balance" in err and "stage lossy: in 6 != out 3 + dropped 0" in err
     stats = json.loads((corpus.parent / "run" / "stats.json").read_text())
     assert stats["violations"] == ["stage lossy: in 6 != out 3 + dropped 0"]
-
-
-class _Split(beam.PTransform):
-    """Keeps non-web records and emits no rejects: web records vanish."""
-
-    def expand(self, records):
-        kept = records | beam.Filter(lambda r: not r.id.startswith("web"))
-        rejects = records | "none" >> beam.Filter(lambda r: False)
-        return {"kept": kept, "rejects": rejects}
 
 
 def test_atomic_write_leaves_no_file_when_interrupted(tmp_path, monkeypatch):

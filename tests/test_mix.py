@@ -11,9 +11,9 @@ import apache_beam as beam
 import pytest
 from pydantic import ValidationError
 
-from iptkit.files import atomic_write
-from iptkit.pipelines.registry import STAGES, StageContext
+from iptkit.rundir import RunDir
 from iptkit.transforms.document import TokenizedDoc
+from iptkit.transforms.stage import StageContext, stage_types
 from iptkit.transforms.stages.mix import Mix, MixConfig, manifest_mix
 from iptkit.transforms.tail.mix_solver import (
     MixError,
@@ -224,9 +224,7 @@ def run_mix(docs: list[TokenizedDoc], cfg: MixConfig, run_dir: Path, seed: int =
         dump.write_bytes(pickle.dumps(rows))
 
     with beam.Pipeline(runner="DirectRunner") as p:
-        result = (
-            p | beam.Create(docs) | Mix(cfg, StageContext("mix", seed, str(run_dir)), atomic_write)
-        )
+        result = p | beam.Create(docs) | Mix(cfg, StageContext("mix", seed, RunDir(str(run_dir))))
         (
             [
                 result[t] | f"Tag {t}" >> beam.Map(lambda x, t=t: (t, x))
@@ -284,4 +282,4 @@ def test_mix_transform_fails_early_on_infeasible(tmp_path):
 
 
 def test_mix_is_registered():
-    assert STAGES["mix"].config is MixConfig
+    assert stage_types()["mix"].config_class is MixConfig and stage_types()["mix"].tail

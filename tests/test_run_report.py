@@ -21,7 +21,7 @@ from iptkit.eval.report_model_sections import eval_section, training_section
 from iptkit.eval.run_report import RunReportInputs, render_run_report
 from iptkit.eval.summary import Row, Summary
 from iptkit.pipelines.reports import training_runs
-from iptkit.pipelines.rundir import RunDir
+from iptkit.rundir import RunDir
 from iptkit.trainer.config import MetricsConfig
 from iptkit.trainer.metrics import MetricsLog
 from iptkit.transforms.stages.mix import mix_report

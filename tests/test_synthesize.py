@@ -14,6 +14,7 @@ from synth_helpers import CAPITALS, build_tokenizer, fact, train_synthesizer
 
 from iptkit.transforms.inference.core import ModelSpec, SamplingSpec
 from iptkit.transforms.record import Record
+from iptkit.transforms.stage import StageContext
 from iptkit.transforms.stages.synthesize import (
     Chain,
     MemberResult,
@@ -150,15 +151,16 @@ def test_assemble_joins_runs_keeps_pairless_raw_and_rejects_failures():
         MemberResult(error="prompt_too_long", detail="900 > 200"),
         MemberResult(pairs=[]),
     ]
-    out = list(assemble(chain, 3, "synthesize", "m"))
-    aug, joined, too_long, raw = out
+    out = list(assemble(chain, 3, "m"))
+    assert [member.id for member, _ in out] == ["r00", "r01", "r02", "r03"]
+    aug, joined, too_long, raw = (decision for _, decision in out)
     assert (aug.id, aug.kind, aug.source) == ("aug:r00", "augmented", "web")
     assert aug.pairs == [qa("a?", "1"), qa("b?", "2")]
     assert "Text 0." in aug.text and "Text 1." in aug.text
     assert aug.meta["synth"]["members"] == ["r00", "r01"]
     assert aug.meta["synth"]["parse"] == {"kept": 2, "unterminated": 1}
-    assert (joined.id, joined.reason, joined.detail) == ("r01", "joined", "joined into aug:r00")
-    assert (too_long.id, too_long.reason) == ("r02", "prompt_too_long")
+    assert (joined.reason, joined.detail) == ("joined", "joined into aug:r00")
+    assert (too_long.reason, too_long.detail) == ("prompt_too_long", "900 > 200")
     assert raw == chain.members[3]
 
 
@@ -276,7 +278,7 @@ def test_rules_backend_in_a_pipeline_on_english_and_japanese_paragraphs(tmp_path
 
     def run() -> tuple[list[Record], list]:
         with beam.Pipeline() as p:
-            out = p | beam.Create(records) | Synthesize(cfg, seed=3)
+            out = p | beam.Create(records) | Synthesize(cfg, StageContext("synthesize", seed=3))
             kept = out["kept"] | "K" >> beam.Map(lambda r: json.dumps(r.to_dict(), sort_keys=True))
             rej = out["rejects"] | "R" >> beam.Map(
                 lambda r: json.dumps(r.to_dict(), sort_keys=True)

@@ -53,6 +53,11 @@ class TokenizedDoc:
     def to_dict(self) -> dict[str, Any]:
         return shallow_dict(self)
 
+    def rejected_view(self) -> dict[str, Any]:
+        """What a reject keeps of a document: a summary, never the token ids (a mix may leave
+        out most of a corpus)."""
+        return {f: self.group_value(f) for f in GROUP_FIELDS} | {"tokens": self.n_tokens}
+
 
 class TokenizedDocCoder(_JsonCoder):
     type_ = TokenizedDoc

@@ -68,6 +68,10 @@ class Record:
     def to_dict(self) -> dict[str, Any]:
         return shallow_dict(self)
 
+    def rejected_view(self) -> dict[str, Any]:
+        """What a reject keeps of a record: all of it, so nothing is lost."""
+        return self.to_dict()
+
 
 @dataclass(frozen=True)
 class Reject:

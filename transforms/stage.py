@@ -1,30 +1,62 @@
-"""The stage contract, written once: a per-record decision plus the reject and counter plumbing.
+"""The Stage contract, written once: every stage is `Stage(config, context)`, registers itself,
+and sends its decisions through one piece that keeps the counters, the stage time, the
+exception policy and the tagged reject output.
 
-Like DataTrove's base filter, a stage subclass writes only its decision, `apply(record)`, which
-returns the (possibly changed) record or a `Drop` with a reason. `ApplyStage` turns that into a
-`beam.PTransform` whose output is `{"kept": records, "rejects": rejects}`; rejects carry the
-stage name and reason, and counters (`in`, `out`, `dropped.<reason>`, `process_us`) go through
-`beam.metrics.Metrics`, so they show on every runner. Per-worker set-up (loading a model) goes in
-`setup`, which maps onto `DoFn.setup`, as in NeMo Curator's stage contract.
+A stage is a `beam.PTransform` over records that returns `{"kept", "rejects", "added"}`. Three
+small bases cover the shapes stages take, each asking the subclass for its decision only, as
+DataTrove's base filter asks for `filter(doc)`:
+
+- `RecordStage`: one record at a time (`apply(record) -> Record | Drop | Expand`), or batches
+  (`batch_size`, `apply_batch`) when the work is cheaper so (a model's predict).
+- `GroupStage`: a keyed shuffle, then one decision per group (`group_key(record)`,
+  `decide_group(key, records)`): dedup, caps, top-N.
+- `ModelStage`: prompt -> RunInference -> parse (`request(record, tokenizer)`,
+  `parse(record, generation)`), over the shared inference layer.
+
+Stages whose graph is more than one of these (several model rounds, a mix plan, shards) write
+`run(records)` themselves from the same pieces: `StageFn` for their DoFns, `ByGroup` for a
+keyed decision, `Generate` for inference. Whatever the shape, a reject leaves through
+`StageFn.emit`, so every reject carries the stage name and reason, every stage counts `in`,
+`out`, `dropped.<reason>` and its own time (`process_us`) in Beam metrics, and an exception in
+a stage's code is a reject with reason `exception` and its traceback (the run fails when such
+rejects pass the spec's `max_exception_share`).
+
+Registration follows NeMo Curator's stage metaclass and torchtitan's config-builds-component:
+a class statement names the spec's stage name, its options model and a one-line summary,
+
+    class Normalize(RecordStage, stage="normalize", config=NormalizeConfig, summary="..."):
+
+and `stage_types()` finds every stage by importing the modules of `iptkit.transforms.stages`.
+Adding a stage is one module there and one test.
 """
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 import time
 import traceback
-from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from abc import abstractmethod
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
+from iptkit.rundir import RunDir
 from iptkit.transforms.record import Record, Reject
+from iptkit.transforms.stage_config import StageConfig
 
 KEPT = "kept"
 REJECTS = "rejects"
 # A stage that turns one record into several also returns, under this key, one reason string
 # per record it added, so the ledger can tell an announced expansion from invented records.
 ADDED = "added"
+EXCEPTION = "exception"
+# A stage's input is its records, or a mapping of them under this key to named outputs of the
+# stage before it (mix hands its report to pack).
+RECORDS = "records"
 
 
 @dataclass(frozen=True)
@@ -45,7 +77,7 @@ class Expand:
     then checks `in + added == out + dropped`; an empty list is not allowed (that is a `Drop`).
     """
 
-    records: list[Record]
+    records: list[Any]
     reason: str
 
     def __post_init__(self) -> None:
@@ -53,37 +85,22 @@ class Expand:
             raise ValueError("Expand needs at least one record; use Drop to remove a record")
 
 
-class RecordStage(ABC):
-    """A stage decided one record at a time. Subclasses set `name` and write `apply`.
+Decision = Any  # a record (Record or TokenizedDoc) | Drop | Expand
 
-    `apply` must not mutate its input (Beam may hand the same element to several consumers):
-    return `dataclasses.replace(record, ...)` for a changed record.
 
-    `apply` may also return an `Expand` when one record becomes several.
+@dataclass(frozen=True)
+class StageContext:
+    """What a stage may know about its run besides its own options: its unique name in the
+    run, the spec seed, the run directory (which owns where files go) and the spec hash."""
 
-    A stage whose work is cheaper in batches (a model's predict) sets `batch_size` and overrides
-    `apply_batch`; records then reach it through `beam.BatchElements`. A result must never
-    depend on which other records share the batch.
-    """
+    name: str
+    seed: int = 0
+    run: RunDir = field(default_factory=lambda: RunDir(""))
+    spec_hash: str = ""
 
-    name: str = "stage"
-    batch_size: int = 1
-
-    def setup(self) -> None:  # noqa: B027 (optional hook: most stages need no set-up)
-        """Per-worker set-up (load a model, compile patterns); called once per DoFn instance."""
-
-    @abstractmethod
-    def apply(self, record: Record) -> Record | Drop | Expand:
-        """The stage's decision for one record."""
-
-    def apply_batch(self, records: list[Record]) -> list[Record | Drop | Expand]:
-        """Decisions for a batch, in order; the default decides one record at a time."""
-        return [self.apply(r) for r in records]
-
-    def bind(self, **side_inputs: object) -> None:
-        """Receives the side inputs given to `ApplyStage` before each call (e.g. an index built
-        once for the whole run); stages without side inputs never see this."""
-        raise TypeError(f"stage {self.name} takes no side inputs")
+    def file(self, filename: str) -> str:
+        """Where this stage's side file `filename` goes: RUN/<stage>/<filename>."""
+        return self.run.stage_file(self.name, filename)
 
 
 def metrics_namespace(stage: str) -> str:
@@ -91,51 +108,78 @@ def metrics_namespace(stage: str) -> str:
     return f"iptkit.{stage}"
 
 
-def _exception_drop(exc: Exception) -> Drop:
-    last = traceback.extract_tb(exc.__traceback__)[-1]
-    return Drop("exception", f"{type(exc).__name__}: {exc} (at {last.filename}:{last.lineno})")
+def reject(record: Any, stage: str, drop: Drop) -> Reject:
+    """The reject for a record dropped by `stage`, keeping the whole record."""
+    return Reject(
+        id=record.id,
+        source=record.source,
+        stage=stage,
+        reason=drop.reason,
+        detail=drop.detail,
+        record=(drop.record or record).rejected_view(),
+    )
 
 
-class _ApplyStageFn(beam.DoFn):
-    """Runs a stage over single records, or over batches when the stage is batched."""
+def exception_drop(exc: BaseException) -> Drop:
+    """The reject reason for a record whose decision raised: the exception and the last frames
+    of its traceback (the run shows the first of these when it fails on the ceiling)."""
+    frames = "".join(traceback.format_tb(exc.__traceback__)[-3:])
+    return Drop(EXCEPTION, f"{type(exc).__name__}: {exc}\n{frames}"[:4000])
 
-    def __init__(self, stage: RecordStage):
-        self._stage = stage
+
+# ---------------------------------------------------------------------------------------------
+# The one piece every stage's work goes through
+
+
+class StageFn(beam.DoFn):
+    """Base of every DoFn that does a stage's work.
+
+    `decide` applies the exception policy, `emit` turns decisions into the kept output, tagged
+    rejects and announced additions with their counters, and `timed` adds the time spent to
+    the stage's `process_us`. The stage itself is held (it pickles as plain data) and set up
+    once per DoFn instance.
+    """
+
+    def __init__(self, stage: Stage):
+        self.stage = stage
         ns = metrics_namespace(stage.name)
+        self._ns = ns
         self._in = Metrics.counter(ns, "in")
         self._out = Metrics.counter(ns, "out")
         self._us = Metrics.counter(ns, "process_us")
-        self._ns = ns
 
     def setup(self) -> None:
-        self._stage.setup()
+        self.stage.setup()
 
-    def _decide(self, records: list[Record]) -> list[Record | Drop | Expand]:
+    def timed(self) -> _Timer:
+        return _Timer(self._us)
+
+    def decide(
+        self, decide: Callable[[list[Any]], list[Decision]], items: list[Any], members: Any = None
+    ) -> list[Decision]:
+        """`decide(items)`, one decision per item. When it raises, a batch is retried one item at
+        a time so that only the item that fails becomes a reject (reason `exception`).
+        """
         try:
-            results = self._stage.apply_batch(records)
-            if len(results) != len(records):
-                raise ValueError(f"apply_batch gave {len(results)} results for {len(records)}")
+            results = decide(items)
+            if len(results) != len(items):
+                raise ValueError(f"{len(results)} decisions for {len(items)} records")
             return results
         except Exception as exc:  # noqa: BLE001 (a bad record must not stop the run: it becomes a reject)
-            if len(records) == 1:
-                return [_exception_drop(exc)]
-            # Retry one by one, so only the record that fails becomes a reject.
-            return [self._decide([r])[0] for r in records]
+            if len(items) == 1:
+                return [exception_drop(exc)]
+            return [self.decide(decide, [item])[0] for item in items]
 
-    # No hint on side_inputs: Beam would check one against the side-input values and fail.
-    def process(self, element: Record | list[Record], **side_inputs):
-        if side_inputs:
-            self._stage.bind(**side_inputs)
-        records = element if isinstance(element, list) else [element]
-        self._in.inc(len(records))
-        start = time.perf_counter()
-        results = self._decide(records)
-        self._us.inc(int((time.perf_counter() - start) * 1e6))
-        kept = 0  # counted once per batch: a metric update per record costs a microsecond
-        for record, result in zip(records, results, strict=True):
+    def emit(self, pairs: Iterable[tuple[Any, Decision]]) -> Iterator[Any]:
+        """The outputs of `(record, decision)` pairs: kept records as the main output, rejects
+        and additions tagged, each counted (kept ones once per call: a metric update per record
+        costs a microsecond)."""
+        decided = kept = 0
+        for record, result in pairs:
+            decided += 1
             if isinstance(result, Drop):
                 Metrics.counter(self._ns, f"dropped.{result.reason}").inc()
-                yield beam.pvalue.TaggedOutput(REJECTS, reject(record, self._stage.name, result))
+                yield beam.pvalue.TaggedOutput(REJECTS, reject(record, self.stage.name, result))
             elif isinstance(result, Expand):
                 kept += len(result.records)
                 Metrics.counter(self._ns, f"added.{result.reason}").inc(len(result.records) - 1)
@@ -145,41 +189,376 @@ class _ApplyStageFn(beam.DoFn):
             else:
                 kept += 1
                 yield result
+        self._in.inc(decided)
         self._out.inc(kept)
 
-
-def reject(record: Record, stage: str, drop: Drop) -> Reject:
-    """The reject for a record dropped by `stage`, keeping the whole record."""
-    return Reject(
-        id=record.id,
-        source=record.source,
-        stage=stage,
-        reason=drop.reason,
-        detail=drop.detail,
-        record=(drop.record or record).to_dict(),
-    )
+    def count(self, name: str, n: int = 1) -> None:
+        """A stage's own counter (pairs parsed, tokens generated), in its namespace."""
+        Metrics.counter(self._ns, name).inc(n)
 
 
-class ApplyStage(beam.PTransform):
-    """Runs a `RecordStage` over records; returns `{"kept": ..., "rejects": ..., "added": ...}`.
+class _Timer:
+    def __init__(self, counter: Any):
+        self._counter = counter
 
-    `side_inputs` (name to a `beam.pvalue.AsSingleton`...) reach the stage through `bind`.
+    def __enter__(self) -> _Timer:
+        self._start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._counter.inc(int((time.perf_counter() - self._start) * 1e6))
+
+
+def outputs(
+    pcoll: Any, fn: StageFn, label: str, *args: Any, tags: tuple[str, ...] = (), **kwargs: Any
+) -> dict[str, Any]:
+    """`pcoll | ParDo(fn)` split into the stage outputs `{kept, rejects, added}` and any other
+    `tags` the DoFn yields (work handed to a later step of the stage)."""
+    all_tags = (REJECTS, ADDED, *tags)
+    out = pcoll | label >> beam.ParDo(fn, *args, **kwargs).with_outputs(*all_tags, main=KEPT)
+    return {KEPT: out[KEPT], **{tag: out[tag] for tag in all_tags}}
+
+
+def merge(parts: list[dict[str, Any]], label: str, passed: Any = None) -> dict[str, Any]:
+    """Several stage outputs as one (and records that `passed` the stage untouched)."""
+    merged = {}
+    for tag in (KEPT, REJECTS, ADDED):
+        pcolls = [p[tag] for p in parts if tag in p]
+        if tag == KEPT and passed is not None:
+            pcolls.append(passed)
+        if len(pcolls) == 1:
+            merged[tag] = pcolls[0]
+        elif pcolls:
+            merged[tag] = tuple(pcolls) | f"{label} {tag}" >> beam.Flatten()
+    for part in parts:  # a stage's own named outputs (mix's report) pass as they are
+        merged.update({k: v for k, v in part.items() if k not in (KEPT, REJECTS, ADDED)})
+    return merged
+
+
+# ---------------------------------------------------------------------------------------------
+# The stage base and its registry
+
+_REGISTRY: dict[str, type[Stage]] = {}
+
+
+class Stage(beam.PTransform):
+    """A stage: `Stage(config, context)`, a PTransform from records to `{kept, rejects, added}`.
+
+    The base applies the spec's `sources`/`kinds` selection (records it does not select pass
+    through untouched) and calls `run(records)` on the others. `setup` is the per-worker hook
+    (load a model, compile patterns), called once per DoFn instance. The context defaults to
+    one named after the stage, so logic can be unit-tested without a run.
     """
 
-    def __init__(self, stage: RecordStage, side_inputs: dict[str, object] | None = None):
-        super().__init__(label=stage.name)
-        self._stage = stage
-        self._side_inputs = side_inputs or {}
+    type_name: ClassVar[str] = ""
+    config_class: ClassVar[type[StageConfig]] = StageConfig
+    summary: ClassVar[str] = ""
+    # Tail stages work on tokenized documents, after every record stage (pipelines/flow.py).
+    tail: ClassVar[bool] = False
 
-    def expand(self, records):
-        if self._stage.batch_size > 1:
-            size = self._stage.batch_size
+    def __init_subclass__(
+        cls,
+        stage: str | None = None,
+        config: type[StageConfig] | None = None,
+        summary: str = "",
+        tail: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init_subclass__(**kwargs)
+        if stage is None:
+            return
+        if config is None or not summary:
+            raise TypeError(f"stage {stage}: a registered stage names its config and summary")
+        if stage in _REGISTRY and _REGISTRY[stage].__qualname__ != cls.__qualname__:
+            raise TypeError(f"two stages named {stage}: {_REGISTRY[stage]} and {cls}")
+        cls.type_name, cls.config_class, cls.summary, cls.tail = stage, config, summary, tail
+        _REGISTRY[stage] = cls
+
+    def __init__(self, config: StageConfig | None = None, context: StageContext | None = None):
+        self.context = context or StageContext(self.type_name or type(self).__name__.lower())
+        super().__init__(label=self.context.name)
+        self.config = config if config is not None else self.config_class()
+
+    @property
+    def name(self) -> str:
+        return self.context.name
+
+    @property
+    def seed(self) -> int:
+        return self.context.seed
+
+    def setup(self) -> None:  # noqa: B027 (optional hook: most stages need no set-up)
+        """Per-worker set-up; called once per DoFn instance (keep it idempotent)."""
+
+    def expand(self, inputs: Any) -> dict[str, Any]:
+        upstream = {}
+        if isinstance(inputs, dict):
+            upstream = {k: v for k, v in inputs.items() if k != RECORDS}
+            inputs = inputs[RECORDS]
+        cfg = self.config
+        if cfg.sources is None and cfg.kinds is None:
+            return self.run(inputs, **upstream)
+        chosen, others = inputs | "Select" >> beam.Partition(
+            lambda r, _: 0 if cfg.selects(r.source, r.kind) else 1, 2
+        )
+        return merge([self.run(chosen, **upstream)], "Rejoin", passed=others)
+
+    @abstractmethod
+    def run(self, records: Any) -> dict[str, Any]:
+        """The stage's graph over the records it selects. A tail stage may take named outputs
+        of the stage before it as keyword arguments, and return named outputs of its own."""
+
+    def files(self) -> dict[str, str]:
+        """The side files this stage leaves in the run directory, by label (paths from its
+        context); the runner indexes the ones that exist in stats.json."""
+        return {}
+
+
+def stage_types() -> dict[str, type[Stage]]:
+    """Every stage a spec may name, by name, in the order of `iptkit.transforms.stages`'s
+    modules (imported here, so each registers itself)."""
+    from iptkit.transforms import stages
+
+    for module in pkgutil.iter_modules(stages.__path__):
+        importlib.import_module(f"{stages.__name__}.{module.name}")
+    return dict(sorted(_REGISTRY.items(), key=lambda kv: _ORDER.get(kv[0], len(_ORDER))))
+
+
+# The order `validate` lists stages in: the data flow of DESIGN.md (unlisted ones follow).
+_ORDER = {
+    name: i
+    for i, name in enumerate(
+        "normalize langid filters dedup_exact dedup_near extract categorize xcit decontaminate "
+        "synthesize translate respond judge mix pack".split()
+    )
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Record stages
+
+
+class RecordStage(Stage):
+    """A stage decided one record at a time. Subclasses write `apply`.
+
+    `apply` must not mutate its input (Beam may hand the same element to several consumers):
+    return `dataclasses.replace(record, ...)` for a changed record. It may return an `Expand`
+    when one record becomes several.
+
+    A stage whose work is cheaper in batches sets `batch_size` and overrides `apply_batch`;
+    records then reach it in fixed-size batches. A result must never depend on which other
+    records share the batch.
+    """
+
+    batch_size: ClassVar[int] = 1
+
+    @abstractmethod
+    def apply(self, record: Any) -> Decision:
+        """The stage's decision for one record."""
+
+    def apply_batch(self, records: list[Any]) -> list[Decision]:
+        """Decisions for a batch, in order; the default decides one record at a time."""
+        return [self.apply(r) for r in records]
+
+    def bind(self, **side_inputs: object) -> None:
+        """Receives the stage's side inputs (`build_side_inputs()`) before each call."""
+        raise TypeError(f"stage {self.name} takes no side inputs")
+
+    def build_side_inputs(self, records: Any) -> dict[str, Any]:
+        """Side inputs built from the stage's input (an index over the whole run), by name."""
+        return {}
+
+    def run(self, records: Any, **side: Any) -> dict[str, Any]:
+        """The stage over `records`, with `side` inputs (default: `build_side_inputs(records)`)."""
+        side = side or self.build_side_inputs(records)
+        if self.batch_size > 1:
+            size = self.batch_size
             # Fixed-size batches: Beam's adaptive sizing starts small and grows by timing, which
             # left a tokenizing stage with an average batch of 90 instead of its 256.
             records = records | "Batch" >> beam.BatchElements(
                 min_batch_size=size, max_batch_size=size
             )
-        outputs = records | beam.ParDo(
-            _ApplyStageFn(self._stage), **self._side_inputs
-        ).with_outputs(REJECTS, ADDED, main=KEPT)
-        return {KEPT: outputs[KEPT], REJECTS: outputs[REJECTS], ADDED: outputs[ADDED]}
+        return outputs(records, _RecordFn(self), "Apply", **side)
+
+
+class _RecordFn(StageFn):
+    # No hint on side_inputs: Beam would check one against the side-input values and fail.
+    def process(self, element, **side_inputs):
+        if side_inputs:
+            self.stage.bind(**side_inputs)
+        records = element if isinstance(element, list) else [element]
+        with self.timed():
+            results = self.decide(self.stage.apply_batch, records)
+        yield from self.emit(zip(records, results, strict=True))
+
+
+# ---------------------------------------------------------------------------------------------
+# Group stages
+
+GroupDecision = Iterator["Record | tuple[Record, Drop]"]
+
+
+class ByGroup(beam.PTransform):
+    """Key -> GroupByKey -> one decision per group, through the stage's `StageFn`.
+
+    `decide(key, records)` reads the group (Beam's grouped values are re-iterable, so it may
+    read them twice instead of copying) and yields each record kept, or `(record, Drop)`. When
+    it raises, every record of the group is a reject with reason `exception`.
+    """
+
+    def __init__(
+        self, stage: Stage, key: Callable[[Any], Any], decide: Callable[[Any, Any], GroupDecision]
+    ):
+        super().__init__()
+        self._stage, self._key, self._decide = stage, key, decide
+
+    def expand(self, records):
+        fn = _GroupFn(self._stage, self._decide)
+        keyed = records | "Key" >> beam.ParDo(_KeyFn(self._stage, self._key))
+        return outputs(keyed | "Group" >> beam.GroupByKey(), fn, "Decide")
+
+
+class _KeyFn(StageFn):
+    def __init__(self, stage: Stage, key: Callable[[Any], Any]):
+        super().__init__(stage)
+        self._key = key
+
+    def setup(self) -> None:  # the key needs no set-up; the deciding step does it
+        pass
+
+    def process(self, record: Any):
+        with self.timed():
+            key = self._key(record)
+        yield key, record
+
+
+class _GroupFn(StageFn):
+    def __init__(self, stage: Stage, decide: Callable[[Any, Any], GroupDecision]):
+        super().__init__(stage)
+        self._decide = decide
+
+    def process(self, item: tuple[Any, Iterable[Any]]):
+        key, group = item
+        with self.timed():
+            try:
+                pairs = [
+                    (out[0], out[1]) if isinstance(out, tuple) else (out, out)
+                    for out in self._decide(key, group)
+                ]
+            except Exception as exc:  # noqa: BLE001 (the group's records become rejects)
+                drop = exception_drop(exc)
+                pairs = [(record, drop) for record in group]
+        yield from self.emit(pairs)
+
+
+class GroupStage(Stage):
+    """A stage decided per group of records sharing a key (a keyed shuffle). Subclasses write
+    `group_key(record)` and `decide_group(key, records)`, which yields each record kept or
+    `(record, Drop)`; memory is one group's, so a key must not gather a growing share of the
+    corpus."""
+
+    @abstractmethod
+    def group_key(self, record: Any) -> Any:
+        """The key whose records are decided together (with a deterministic coder)."""
+
+    @abstractmethod
+    def decide_group(self, key: Any, records: Iterable[Any]) -> GroupDecision:
+        """Each record of the group kept, or paired with the reason it is dropped."""
+
+    def run(self, records: Any) -> dict[str, Any]:
+        return records | "By group" >> ByGroup(self, self.group_key, self.decide_group)
+
+
+# ---------------------------------------------------------------------------------------------
+# Model stages
+
+
+class ModelStage(Stage):
+    """prompt -> RunInference -> parse. Subclasses write `request(record, tokenizer)` (a
+    `GenerationRequest`, or a `Drop` when the record cannot be asked) and `parse(record,
+    generation)`; `wants(record)` says which records go to the model (the others pass through
+    untouched). The config is an `InferenceOptions`: every model stage spells its model keys
+    the same way and shares the inference layer's backends, batching and failure isolation.
+    """
+
+    def wants(self, record: Any) -> bool:
+        return True
+
+    @abstractmethod
+    def request(self, record: Any, tokenizer: Any) -> Any:
+        """The generation request for a record (GenerationRequest), or a Drop."""
+
+    @abstractmethod
+    def parse(self, record: Any, generation: Any) -> Decision:
+        """The record with what the model wrote, or why it is dropped."""
+
+    def model_spec(self) -> Any:
+        return self.config.model_spec()
+
+    def run(self, records: Any) -> dict[str, Any]:
+        todo, others = records | "Wants" >> beam.Partition(
+            lambda r, _: 0 if self.wants(r) else 1, 2
+        )
+        generated, asked = self.generate(todo, self.request, "")
+        parsed = outputs(generated, ParseFn(self, self.parse), "Parse")
+        return merge([asked, parsed], "Model", passed=others)
+
+    def generate(
+        self, items: Any, request: Callable[[Any, Any], Any], label: str, spec: Any = None
+    ) -> tuple[Any, dict[str, Any]]:
+        """`(item, Generation)` for each item `request` asks, and the outputs of the asking
+        step (the items it dropped). Items are records, or a stage's own state for a record
+        (with the record as `.record`); `spec` defaults to the stage's model."""
+        from iptkit.transforms.inference.core import Generate
+
+        spec = spec or self.model_spec()
+        asked = outputs(items, RequestFn(self, spec, request), f"Prompts{label}")
+        generated = asked.pop(KEPT) | f"Generate{label}" >> Generate(spec)
+        return generated, asked
+
+
+class RequestFn(StageFn):
+    """Builds each item's request with the model's tokenizer (loaded once per worker); a `Drop`
+    instead of a request rejects the item's record."""
+
+    def __init__(self, stage: Stage, spec: Any, request: Callable[[Any, Any], Any]):
+        super().__init__(stage)
+        self._spec, self._request = spec, request
+
+    def setup(self) -> None:
+        from iptkit.transforms.inference.core import spec_tokenizer
+
+        super().setup()
+        self._tokenizer = spec_tokenizer(self._spec)
+
+    def process(self, item: Any):
+        with self.timed():
+            (result,) = self.decide(
+                lambda items: [self._request(items[0], self._tokenizer)], [item]
+            )
+        if isinstance(result, Drop):
+            yield from self.emit([(record_of(item), result)])
+        else:
+            yield item, result
+
+
+class ParseFn(StageFn):
+    """Turns each `(item, Generation)` into a decision on the item's record."""
+
+    def __init__(self, stage: Stage, parse: Callable[[Any, Any], Decision]):
+        super().__init__(stage)
+        self._parse = parse
+
+    def parsed(self, item: tuple[Any, Any]) -> Decision:
+        key, generation = item
+        with self.timed():
+            (result,) = self.decide(lambda _: [self._parse(key, generation)], [key])
+        return result
+
+    def process(self, item: tuple[Any, Any]):
+        yield from self.emit([(record_of(item[0]), self.parsed(item))])
+
+
+def record_of(item: Any) -> Any:
+    """The record an item of a model stage is about: the item itself, or its `.record`."""
+    return getattr(item, "record", item)

@@ -26,7 +26,7 @@ from typing import Literal
 from pydantic import Field
 
 from iptkit.transforms.record import Record
-from iptkit.transforms.stage import RecordStage
+from iptkit.transforms.stage import RecordStage, StageContext
 from iptkit.transforms.stage_config import StageConfig
 
 CATEGORIES = ("coding", "general", "math", "reasoning")
@@ -200,12 +200,16 @@ def classify_record(record: Record, cfg: CategorizeConfig) -> Record:
     )
 
 
-class Categorize(RecordStage):
+class Categorize(
+    RecordStage,
+    stage="categorize",
+    config=CategorizeConfig,
+    summary="coding / general / math / reasoning: declared, or EN+JA rule classifier",
+):
     """Sets each record's task category; never drops a record."""
 
-    def __init__(self, cfg: CategorizeConfig, name: str = "categorize"):
-        self.cfg = cfg
-        self.name = name
+    def __init__(self, config: CategorizeConfig | None = None, context: StageContext | None = None):
+        super().__init__(config, context)
 
     def apply(self, record: Record) -> Record:
-        return classify_record(record, self.cfg)
+        return classify_record(record, self.config)

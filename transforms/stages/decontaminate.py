@@ -37,14 +37,21 @@ from typing import Any, Literal
 
 import apache_beam as beam
 import numpy as np
-from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from pydantic import Field, ValidationInfo, model_validator
 
 from iptkit.errors import IptkitError
+from iptkit.files import atomic_write
 from iptkit.transforms.reading.benchmarks import BenchExample, BenchmarkSet, load_set, set_name
 from iptkit.transforms.record import Record
-from iptkit.transforms.stage import KEPT, REJECTS, ApplyStage, Drop, RecordStage, metrics_namespace
+from iptkit.transforms.stage import (
+    KEPT,
+    REJECTS,
+    Drop,
+    RecordStage,
+    StageContext,
+    metrics_namespace,
+)
 from iptkit.transforms.stage_config import BASE_DIR, StageConfig
 from iptkit.transforms.text.contam_text import CHAR_BASE, Folded, RollingHash, fold
 from iptkit.transforms.text.scripts import code_points
@@ -52,7 +59,6 @@ from iptkit.transforms.text.scripts import code_points
 REASON = "contaminated"
 META_KEY = "contamination"
 PAIRS = "pairs"  # the `checked` label of synthesized pairs
-SUMMARY_DIR = ("contamination", "stages")
 EVIDENCE_PER_BENCHMARK = 20  # matches kept per benchmark in the summary, for the report
 QUESTION_CHARS = 300  # of each example's question, kept in the index for the report
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
@@ -597,29 +603,45 @@ def stage_summary(
     }
 
 
-def summary_path(run_dir: str, stage: str) -> str:
-    return FileSystems.join(run_dir, *SUMMARY_DIR, f"{stage}.json")
-
-
 # ---------------------------------------------------------------------------------------------
 # Beam
 
 
-class DecontaminateStage(RecordStage):
-    """The per-record decision; the index arrives as a side input through `bind`."""
+class Decontaminate(
+    RecordStage,
+    stage="decontaminate",
+    config=DecontaminateConfig,
+    summary="benchmark contamination (13-gram, 50-char substring, exact question): report, drop "
+    "or mask; RUN/contamination/",
+):
+    """The index built once as a side input, the per-record decision, and the summary written
+    to RUN/contamination/stages/STAGE.json (combined into RUN/contamination/report.*)."""
 
-    def __init__(self, cfg: DecontaminateConfig, name: str):
-        self.name = name
-        self._cfg = cfg
+    def __init__(
+        self, config: DecontaminateConfig | None = None, context: StageContext | None = None
+    ):
+        super().__init__(config, context)
         self._index: BenchIndex | None = None
-
         self._counters: dict[str, Any] = {}
+
+    def files(self) -> dict[str, str]:
+        return {"contamination": self.context.run.contamination_summary(self.name)}
+
+    def build_side_inputs(self, records: Any) -> dict[str, Any]:
+        cfg, seed = self.config, self.seed
+        return {
+            "index": beam.pvalue.AsSingleton(
+                records.pipeline
+                | "Index seed" >> beam.Create([None])
+                | "Build index" >> beam.Map(lambda _: load_index(cfg, seed))
+            )
+        }
 
     def bind(self, index: BenchIndex) -> None:  # type: ignore[override]
         self._index = index
 
     def apply(self, record: Record) -> Record | Drop:
-        result = decide(record, self._index, self._cfg, self.name)
+        result = decide(record, self._index, self.config, self.name)
         changed = result.record if isinstance(result, Drop) else result
         if changed is not None and changed is not record:
             for bench in {
@@ -632,44 +654,26 @@ class DecontaminateStage(RecordStage):
                 self._counters[bench].inc()
         return result
 
-
-class Decontaminate(beam.PTransform):
-    """The stage: index built once as a side input, the per-record decision, and the summary
-    written to RUN/contamination/stages/STAGE.json with `write_file(path, data)`."""
-
-    def __init__(self, cfg: DecontaminateConfig, ctx: Any, write_file):
-        super().__init__(label=ctx.name)
-        self._cfg = cfg
-        self._name = ctx.name
-        self._seed = ctx.seed
-        self._path = summary_path(ctx.run_dir, ctx.name)
-        self._write_file = write_file
-
-    def expand(self, records):
-        cfg, name, seed, path, write_file = (
-            self._cfg, self._name, self._seed, self._path, self._write_file,
-        )  # fmt: skip
-        index = beam.pvalue.AsSingleton(
-            records.pipeline
-            | "Index seed" >> beam.Create([None])
-            | "Build index" >> beam.Map(lambda _: load_index(cfg, seed))
-        )
-        result = records | "Check" >> ApplyStage(DecontaminateStage(cfg, name), {"index": index})
+    def run(self, records):
+        cfg, name = self.config, self.name
+        side = self.build_side_inputs(records)
+        result = super().run(records, **side)
         check = list(cfg.check)
         events = (
             result[KEPT] | "Kept events" >> beam.Map(summary_event, name, check),
             result[REJECTS]
             | "Reject events" >> beam.Map(lambda r: summary_event(r.record, name, check)),
         ) | "Events" >> beam.Flatten()
+        path = self.files()["contamination"]
 
         def write(acc: dict[str, Any], built: BenchIndex) -> None:
             summary = stage_summary(acc, built, cfg, name)
             text = json.dumps(summary, indent=2, ensure_ascii=False, sort_keys=True) + "\n"
-            write_file(path, text.encode("utf-8"))
+            atomic_write(path, text.encode("utf-8"))
 
         (
             events
             | "Summary" >> beam.CombineGlobally(SummaryFn())
-            | "Write summary" >> beam.Map(write, index)
+            | "Write summary" >> beam.Map(write, side["index"])
         )
-        return {KEPT: result[KEPT], REJECTS: result[REJECTS]}
+        return result

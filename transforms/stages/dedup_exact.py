@@ -17,11 +17,10 @@ import re
 from collections.abc import Iterable, Iterator
 from typing import Literal
 
-import apache_beam as beam
 from pydantic import Field
 
-from iptkit.transforms.record import Record, Reject
-from iptkit.transforms.stage import KEPT, REJECTS, Drop, reject
+from iptkit.transforms.record import Record
+from iptkit.transforms.stage import Drop, GroupStage
 from iptkit.transforms.stage_config import StageConfig
 from iptkit.transforms.text.shingles import strip_punctuation
 
@@ -74,8 +73,8 @@ def group_key(record: Record, cfg: DedupExactConfig) -> GroupKey:
     return scope, text_hash(normalise(record.text, cfg))
 
 
-def split_group(records: Iterable[Record], stage: str) -> Iterator[Record | Reject]:
-    """The lowest-id record of a group of duplicates, and a reject for each of the others.
+def split_group(records: Iterable[Record]) -> Iterator[Record | tuple[Record, Drop]]:
+    """The lowest-id record of a group of duplicates, and `(record, Drop)` for the others.
 
     `records` is read twice (Beam's grouped values are re-iterable). Ids are unique by the
     record contract; were two equal, both would be kept rather than one chosen by order.
@@ -85,29 +84,19 @@ def split_group(records: Iterable[Record], stage: str) -> Iterator[Record | Reje
         if record.id == kept:
             yield record
         else:
-            yield reject(record, stage, Drop(REASON, f"same normalised text as {kept}"))
+            yield record, Drop(REASON, f"same normalised text as {kept}")
 
 
-class DedupExact(beam.PTransform):
-    """Drops exact duplicates; returns `{"kept": records, "rejects": rejects}`."""
+class DedupExact(
+    GroupStage,
+    stage="dedup_exact",
+    config=DedupExactConfig,
+    summary="one record per normalised text (lowest id kept), across or within sources",
+):
+    """Drops exact duplicates: one group per normalised text."""
 
-    def __init__(self, cfg: DedupExactConfig, name: str = "dedup_exact"):
-        super().__init__(label=name)
-        self._cfg = cfg
-        self._name = name
+    def group_key(self, record: Record) -> GroupKey:
+        return group_key(record, self.config)
 
-    def expand(self, records):
-        cfg, name = self._cfg, self._name
-
-        def split(item: tuple[GroupKey, Iterable[Record]]):
-            for out in split_group(item[1], name):
-                yield beam.pvalue.TaggedOutput(REJECTS, out) if isinstance(out, Reject) else out
-
-        outputs = (
-            records
-            | "Key"
-            >> beam.Map(lambda r: (group_key(r, cfg), r)).with_output_types(tuple[GroupKey, Record])
-            | "Group" >> beam.GroupByKey()
-            | "Split" >> beam.FlatMap(split).with_outputs(REJECTS, main=KEPT)
-        )
-        return {KEPT: outputs[KEPT], REJECTS: outputs[REJECTS]}
+    def decide_group(self, key: GroupKey, records: Iterable[Record]):
+        return split_group(records)

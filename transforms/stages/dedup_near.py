@@ -30,21 +30,20 @@ import hashlib
 import json
 import re
 import struct
-import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from functools import lru_cache
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import apache_beam as beam
 import numpy as np
-from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from datasketch import MinHash, MinHashLSH
 from pydantic import Field, model_validator
 
+from iptkit.files import atomic_write
 from iptkit.transforms.dedup.components import ConnectedComponents
 from iptkit.transforms.record import Record
-from iptkit.transforms.stage import KEPT, REJECTS, Drop, metrics_namespace, reject
+from iptkit.transforms.stage import Drop, Stage, StageFn, metrics_namespace, outputs
 from iptkit.transforms.stage_config import StageConfig
 from iptkit.transforms.text.shingles import jaccard, shingle_hashes, shingle_unit, shingles
 
@@ -114,17 +113,6 @@ class DedupNearConfig(StageConfig):
                 f"bands x rows = {self.bands * self.rows} exceeds num_perm = {self.num_perm}"
             )
         return self
-
-
-class StageInfo(Protocol):
-    """What dedup_near needs of the registry's StageContext (transforms do not import it)."""
-
-    name: str
-    seed: int
-    run_dir: str
-
-
-WriteFile = Callable[[str, bytes], None]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -303,30 +291,24 @@ def cluster_report(acc: dict[str, Any], unsettled: int, params: dict[str, Any]) 
 # Beam
 
 
-class _SignFn(beam.DoFn):
+class _SignFn(StageFn):
     """Record -> (bucket key, node) per band; with verify, also (node, shingle hashes)."""
 
-    def __init__(self, cfg: DedupNearConfig, seed: int, namespace: str):
-        self._cfg = cfg
-        self._seed = seed
-        self._bands, self._rows = lsh_params(cfg)
-        self._us = Metrics.counter(namespace, "process_us")
-
     def setup(self) -> None:
-        self._hasher = MinHasher(self._cfg.num_perm, self._seed)
+        self._hasher = MinHasher(self.stage.config.num_perm, self.stage.seed)
+        self._bands, self._rows = lsh_params(self.stage.config)
 
     def process(self, record: Record):
-        start = time.perf_counter()
-        cfg = self._cfg
-        unit = (
-            shingle_unit(record.text, record.lang)
-            if cfg.shingle_unit == "auto"
-            else cfg.shingle_unit
-        )
-        hashes = shingle_hashes(shingles(record.text, cfg.shingle_size, unit))
-        node = node_of(record.id, self._seed)
-        keys = band_keys(self._hasher.signature(hashes), self._bands, self._rows)
-        self._us.inc(int((time.perf_counter() - start) * 1e6))
+        with self.timed():
+            cfg = self.stage.config
+            unit = (
+                shingle_unit(record.text, record.lang)
+                if cfg.shingle_unit == "auto"
+                else cfg.shingle_unit
+            )
+            hashes = shingle_hashes(shingles(record.text, cfg.shingle_size, unit))
+            node = node_of(record.id, self.stage.seed)
+            keys = band_keys(self._hasher.signature(hashes), self._bands, self._rows)
         for key in keys:
             yield key, node
         if cfg.verify:
@@ -396,30 +378,30 @@ class VerifyPairs(beam.PTransform):
         )
 
 
-class _SplitFn(beam.DoFn):
+class _SplitFn(StageFn):
     """Records joined with their cluster's (survivor id key, size), if any: kept or
     `near_duplicate` reject, and one report event per record."""
 
-    def __init__(self, stage: str):
-        self._stage = stage
-
     def process(self, item: tuple[bytes, dict[str, list]]):
         _, joined = item
-        for record in joined["record"]:
-            if not joined["cluster"]:
-                yield beam.pvalue.TaggedOutput(_EVENTS, None)
-                yield record
-                continue
-            survivor_key, size = joined["cluster"][0]
-            survivor = survivor_key.decode("utf-8", "surrogatepass")
-            snippet = record.text[:SNIPPET_CHARS]
-            event = (_printable(survivor), size, _printable(record.id), _printable(snippet))
-            yield beam.pvalue.TaggedOutput(_EVENTS, event)
-            if record.id == survivor:
-                yield record
-            else:
-                drop = Drop(REASON, reject_detail(survivor, size))
-                yield beam.pvalue.TaggedOutput(REJECTS, reject(record, self._stage, drop))
+        pairs = []
+        with self.timed():
+            for record in joined["record"]:
+                if not joined["cluster"]:
+                    yield beam.pvalue.TaggedOutput(_EVENTS, None)
+                    pairs.append((record, record))
+                    continue
+                survivor_key, size = joined["cluster"][0]
+                survivor = survivor_key.decode("utf-8", "surrogatepass")
+                snippet = record.text[:SNIPPET_CHARS]
+                event = (_printable(survivor), size, _printable(record.id), _printable(snippet))
+                yield beam.pvalue.TaggedOutput(_EVENTS, event)
+                decision = (
+                    record if record.id == survivor
+                    else Drop(REASON, reject_detail(survivor, size))
+                )  # fmt: skip
+                pairs.append((record, decision))
+        yield from self.emit(pairs)
 
 
 class _SurvivorFn(beam.CombineFn):
@@ -444,25 +426,24 @@ class _SurvivorFn(beam.CombineFn):
         return acc
 
 
-class DedupNear(beam.PTransform):
-    """Drops near duplicates; returns `{"kept": records, "rejects": rejects}` and writes
-    RUN/STAGE/clusters.json with `write_file(path, data)` (the run directory's atomic writer,
-    given by the registry: transforms do not import the pipelines package)."""
+class DedupNear(
+    Stage,
+    stage="dedup_near",
+    config=DedupNearConfig,
+    summary="MinHash LSH near-duplicate clusters, one survivor each; RUN/STAGE/clusters.json",
+):
+    """Drops near duplicates: MinHash LSH buckets give candidate pairs (optionally verified by
+    Jaccard), connected components give clusters, the lowest id of each survives; writes
+    RUN/STAGE/clusters.json."""
 
-    def __init__(self, cfg: DedupNearConfig, ctx: StageInfo, write_file: WriteFile):
-        super().__init__(label=ctx.name)
-        self._cfg = cfg
-        self._name = ctx.name
-        self._seed = ctx.seed
-        self._report_path = FileSystems.join(ctx.run_dir, ctx.name, REPORT_NAME)
-        self._write_file = write_file
+    def files(self) -> dict[str, str]:
+        return {"clusters": self.context.file(REPORT_NAME)}
 
-    def expand(self, records):
-        cfg, name = self._cfg, self._name
-        namespace = metrics_namespace(name)
+    def run(self, records):
+        cfg, namespace = self.config, metrics_namespace(self.name)
         bands, rows = lsh_params(cfg)
 
-        signed = records | "Sign" >> beam.ParDo(_SignFn(cfg, self._seed, namespace)).with_outputs(
+        signed = records | "Sign" >> beam.ParDo(_SignFn(self)).with_outputs(
             _SHINGLES, main="buckets"
         )
         edges = (
@@ -491,9 +472,7 @@ class DedupNear(beam.PTransform):
             "cluster": clusters
             | "Key clusters" >> beam.MapTuple(lambda _, m, cluster: (m, cluster)),
         } | "Join records" >> beam.CoGroupByKey()
-        outputs = joined | "Split" >> beam.ParDo(_SplitFn(name)).with_outputs(
-            REJECTS, _EVENTS, main=KEPT
-        )
+        split = outputs(joined, _SplitFn(self), "Split", tags=(_EVENTS,))
 
         unsettled = (
             labels
@@ -505,16 +484,16 @@ class DedupNear(beam.PTransform):
             "bands": bands,
             "rows": rows,
         }
-        path, write_file = self._report_path, self._write_file
+        path = self.context.file(REPORT_NAME)
 
         def write(acc: dict[str, Any], unsettled_nodes: int) -> None:
             report = cluster_report(acc, unsettled_nodes, params)
             text = json.dumps(report, indent=2, ensure_ascii=False) + "\n"
-            write_file(path, text.encode("utf-8"))
+            atomic_write(path, text.encode("utf-8"))
 
         (
-            outputs[_EVENTS]
+            split.pop(_EVENTS)
             | "Report" >> beam.CombineGlobally(ClusterReportFn())
             | "Write report" >> beam.Map(write, beam.pvalue.AsSingleton(unsettled))
         )
-        return {KEPT: outputs[KEPT], REJECTS: outputs[REJECTS]}
+        return split

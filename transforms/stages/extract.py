@@ -42,8 +42,8 @@ from typing import Any, Literal
 import apache_beam as beam
 from pydantic import Field
 
-from iptkit.transforms.record import ORIGINS, Record, Reject
-from iptkit.transforms.stage import ADDED, KEPT, REJECTS, ApplyStage, Drop, Expand, RecordStage
+from iptkit.transforms.record import ORIGINS, Record
+from iptkit.transforms.stage import ADDED, KEPT, REJECTS, ByGroup, Drop, Expand, RecordStage, merge
 from iptkit.transforms.stage_config import StageConfig
 from iptkit.transforms.typology import with_origin
 
@@ -225,17 +225,6 @@ def extract(record: Record, cfg: ExtractConfig) -> Record | Drop | Expand:
     return Expand(records, ADDED_TURN)
 
 
-class ExtractTurns(RecordStage):
-    """The per-record part of extract: moderation and turn selection."""
-
-    def __init__(self, cfg: ExtractConfig, name: str = "extract"):
-        self.cfg = cfg
-        self.name = name
-
-    def apply(self, record: Record) -> Record | Drop | Expand:
-        return extract(record, self.cfg)
-
-
 def cap_rank(seed: int, record_id: str) -> str:
     """The order in which the cap keeps records: a hash of the seed and the id."""
     return hashlib.blake2b(f"{seed}:{record_id}".encode(), digest_size=16).hexdigest()
@@ -250,9 +239,10 @@ def resource_of(record: Record, cfg: ExtractConfig) -> str:
 
 
 def split_over_cap(
-    resource: str, records: Iterable[Record], cap: int, seed: int, stage: str
-) -> Iterator[Record | Reject]:
-    """The `cap` records of one resource with the smallest rank, and a reject for the others.
+    resource: str, records: Iterable[Record], cap: int, seed: int
+) -> Iterator[Record | tuple[Record, Drop]]:
+    """The `cap` records of one resource with the smallest rank, and `(record, Drop)` for the
+    others.
 
     `records` is read twice (Beam's grouped values are re-iterable): once to choose, holding
     only `cap` ids, once to emit.
@@ -265,57 +255,33 @@ def split_over_cap(
             yield record
         else:
             detail = f"resource {resource}: {total} records, cap {cap} (kept by hash of seed:id)"
-            yield Reject(
-                id=record.id,
-                source=record.source,
-                stage=stage,
-                reason=OVER_CAP,
-                detail=detail,
-                record=record.to_dict(),
-            )
+            yield record, Drop(OVER_CAP, detail)
 
 
-class CapPerResource(beam.PTransform):
-    """Keeps at most `max_per_resource` records of `cap_origins` per resource."""
+class Extract(
+    RecordStage,
+    stage="extract",
+    config=ExtractConfig,
+    summary="chat logs -> instructions: first or every user turn, moderation flags, per-resource cap",
+):
+    """Turns and moderation per record, then at most `max_per_resource` records of
+    `cap_origins` per resource (a keyed shuffle)."""
 
-    def __init__(self, cfg: ExtractConfig, seed: int, name: str):
-        super().__init__()
-        self._cfg, self._seed, self._name = cfg, seed, name
+    def apply(self, record: Record) -> Record | Drop | Expand:
+        return extract(record, self.config)
 
-    def expand(self, records):
-        cfg, seed, name = self._cfg, self._seed, self._name
-        assert cfg.max_per_resource is not None
-        cap = cfg.max_per_resource
-        capped, free = records | "Capped?" >> beam.Partition(
+    def run(self, records):
+        cfg = self.config
+        turns = super().run(records)
+        if cfg.max_per_resource is None:
+            return turns
+        capped, free = turns[KEPT] | "Capped?" >> beam.Partition(
             lambda r, _: 0 if r.origin in cfg.cap_origins else 1, 2
         )
-
-        def split(item: tuple[str, Iterable[Record]]):
-            for out in split_over_cap(item[0], item[1], cap, seed, name):
-                yield beam.pvalue.TaggedOutput(REJECTS, out) if isinstance(out, Reject) else out
-
-        outputs = (
-            capped
-            | "Key"
-            >> beam.Map(lambda r: (resource_of(r, cfg), r)).with_output_types(tuple[str, Record])
-            | "Group" >> beam.GroupByKey()
-            | "Split" >> beam.FlatMap(split).with_outputs(REJECTS, main=KEPT)
+        cap, seed = cfg.max_per_resource, self.seed
+        over = capped | "Cap" >> ByGroup(
+            self,
+            lambda r: resource_of(r, cfg),
+            lambda resource, group: split_over_cap(resource, group, cap, seed),
         )
-        kept = (outputs[KEPT], free) | "Rejoin" >> beam.Flatten()
-        return {KEPT: kept, REJECTS: outputs[REJECTS]}
-
-
-class Extract(beam.PTransform):
-    """The extract stage: turns and moderation per record, then the per-resource cap."""
-
-    def __init__(self, cfg: ExtractConfig, seed: int, name: str = "extract"):
-        super().__init__(label=name)
-        self._cfg, self._seed, self._name = cfg, seed, name
-
-    def expand(self, records):
-        turns = records | "Turns" >> ApplyStage(ExtractTurns(self._cfg, self._name))
-        if self._cfg.max_per_resource is None:
-            return turns
-        capped = turns[KEPT] | "Cap" >> CapPerResource(self._cfg, self._seed, self._name)
-        rejects = (turns[REJECTS], capped[REJECTS]) | "Rejects" >> beam.Flatten()
-        return {KEPT: capped[KEPT], REJECTS: rejects, ADDED: turns[ADDED]}
+        return merge([{REJECTS: turns[REJECTS], ADDED: turns[ADDED]}, over], "Extract", passed=free)

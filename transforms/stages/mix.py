@@ -22,16 +22,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable
 from typing import Any, Literal
 
 import apache_beam as beam
-from apache_beam.io.filesystems import FileSystems
 from pydantic import Field, field_validator, model_validator
 
+from iptkit.files import atomic_write
 from iptkit.transforms.document import GROUP_FIELDS, TokenizedDoc
-from iptkit.transforms.record import KINDS, ORIGINS, Reject
-from iptkit.transforms.stage import ADDED, KEPT, REJECTS
+from iptkit.transforms.record import KINDS, ORIGINS
+from iptkit.transforms.stage import KEPT, Drop, Expand, Stage, StageFn, outputs
 from iptkit.transforms.stage_config import StageConfig
 from iptkit.transforms.tail.mix_solver import (
     GROUP_SEP,
@@ -235,39 +234,28 @@ def manifest_mix(report: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-class _SelectFn(beam.DoFn):
-    """Emits each document `copies` times, or a reject; extra copies go to ADDED."""
-
-    def __init__(self, cfg: MixConfig, seed: int, stage: str):
-        self._cfg, self._seed, self._stage = cfg, seed, stage
+class _SelectFn(StageFn):
+    """Each document `copies` times (an `Expand` past the first), or a reject."""
 
     def process(self, doc: TokenizedDoc, plan: MixPlan, cutoffs: dict[str, Any]):
-        group = self._cfg.group(doc)
+        with self.timed():
+            (decision,) = self.decide(lambda d: [self._copies(d[0], plan, cutoffs)], [doc])
+        yield from self.emit([(doc, decision)])
+
+    def _copies(self, doc: TokenizedDoc, plan: MixPlan, cutoffs: dict[str, Any]) -> Any:
+        group = self.stage.config.group(doc)
         if group is None:
-            yield beam.pvalue.TaggedOutput(
-                REJECTS, self._reject(doc, NOT_IN_MIX, "group not in ratios")
-            )
-            return
+            return Drop(NOT_IN_MIX, "group not in ratios")
         cutoff = cutoffs.get(group)
         n = copies(
             plan.groups[group],
-            (doc_hash(self._seed, doc.id), doc.id),
+            (doc_hash(self.stage.seed, doc.id), doc.id),
             tuple(cutoff) if cutoff is not None else None,
         )
         if n == 0:
-            yield beam.pvalue.TaggedOutput(
-                REJECTS, self._reject(doc, NOT_SAMPLED, f"group {group}")
-            )
-            return
-        for i in range(n):
-            if i:
-                yield beam.pvalue.TaggedOutput(ADDED, REPEAT)
-            yield dataclasses.replace(doc, copy=i)
-
-    def _reject(self, doc: TokenizedDoc, reason: str, detail: str) -> Reject:
-        # A summary, never the token ids: a mix may leave out most of a corpus.
-        summary = {f: doc.group_value(f) for f in GROUP_FIELDS} | {"tokens": doc.n_tokens}
-        return Reject(doc.id, doc.source, self._stage, reason, detail, summary)
+            return Drop(NOT_SAMPLED, f"group {group}")
+        repeated = [dataclasses.replace(doc, copy=i) for i in range(n)]
+        return Expand(repeated, REPEAT) if n > 1 else repeated[0]
 
 
 class _Cutoffs(beam.PTransform):
@@ -326,19 +314,23 @@ class _Cutoffs(beam.PTransform):
         return (from_docs, from_ranges) | "All cutoffs" >> beam.Flatten()
 
 
-class Mix(beam.PTransform):
+class Mix(
+    Stage,
+    stage="mix",
+    config=MixConfig,
+    summary="token ratios over nested groups (kind, lang, ...), total tokens, repeats; "
+    "RUN/STAGE/report.json",
+    tail=True,
+):
     """Samples TokenizedDocs to the configured mix; returns {"kept", "rejects", "added",
-    "report"} (the last one element, the report dict) and writes RUN/STAGE/report.json with `write_file(path, data)` (the run directory's atomic
-    writer, given by the registry: transforms do not import the pipelines package)."""
+    "report"} (the last one element, the report dict, handed to pack) and writes
+    RUN/STAGE/report.json."""
 
-    def __init__(self, cfg: MixConfig, ctx: Any, write_file: Callable[[str, bytes], None]):
-        super().__init__(label=ctx.name)
-        self._cfg, self._name, self._seed = cfg, ctx.name, ctx.seed
-        self._report_path = FileSystems.join(ctx.run_dir, ctx.name, REPORT_NAME)
-        self._write_file = write_file
+    def files(self) -> dict[str, str]:
+        return {"mix_report": self.context.file(REPORT_NAME)}
 
-    def expand(self, docs):
-        cfg, seed = self._cfg, self._seed
+    def run(self, docs):
+        cfg, seed = self.config, self.seed
         grouped = docs | "Group" >> beam.Map(lambda d: (cfg.group(d), d.id, d.n_tokens))
         in_mix = grouped | "In mix" >> beam.Filter(lambda t: t[0] is not None)
         available = (
@@ -360,22 +352,22 @@ class Mix(beam.PTransform):
         plan_side = beam.pvalue.AsSingleton(plan)
 
         cutoffs = in_mix | "Cutoffs" >> _Cutoffs(seed, plan_side)
-        out = docs | "Select" >> beam.ParDo(
-            _SelectFn(cfg, seed, self._name), plan_side, beam.pvalue.AsDict(cutoffs)
-        ).with_outputs(REJECTS, ADDED, main=KEPT)
+        out = outputs(docs, _SelectFn(self), "Select", plan_side, beam.pvalue.AsDict(cutoffs))
 
         taken = (
             out[KEPT]
             | "Taken" >> beam.Map(lambda d: (cfg.group(d), (d.n_tokens, 1, int(d.copy == 0))))
             | "Sum taken" >> beam.CombinePerKey(_sum_triples)
         )
-        path, write_file = self._report_path, self._write_file
+        path = self.files()["mix_report"]
 
         def build(_, p: MixPlan, docs_by_group: dict[str, int], taken_by_group: dict[str, Any]):
             return mix_report(p, docs_by_group, {g: tuple(v) for g, v in taken_by_group.items()})
 
         def write(report: dict[str, Any]) -> dict[str, Any]:
-            write_file(path, (json.dumps(report, indent=2, sort_keys=True) + "\n").encode("utf-8"))
+            atomic_write(
+                path, (json.dumps(report, indent=2, sort_keys=True) + "\n").encode("utf-8")
+            )
             return report
 
         report = (
@@ -385,4 +377,4 @@ class Mix(beam.PTransform):
             >> beam.Map(build, plan_side, beam.pvalue.AsDict(documents), beam.pvalue.AsDict(taken))
             | "Write report" >> beam.Map(write)
         )
-        return {KEPT: out[KEPT], REJECTS: out[REJECTS], ADDED: out[ADDED], REPORT: report}
+        return {**out, REPORT: report}

@@ -19,7 +19,7 @@ from typing import Literal
 from pydantic import Field
 
 from iptkit.transforms.record import Record
-from iptkit.transforms.stage import Drop, RecordStage
+from iptkit.transforms.stage import Drop, RecordStage, StageContext
 from iptkit.transforms.stage_config import StageConfig
 
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
@@ -83,22 +83,26 @@ def normalize_text(text: str, cfg: NormalizeConfig) -> str | Drop:
     return text
 
 
-class Normalize(RecordStage):
+class Normalize(
+    RecordStage,
+    stage="normalize",
+    config=NormalizeConfig,
+    summary="Unicode normal form, control characters, whitespace, invalid UTF-8",
+):
     """Normalises a record's text, its instruction/response pairs and its conversation turns."""
 
-    def __init__(self, cfg: NormalizeConfig, name: str = "normalize"):
-        self.cfg = cfg
-        self.name = name
+    def __init__(self, config: NormalizeConfig | None = None, context: StageContext | None = None):
+        super().__init__(config, context)
 
     def apply(self, record: Record) -> Record | Drop:
-        text = normalize_text(record.text, self.cfg)
+        text = normalize_text(record.text, self.config)
         if isinstance(text, Drop):
             return text
         pairs = []
         for i, pair in enumerate(record.pairs):
             new_pair = {}
             for key, value in pair.items():
-                out = normalize_text(value, self.cfg)
+                out = normalize_text(value, self.config)
                 if isinstance(out, Drop):
                     return Drop(out.reason, f"pairs[{i}].{key}: {out.detail}")
                 new_pair[key] = out
@@ -107,7 +111,7 @@ class Normalize(RecordStage):
         if "conversation" in meta:
             turns = []
             for i, turn in enumerate(meta["conversation"]):
-                out = normalize_text(turn["content"], self.cfg)
+                out = normalize_text(turn["content"], self.config)
                 # An empty assistant turn is data about the conversation, not a reason to drop it.
                 if isinstance(out, Drop) and out.reason != "empty_after_normalize":
                     return Drop(out.reason, f"conversation[{i}]: {out.detail}")

@@ -50,8 +50,8 @@ from iptkit.files import (
 )
 from iptkit.shards import MANIFEST_NAME, Manifest, ShardWriter, Totals
 from iptkit.transforms.document import GROUP_FIELDS, TokenizedDoc
-from iptkit.transforms.record import Record, Reject
-from iptkit.transforms.stage import KEPT, REJECTS, Drop, RecordStage
+from iptkit.transforms.record import Record
+from iptkit.transforms.stage import Drop, RecordStage, Stage, StageContext, StageFn, outputs
 from iptkit.transforms.stage_config import ExistingPath, StageConfig
 from iptkit.transforms.tail.formatting import (
     BUILTIN_TEMPLATES,
@@ -62,8 +62,7 @@ from iptkit.transforms.tail.formatting import (
 from iptkit.transforms.tail.packing import PACKERS, Piece
 from iptkit.transforms.tail.tokenizer import LoadedTokenizer, TokenizerError, load_tokenizer
 
-FORMAT_STAGE = "format"
-SHARDS_DIR = "shards"
+ROUTED = "routed"
 PARTS_DIR = ".parts"
 # transformers writes this "no limit" value as model_max_length when a model sets none.
 _NO_LIMIT = 10**18
@@ -254,18 +253,20 @@ def difficulty_of(record: Record) -> float | None:
 
 
 class FormatTokenize(RecordStage):
-    """Record -> TokenizedDoc (format, then tokenize segment by segment); batched."""
+    """Record -> TokenizedDoc (format, then tokenize segment by segment); batched. The flow
+    runs it before the tail (ledger row `format`), configured by the pack stage's options; a
+    spec does not name it."""
 
+    config_class = PackConfig
     batch_size = 1000
 
-    def __init__(self, cfg: PackConfig, name: str = FORMAT_STAGE):
-        self.name = name
-        self._cfg = cfg
-        self._tok = load_tokenizer(cfg.tokenizer)
+    def __init__(self, config: PackConfig, context: StageContext | None = None):
+        super().__init__(config, context or StageContext("format"))
+        self._tok = load_tokenizer(config.tokenizer)
 
     def setup(self) -> None:
         tok = self._tok
-        self._template = template(self._cfg, tok)
+        self._template = template(self.config, tok)
         eos = tok.special_tokens.get("eos")
         self._eos_text = tok.id_to_token(eos) if eos is not None else ""
 
@@ -352,25 +353,33 @@ def curriculum_bucket(
     return min(buckets - 1, int((difficulty - lo) / (hi - lo) * buckets))
 
 
-class _RouteFn(beam.DoFn):
+class _RouteFn(StageFn):
     """Split, bucket and sort key of each document; BOS/EOS added; too_long/no_stage rejects."""
 
-    def __init__(self, cfg: PackConfig, seed: int, stage: str, specials: dict[str, int]):
-        self._cfg, self._seed, self._stage, self._specials = cfg, seed, stage, specials
+    def __init__(self, stage: Pack, specials: dict[str, int]):
+        super().__init__(stage)
+        self._specials = specials
 
     def process(self, doc: TokenizedDoc, validation_ids: Any, span: Any):
-        cfg, seed = self._cfg, self._seed
+        with self.timed():
+            (routed,) = self.decide(lambda d: [self._route(d[0], validation_ids, span)], [doc])
+        if isinstance(routed, Drop):
+            yield from self.emit([(doc, routed)])
+            return
+        yield beam.pvalue.TaggedOutput(ROUTED, routed)
+        yield from self.emit([(doc, doc)])
+
+    def _route(self, doc: TokenizedDoc, validation_ids: Any, span: Any) -> Any:
+        cfg, seed = self.stage.config, self.stage.seed
         bos, eos = self._specials.get("bos"), self._specials["eos"] if cfg.add_eos else None
         n_tokens = doc.n_tokens + (bos is not None) + (eos is not None)
         if cfg.long_documents == "drop" and n_tokens > cfg.seq_len:
-            yield self._reject(doc, "too_long", f"{n_tokens} tokens > seq_len {cfg.seq_len}")
-            return
+            return Drop("too_long", f"{n_tokens} tokens > seq_len {cfg.seq_len}")
         folder = ""
         if cfg.training_stages:
             stage = next((s for s in cfg.training_stages if s.matches(doc)), None)
             if stage is None:
-                yield self._reject(doc, "no_stage", "matches no training_stages entry")
-                return
+                return Drop("no_stage", "matches no training_stages entry")
             folder = stage.name + "/"
         if validation_ids is not None:
             in_val = doc.id in validation_ids
@@ -387,14 +396,7 @@ class _RouteFn(beam.DoFn):
         hardness = doc.difficulty if doc.difficulty is not None else math.inf
         sort_key = (hardness if cfg.order == "curriculum" else 0.0, order, doc.key)
         key = (folder + split, prefix, bucket)
-        yield beam.pvalue.TaggedOutput("routed", (key, (sort_key, *doc_bytes(doc, bos, eos))))
-        yield doc
-
-    def _reject(self, doc: TokenizedDoc, reason: str, detail: str) -> Any:
-        summary = {f: doc.group_value(f) for f in GROUP_FIELDS} | {"tokens": doc.n_tokens}
-        return beam.pvalue.TaggedOutput(
-            REJECTS, Reject(doc.id, doc.source, self._stage, reason, detail, summary)
-        )
+        return key, (sort_key, *doc_bytes(doc, bos, eos))
 
 
 def _span(pairs: Any) -> tuple[float, float]:
@@ -410,13 +412,18 @@ def _part_dir(shards_root: str, folder: str, bucket: int) -> str:
     return FileSystems.join(shards_root, *folder.split("/"), PARTS_DIR, f"{bucket:05d}")
 
 
-class _WriteBucketFn(beam.DoFn):
+class _WriteBucketFn(StageFn):
     """Sorts one bucket's documents, packs them and writes its shard files (and Megatron's)."""
 
-    def __init__(self, cfg: PackConfig, shards_root: str, header: dict[str, Any]):
-        self._cfg, self._root, self._header = cfg, shards_root, header
+    def __init__(self, stage: Pack, header: dict[str, Any]):
+        super().__init__(stage)
+        self._cfg, self._root, self._header = stage.config, stage.context.run.shards, header
 
     def process(self, item: Any, has_mask: bool):
+        with self.timed():
+            yield self._bucket(item, has_mask)
+
+    def _bucket(self, item: Any, has_mask: bool) -> tuple[str, int]:
         (folder, prefix, bucket), values = item
         docs = sorted(values, key=lambda v: v[0])
         bos = "bos" in self._header["special_tokens"]
@@ -435,7 +442,7 @@ class _WriteBucketFn(beam.DoFn):
         finally:
             if remote:
                 shutil.rmtree(local, ignore_errors=True)
-        yield folder, bucket
+        return folder, bucket
 
     def _write(
         self, part: Path, folder: str, prefix: str, bucket: int, pieces: list[Piece], has_mask: bool
@@ -466,13 +473,18 @@ class _WriteBucketFn(beam.DoFn):
                     mw.add_document(p.ids)
 
 
-class _FinalizeFn(beam.DoFn):
+class _FinalizeFn(StageFn):
     """Moves a split's bucket files into its folder and writes the one manifest.json."""
 
-    def __init__(self, shards_root: str):
-        self._root = shards_root
+    def __init__(self, stage: Pack):
+        super().__init__(stage)
+        self._root = stage.context.run.shards
 
     def process(self, item: Any, mix: list[dict[str, Any]]):
+        with self.timed():
+            yield self._finalize(item, mix)
+
+    def _finalize(self, item: Any, mix: list[dict[str, Any]]) -> str:
         folder, buckets = item
         out = FileSystems.join(self._root, *folder.split("/"))
         parts = [
@@ -507,7 +519,7 @@ class _FinalizeFn(beam.DoFn):
             }
         )
         atomic_write(FileSystems.join(out, MANIFEST_NAME), manifest.to_json().encode("utf-8"))
-        yield folder
+        return folder
 
 
 def _manifest_mix(reports: list[dict[str, Any]]) -> dict[str, Any]:
@@ -518,17 +530,32 @@ def _manifest_mix(reports: list[dict[str, Any]]) -> dict[str, Any]:
     return json.loads(json.dumps(manifest_mix(reports[0]), sort_keys=True))
 
 
-class Pack(beam.PTransform):
-    """Packs TokenizedDocs into RUN/shards/; input {"docs": docs, "report": mix report (opt.)};
-    returns {"kept": documents packed, "rejects": too_long / no_stage}."""
+class Pack(
+    Stage,
+    stage="pack",
+    config=PackConfig,
+    summary="format, tokenize, pack (concat or best fit) into RUN/shards/[STAGE/]SPLIT/ + manifest",
+    tail=True,
+):
+    """Packs TokenizedDocs into RUN/shards/, with the mix's report (when a mix stage ran)
+    in each manifest; returns {"kept": documents packed, "rejects": too_long / no_stage}."""
 
-    def __init__(self, cfg: PackConfig, ctx: Any):
-        super().__init__(label=ctx.name)
-        self._cfg, self._ctx = cfg, ctx
+    def split_folders(self) -> list[str]:
+        """The split folders under RUN/shards/ this stage writes (each gets a manifest)."""
+        cfg = self.config
+        stages = [f"{s.name}/" for s in cfg.training_stages] or [""]
+        splits = ["train", "validation"] if cfg.validation else ["train"]
+        return [stage + split for stage in stages for split in splits]
 
-    def expand(self, inputs):
-        cfg, ctx = self._cfg, self._ctx
-        docs = inputs["docs"]
+    def files(self) -> dict[str, str]:
+        root = self.context.run.shards
+        return {
+            f"manifest:{folder}": FileSystems.join(root, *folder.split("/"), MANIFEST_NAME)
+            for folder in self.split_folders()
+        }
+
+    def run(self, docs, report=None):
+        cfg, ctx = self.config, self.context
         tok = load_tokenizer(cfg.tokenizer)
         specials = special_tokens(cfg, tok)
         header = {
@@ -539,7 +566,6 @@ class Pack(beam.PTransform):
             "spec_hash": ctx.spec_hash,
             "seed": ctx.seed,
         }
-        root = FileSystems.join(ctx.run_dir, SHARDS_DIR)
         validation_ids = None
         if cfg.validation >= 1:
             n, seed = int(cfg.validation), ctx.seed
@@ -570,18 +596,17 @@ class Pack(beam.PTransform):
             )
         else:
             span = beam.pvalue.AsSingleton(docs.pipeline | "No span" >> beam.Create([None]))
-        routed = docs | "Route" >> beam.ParDo(
-            _RouteFn(cfg, ctx.seed, ctx.name, specials), validation_ids, span
-        ).with_outputs(REJECTS, "routed", main=KEPT)
-        mix = inputs.get("report")
+        routed = outputs(
+            docs, _RouteFn(self, specials), "Route", validation_ids, span, tags=(ROUTED,)
+        )
         mix_side = beam.pvalue.AsList(
-            mix if mix is not None else docs.pipeline | "No mix" >> beam.Create([])
+            report if report is not None else docs.pipeline | "No mix" >> beam.Create([])
         )
         (
-            routed["routed"]
+            routed.pop(ROUTED)
             | "By bucket" >> beam.GroupByKey()
-            | "Write buckets" >> beam.ParDo(_WriteBucketFn(cfg, root, header), has_mask)
+            | "Write buckets" >> beam.ParDo(_WriteBucketFn(self, header), has_mask)
             | "By split" >> beam.GroupByKey()
-            | "Manifest" >> beam.ParDo(_FinalizeFn(root), mix_side)
+            | "Manifest" >> beam.ParDo(_FinalizeFn(self), mix_side)
         )
-        return {KEPT: routed[KEPT], REJECTS: routed[REJECTS]}
+        return routed

@@ -22,11 +22,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Literal
 
-import apache_beam as beam
-from apache_beam.metrics import Metrics
 from pydantic import Field, model_validator
 
-from iptkit.transforms.inference.chat_prompt import PromptAndGenerate, chat_prompt
+from iptkit.transforms.inference.chat_prompt import chat_prompt
 from iptkit.transforms.inference.core import (
     Generation,
     GenerationRequest,
@@ -36,7 +34,7 @@ from iptkit.transforms.inference.core import (
     spec_tokenizer,
 )
 from iptkit.transforms.record import Record
-from iptkit.transforms.stage import KEPT, REJECTS, Drop, metrics_namespace, reject
+from iptkit.transforms.stage import Drop, ModelStage
 from iptkit.transforms.text.response_checks import MAX_RESPONSE_TOKENS, check_response
 from iptkit.transforms.text.scripts import base_lang
 from iptkit.transforms.typology import mark_synthetic
@@ -116,50 +114,27 @@ def decide(
     return drop or responded(record, response, cfg, spec, seed, generation)
 
 
-class _Decide(beam.DoFn):
-    def __init__(self, cfg: RespondConfig, spec: ModelSpec, name: str):
-        self._cfg, self._spec, self._name = cfg, spec, name
+class Respond(
+    ModelStage,
+    stage="respond",
+    config=RespondConfig,
+    summary="LLM responses to instructions (chat template); empty or over-long responses rejected",
+):
+    """An instruction-tuned model answers each instruction record."""
 
     def setup(self) -> None:
-        tokenizer = spec_tokenizer(self._spec)
+        tokenizer = spec_tokenizer(self.model_spec())
         self._count = lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    def process(self, item: tuple[tuple[Record, int], Generation]):
-        (record, seed), generation = item
-        out = decide(record, generation, self._cfg, self._spec, seed, self._count)
-        ns = metrics_namespace(self._name)
-        if isinstance(out, Drop):
-            Metrics.counter(ns, f"dropped.{out.reason}").inc()
-            yield beam.pvalue.TaggedOutput(REJECTS, reject(record, self._name, out))
-        else:
-            Metrics.counter(ns, "responded").inc()
-            yield out
+    def wants(self, record: Record) -> bool:
+        return wants_response(record, self.config)
 
-
-class Respond(beam.PTransform):
-    """The respond stage; returns `{"kept": records, "rejects": rejects}`."""
-
-    def __init__(self, cfg: RespondConfig, seed: int, name: str = "respond"):
-        super().__init__(label=name)
-        self._cfg, self._seed, self._name = cfg, seed, name
-
-    def expand(self, records):
-        cfg, seed = self._cfg, self._seed
-        spec = cfg.model_spec()
-        todo, others = records | "Select" >> beam.Partition(
-            lambda r, _: 0 if wants_response(r, cfg) else 1, 2
+    def request(self, record: Record, tokenizer: Any) -> GenerationRequest:
+        cfg = self.config
+        return GenerationRequest(
+            chat_prompt(tokenizer, record.text, cfg.system), sampling_seed(self.seed, record.id)
         )
 
-        def build(record: Record, tokenizer: Any):
-            request = GenerationRequest(
-                chat_prompt(tokenizer, record.text, cfg.system), sampling_seed(seed, record.id)
-            )
-            return (record, request.seed), request
-
-        decided = (
-            todo
-            | "Respond" >> PromptAndGenerate(spec, build)
-            | "Check" >> beam.ParDo(_Decide(cfg, spec, self._name)).with_outputs(REJECTS, main=KEPT)
-        )
-        kept = (decided[KEPT], others) | "Kept" >> beam.Flatten()
-        return {KEPT: kept, REJECTS: decided[REJECTS]}
+    def parse(self, record: Record, generation: Generation) -> Record | Drop:
+        seed = sampling_seed(self.seed, record.id)
+        return decide(record, generation, self.config, self.model_spec(), seed, self._count)

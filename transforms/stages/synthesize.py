@@ -34,7 +34,6 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import apache_beam as beam
-from apache_beam.metrics import Metrics
 from pydantic import Field
 
 from iptkit.transforms.inference.core import (
@@ -48,8 +47,8 @@ from iptkit.transforms.inference.core import (
     sampling_seed,
     spec_tokenizer,
 )
-from iptkit.transforms.record import Record, Reject, shallow_dict
-from iptkit.transforms.stage import KEPT, REJECTS, Drop, metrics_namespace, reject
+from iptkit.transforms.record import Record, shallow_dict
+from iptkit.transforms.stage import Drop, Stage, StageFn, merge, outputs
 from iptkit.transforms.synth.lmops_format import (
     ParseCounts,
     cook_example,
@@ -62,6 +61,7 @@ from iptkit.transforms.synth.templates import render_augmented
 
 JOINED = "joined"
 AUGMENTED_PREFIX = "aug:"
+DONE = "done"  # chains that leave a round without a request (their prompt cannot fit)
 
 
 class SynthesizeConfig(InferenceOptions):
@@ -269,16 +269,18 @@ def segments(chain: Chain) -> Iterator[list[int]]:
         yield run
 
 
-def assemble(chain: Chain, seed: int, stage: str, model: str) -> Iterator[Record | Reject]:
-    """The records (augmented, or raw unchanged) and rejects a finished chain leaves."""
+def assemble(chain: Chain, seed: int, model: str) -> Iterator[tuple[Record, Record | Drop]]:
+    """What a finished chain leaves, as `(member, decision)`: a run's head becomes its
+    augmented record (or stays raw without pairs, or is dropped with its error), the run's other
+    members are dropped as joined into it."""
     for run in segments(chain):
         head = chain.members[run[0]]
         first = chain.results[run[0]]
         if first.error:
-            yield reject(head, stage, Drop(first.error, first.detail))
+            yield head, Drop(first.error, first.detail)
             continue
         if not first.pairs:
-            yield head
+            yield head, head
             continue
         members = [chain.members[i] for i in run]
         results = [chain.results[i] for i in run]
@@ -297,89 +299,117 @@ def assemble(chain: Chain, seed: int, stage: str, model: str) -> Iterator[Record
             "new_tokens": [r.new_tokens for r in results],
             "truncated_tokens": [r.truncated_tokens for r in results],
         }
-        yield replace(
+        yield (
             head,
-            id=aug_id,
-            kind="augmented",
-            text=render_augmented(
-                [(m.text, r.pairs) for m, r in zip(members, results, strict=True)],
-                head.lang,
-                f"{seed}:{aug_id}",
+            replace(
+                head,
+                id=aug_id,
+                kind="augmented",
+                text=render_augmented(
+                    [(m.text, r.pairs) for m, r in zip(members, results, strict=True)],
+                    head.lang,
+                    f"{seed}:{aug_id}",
+                ),
+                pairs=[p for r in results for p in r.pairs],
+                meta={**head.meta, "synth": synth},
             ),
-            pairs=[p for r in results for p in r.pairs],
-            meta={**head.meta, "synth": synth},
         )
         for member in members[1:]:
-            yield reject(member, stage, Drop(JOINED, f"joined into {aug_id}"))
+            yield member, Drop(JOINED, f"joined into {aug_id}")
 
 
-class _BuildPrompts(beam.DoFn):
+class _BuildPrompts(StageFn):
     """Round k's prompts; a member whose prompt cannot fit leaves the round with its reason."""
 
-    def __init__(self, k: int, spec: ModelSpec, seed: int):
-        self._k, self._spec, self._seed = k, spec, seed
+    def __init__(self, stage: Synthesize, k: int, spec: ModelSpec):
+        super().__init__(stage)
+        self._k, self._spec = k, spec
 
     def setup(self) -> None:
         self._tokenizer = spec_tokenizer(self._spec)
 
     def process(self, chain: Chain):
-        prompt = build_prompt(chain, self._k, self._tokenizer, self._spec)
+        with self.timed():
+            prompt = build_prompt(chain, self._k, self._tokenizer, self._spec)
         if prompt.text is None:
             result = MemberResult(
                 error=PROMPT_TOO_LONG,
                 detail=f"{prompt.tokens} prompt tokens > budget {self._spec.prompt_budget}",
                 prompt_tokens=prompt.tokens,
             )
-            yield beam.pvalue.TaggedOutput("done", replace(chain, results=[*chain.results, result]))
+            yield beam.pvalue.TaggedOutput(DONE, replace(chain, results=[*chain.results, result]))
             return
         member = chain.members[self._k]
-        request = GenerationRequest(prompt.text, sampling_seed(self._seed, member.id))
+        request = GenerationRequest(prompt.text, sampling_seed(self.stage.seed, member.id))
         yield (chain, prompt), request
 
 
-class _Round(beam.PTransform):
-    """One round of inference over every chain with a k-th member."""
+class _Update(StageFn):
+    """Round k's generation parsed into the chain's k-th result."""
 
-    def __init__(self, k: int, cfg: SynthesizeConfig, seed: int, ns: str):
-        super().__init__()
-        self._k, self._cfg, self._seed, self._ns = k, cfg, seed, ns
+    def __init__(self, stage: Synthesize, k: int):
+        super().__init__(stage)
+        self._k = k
 
-    def expand(self, chains):
-        k, cfg, ns = self._k, self._cfg, self._ns
-        spec = cfg.model_spec()
-        waiting, idle = chains | "Has member" >> beam.Partition(
+    def process(self, item: tuple[tuple[Chain, Prompt], Generation]):
+        (chain, prompt), generation = item
+        if generation.error is None:
+            self.count("generated_tokens", generation.new_tokens)
+            self.count("chained_prompts", int(prompt.chained))
+        with self.timed():
+            cfg = self.stage.config
+            yield apply_generation(chain, self._k, prompt, generation, cfg.max_pair_chars)
+
+
+class _Mine(StageFn):
+    def process(self, chain: Chain):
+        with self.timed():
+            yield mine_chain(chain, self.stage.seed)
+
+
+class _Assemble(StageFn):
+    def __init__(self, stage: Synthesize, model: str):
+        super().__init__(stage)
+        self._model = model
+
+    def process(self, chain: Chain):
+        with self.timed():
+            pairs = list(assemble(chain, self.stage.seed, self._model))
+        for _, out in pairs:
+            if isinstance(out, Record):
+                self.count("augmented" if out.kind == "augmented" else "no_pairs")
+        yield from self.emit(pairs)
+
+
+class Synthesize(
+    Stage,
+    stage="synthesize",
+    config=SynthesizeConfig,
+    summary="instruction-response pairs (synthesizer via RunInference, or rules) -> M-shot "
+    "augmented",
+):
+    """Chains the selected records (by source, language and hash bucket), runs one model round
+    per chain member (or the rule miner), and assembles each run of pairs into an augmented
+    record. Its graph is several model rounds, so it writes `run` from the shared pieces."""
+
+    def _round(self, chains: Any, k: int) -> Any:
+        spec = self.config.model_spec()
+        waiting, idle = chains | f"Has member {k + 1}" >> beam.Partition(
             lambda c, _: 0 if len(c.members) > k else 1, 2
         )
-        built = waiting | "Prompts" >> beam.ParDo(_BuildPrompts(k, spec, self._seed)).with_outputs(
-            "done", main="requests"
-        )
-
-        def update(item: tuple[tuple[Chain, Prompt], Generation]) -> Chain:
-            (chain, prompt), generation = item
-            if generation.error is None:
-                Metrics.counter(ns, "generated_tokens").inc(generation.new_tokens)
-                Metrics.counter(ns, "chained_prompts").inc(int(prompt.chained))
-            return apply_generation(chain, k, prompt, generation, cfg.max_pair_chars)
-
+        built = waiting | f"Prompts {k + 1}" >> beam.ParDo(
+            _BuildPrompts(self, k, spec)
+        ).with_outputs(DONE, main="requests")
         generated = (
             built["requests"]
-            | "Generate" >> Generate(spec)
-            | "Update" >> beam.Map(update).with_output_types(Chain)
+            | f"Generate {k + 1}" >> Generate(spec)
+            | f"Update {k + 1}" >> beam.ParDo(_Update(self, k)).with_output_types(Chain)
         )
-        return (generated, built["done"], idle) | "Merge" >> beam.Flatten()
+        return (generated, built[DONE], idle) | f"Merge {k + 1}" >> beam.Flatten()
 
-
-class Synthesize(beam.PTransform):
-    """The synthesize stage; returns `{"kept": records, "rejects": rejects}`."""
-
-    def __init__(self, cfg: SynthesizeConfig, seed: int, name: str = "synthesize"):
-        super().__init__(label=name)
-        self._cfg, self._seed, self._name = cfg, seed, name
-
-    def expand(self, records):
-        cfg, seed, name = self._cfg, self._seed, self._name
-        ns = metrics_namespace(name)
-        chosen, others = records | "Select" >> beam.Partition(
+    def run(self, records):
+        cfg, seed = self.config, self.seed
+        chosen, others = records | "Chosen" >> beam.Partition(
             lambda r, _: 0 if selected(r, seed, cfg.fraction) else 1, 2
         )
         keyed = chosen | "Key" >> beam.Map(lambda r: ((r.source, r.lang or ""), r))
@@ -403,26 +433,11 @@ class Synthesize(beam.PTransform):
             | "Chain" >> beam.FlatMap(cut).with_output_types(Chain)
         )
         if cfg.backend == "rules":
-            chains = chains | "Mine" >> beam.Map(mine_chain, seed).with_output_types(Chain)
+            chains = chains | "Mine" >> beam.ParDo(_Mine(self)).with_output_types(Chain)
             model = "rules"
         else:
             for k in range(cfg.rounds):
-                chains = chains | f"Round {k + 1}" >> _Round(k, cfg, seed, ns)
+                chains = self._round(chains, k)
             model = cfg.model or ""
-
-        def finish(chain: Chain):
-            for out in assemble(chain, seed, name, model):
-                if isinstance(out, Reject):
-                    Metrics.counter(ns, f"dropped.{out.reason}").inc()
-                    yield beam.pvalue.TaggedOutput(REJECTS, out)
-                elif out.kind == "augmented":
-                    Metrics.counter(ns, "augmented").inc()
-                    Metrics.counter(ns, "pairs").inc(len(out.pairs))
-                    yield out
-                else:
-                    Metrics.counter(ns, "no_pairs").inc()
-                    yield out
-
-        done = chains | "Assemble" >> beam.FlatMap(finish).with_outputs(REJECTS, main=KEPT)
-        kept = (done[KEPT], others) | "Rejoin" >> beam.Flatten()
-        return {KEPT: kept, REJECTS: done[REJECTS]}
+        done = outputs(chains, _Assemble(self, model), "Assemble")
+        return merge([done], "Synthesize", passed=others)

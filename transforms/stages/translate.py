@@ -39,10 +39,9 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 import apache_beam as beam
-from apache_beam.metrics import Metrics
 from pydantic import BaseModel, ConfigDict, Field
 
-from iptkit.transforms.inference.chat_prompt import PromptAndGenerate, chat_prompt
+from iptkit.transforms.inference.chat_prompt import chat_prompt
 from iptkit.transforms.inference.core import (
     Generation,
     GenerationRequest,
@@ -51,7 +50,7 @@ from iptkit.transforms.inference.core import (
     sampling_seed,
 )
 from iptkit.transforms.record import Record
-from iptkit.transforms.stage import ADDED, KEPT, REJECTS, Drop, metrics_namespace, reject
+from iptkit.transforms.stage import Drop, Expand, ModelStage, ParseFn, merge, outputs
 from iptkit.transforms.stage_config import ExistingPath
 from iptkit.transforms.stages.langid import LangId, LangidConfig
 from iptkit.transforms.text.scripts import base_lang
@@ -60,7 +59,6 @@ from iptkit.transforms.typology import mark_synthetic, resolve_origin
 
 ADDED_REASON = "translation"
 FAILED = "failed"
-SOURCES = "sources"
 
 DEFAULT_PROMPTS = {
     "en-ja": "Translate the following English text into natural Japanese. Keep code blocks, "
@@ -229,106 +227,92 @@ class Pending:
     last: Drop | None = None
 
 
-class _Check(beam.DoFn):
-    """Checks each output: a translation goes on, a failure to the next attempt or rejects."""
+def checked(
+    pending: Pending, generation: Generation, cfg: TranslateConfig, spec: ModelSpec,
+    predict: Callable[[str], Any],
+) -> Record | Expand | Drop | Pending:  # fmt: skip
+    """An attempt's outcome: the translation (next to its source with `keep_source`), the
+    next attempt, or, when attempts are spent or the model failed, why the record is dropped."""
+    record = pending.record
+    if generation.error:
+        return Drop(generation.error, generation.detail)
+    user = request_text(record, cfg)
+    drop = check_translation(
+        record.text,
+        generation.text,
+        cfg.target,
+        predict,
+        cfg.checks,
+        prompt=user if isinstance(user, str) else None,
+    )
+    if drop is not None:
+        attempt = pending.attempt + 1
+        if attempt < cfg.attempts:
+            return Pending(record, attempt, drop)
+        return Drop(drop.reason, f"after {attempt} attempt(s): {drop.detail}")
+    out = translated(
+        record, generation.text, cfg.target, cfg.model or "", pending.attempt, spec, generation
+    )
+    return Expand([out, record], ADDED_REASON) if cfg.keep_source else out
 
-    def __init__(self, cfg: TranslateConfig, spec: ModelSpec, name: str):
-        self._cfg, self._spec, self._name = cfg, spec, name
-        self._langid = LangId(LangidConfig(model=cfg.langid_model, top_k=1, max_chars=2000))
+
+class Translate(
+    ModelStage,
+    stage="translate",
+    config=TranslateConfig,
+    summary="LLM translation (chat template, few-shot), validated outputs, seeded retries; "
+    "parallel link",
+):
+    """Translates records into the target language; each output is checked and, when it
+    fails, retried with a new seed (`attempts`) before the record is rejected."""
 
     def setup(self) -> None:
-        self._langid.setup()
+        if getattr(self, "_langid", None) is None:
+            cfg = self.config
+            self._langid = LangId(LangidConfig(model=cfg.langid_model, top_k=1, max_chars=2000))
+            self._langid.setup()
 
-    def process(self, item: tuple[tuple[Pending, str], Generation]):
-        (pending, prompt), generation = item
-        cfg, ns, record = self._cfg, metrics_namespace(self._name), pending.record
-        if generation.error:
-            drop = Drop(generation.error, generation.detail)
-            Metrics.counter(ns, f"dropped.{drop.reason}").inc()
-            yield beam.pvalue.TaggedOutput(REJECTS, reject(record, self._name, drop))
-            return
-        user = request_text(record, cfg)
-        drop = check_translation(
-            record.text,
-            generation.text,
-            cfg.target,
-            self._langid.predict,
-            cfg.checks,
-            prompt=user if isinstance(user, str) else None,
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_langid": None}  # the language model is loaded per worker
+
+    def wants(self, record: Record) -> bool:
+        return needs_translation(record, self.config)
+
+    def request(self, pending: Pending, tokenizer: Any) -> GenerationRequest | Drop:
+        prompt = build_prompt(pending.record, self.config, tokenizer)
+        if isinstance(prompt, Drop):
+            return prompt
+        return GenerationRequest(prompt, retry_seed(self.seed, pending.record.id, pending.attempt))
+
+    def parse(self, pending: Pending, generation: Generation) -> Any:
+        spec = attempt_spec(self.model_spec(), pending.attempt, self.config.retry_temperature)
+        return checked(pending, generation, self.config, spec, self._langid.predict)
+
+    def run(self, records):
+        cfg = self.config
+        todo, others = records | "Wants" >> beam.Partition(
+            lambda r, _: 0 if self.wants(r) else 1, 2
         )
-        if drop is not None:
-            Metrics.counter(ns, f"failed.{drop.reason}").inc()
-            yield beam.pvalue.TaggedOutput(FAILED, Pending(record, pending.attempt + 1, drop))
-            return
-        Metrics.counter(ns, "translated").inc()
-        if cfg.keep_source:
-            yield beam.pvalue.TaggedOutput(SOURCES, record)
-        yield translated(
-            record, generation.text, cfg.target, cfg.model or "", pending.attempt, self._spec,
-            generation,
-        )  # fmt: skip
-
-
-def _request(cfg: TranslateConfig, seed: int) -> Callable[[Pending, Any], Any]:
-    def build(pending: Pending, tokenizer: Any):
-        prompt = build_prompt(pending.record, cfg, tokenizer)
-        assert isinstance(prompt, str)  # records without a prompt were rejected before
-        request = GenerationRequest(prompt, retry_seed(seed, pending.record.id, pending.attempt))
-        return (pending, prompt), request
-
-    return build
-
-
-class Translate(beam.PTransform):
-    """The translate stage; returns `{"kept", "rejects", "added"}`."""
-
-    def __init__(self, cfg: TranslateConfig, seed: int, name: str = "translate"):
-        super().__init__(label=name)
-        self._cfg, self._seed, self._name = cfg, seed, name
-
-    def expand(self, records):
-        cfg, name = self._cfg, self._name
-        todo, others = records | "Select" >> beam.Partition(
-            lambda r, _: 0 if needs_translation(r, cfg) else 1, 2
-        )
-
-        def start(record: Record):
-            drop = request_text(record, cfg)
-            if isinstance(drop, Drop):
-                yield beam.pvalue.TaggedOutput(REJECTS, reject(record, name, drop))
-            else:
-                yield Pending(record)
-
-        started = todo | "Start" >> beam.FlatMap(start).with_outputs(REJECTS, main="pending")
-        pending, done, rejects = started["pending"], [], [started[REJECTS]]
-        outputs = []
-        base = cfg.model_spec()
+        pending = todo | "Start" >> beam.Map(Pending)
+        parts = []
         for attempt in range(cfg.attempts):
-            spec = attempt_spec(base, attempt, cfg.retry_temperature)
-            checked = (
-                pending
-                | f"Attempt {attempt + 1}" >> PromptAndGenerate(spec, _request(cfg, self._seed))
-                | f"Check {attempt + 1}"
-                >> beam.ParDo(_Check(cfg, spec, name)).with_outputs(
-                    REJECTS, FAILED, SOURCES, main=KEPT
-                )
+            spec = attempt_spec(self.model_spec(), attempt, cfg.retry_temperature)
+            generated, asked = self.generate(pending, self.request, f" {attempt + 1}", spec)
+            checked_ = outputs(
+                generated, _CheckFn(self, self.parse), f"Check {attempt + 1}", tags=(FAILED,)
             )
-            done += [checked[KEPT], checked[SOURCES]]
-            outputs.append(checked)
-            rejects.append(checked[REJECTS])
-            pending = checked[FAILED]
+            pending = checked_.pop(FAILED)
+            parts += [asked, checked_]
+        return merge(parts, "Translate", passed=others)
 
-        def give_up(p: Pending):
-            Metrics.counter(metrics_namespace(name), f"dropped.{p.last.reason}").inc()
-            detail = f"after {p.attempt} attempt(s): {p.last.detail}"
-            return reject(p.record, name, Drop(p.last.reason, detail))
 
-        rejects.append(pending | "Give up" >> beam.Map(give_up))
-        kept = tuple([others, *done]) | "Kept" >> beam.Flatten()
-        # With keep_source each kept source is one record added next to its translation.
-        added = (
-            tuple(checked[SOURCES] for checked in outputs)
-            | "Sources" >> beam.Flatten()
-            | "Added" >> beam.Map(lambda _: ADDED_REASON)
-        )
-        return {KEPT: kept, REJECTS: tuple(rejects) | "Rejects" >> beam.Flatten(), ADDED: added}
+class _CheckFn(ParseFn):
+    """Parses an attempt; a `Pending` goes to the next attempt instead of the outputs."""
+
+    def process(self, item: tuple[Pending, Generation]):
+        result = self.parsed(item)
+        if isinstance(result, Pending):
+            self.count(f"failed.{result.last.reason}")
+            yield beam.pvalue.TaggedOutput(FAILED, result)
+        else:
+            yield from self.emit([(item[0].record, result)])

@@ -32,7 +32,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from iptkit.transforms.record import Record
-from iptkit.transforms.stage import Drop, Expand, RecordStage
+from iptkit.transforms.stage import Drop, Expand, RecordStage, StageContext
 from iptkit.transforms.stage_config import StageConfig
 from iptkit.transforms.text.difficulty import record_difficulty
 from iptkit.transforms.text.scripts import base_lang
@@ -252,12 +252,16 @@ def xcit(record: Record, cfg: XcitConfig) -> Record | Drop | Expand:
     return out[0] if len(out) == 1 else Expand(out, ADDED_REASON)
 
 
-class Xcit(RecordStage):
+class Xcit(
+    RecordStage,
+    stage="xcit",
+    config=XcitConfig,
+    summary="X-CIT: translation tasks both ways and think-native/answer-target chats; difficulty",
+):
     """Builds X-CIT translation and think records next to parallel records."""
 
-    def __init__(self, cfg: XcitConfig, name: str = "xcit"):
-        self.cfg = cfg
-        self.name = name
+    def __init__(self, config: XcitConfig | None = None, context: StageContext | None = None):
+        super().__init__(config, context)
 
     def apply(self, record: Record) -> Record | Drop | Expand:
-        return xcit(record, self.cfg)
+        return xcit(record, self.config)

@@ -1,4 +1,9 @@
-"""The run directory: where each output lives.
+"""The run directory: where each output lives. It is the layout's one owner.
+
+Stages never build RUN paths themselves: they ask their `StageContext` (`context.file(name)`
+for RUN/<stage>/<name>, `context.run.contamination_summary(stage)`, `context.run.shards`), and
+each stage says which files it leaves (`Stage.files()`); the runner indexes those that exist in
+stats.json under `files`, and the reports and the CLI read that index instead of globbing.
 
 Every file is written under a temporary name and renamed when complete
 (`iptkit.files.atomic_write`), so a killed run never leaves a half-written file that looks
@@ -45,6 +50,38 @@ class RunDir:
     @property
     def output_dir(self) -> str:
         return self.path("output")
+
+    @property
+    def shards(self) -> str:
+        """RUN/shards: the pack stage's splits, each with its manifest.json."""
+        return self.path("shards")
+
+    def stage_file(self, stage: str, filename: str) -> str:
+        """RUN/<stage>/<filename>: a stage's side file (a cluster or mix report)."""
+        return self.path(stage, filename)
+
+    def contamination_summary(self, stage: str) -> str:
+        """RUN/contamination/stages/<stage>.json, combined into RUN/contamination/report.*."""
+        return self.path("contamination", "stages", f"{stage}.json")
+
+    def relative(self, path: str) -> str:
+        """`path` relative to RUN, with "/" separators (as stats.json's index keeps it)."""
+        prefix = self.path("")
+        return path[len(prefix) :].replace("\\", "/") if path.startswith(prefix) else path
+
+    def index(self, declared: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+        """The stats.json index: per stage, each declared file that exists, relative to RUN."""
+        found: dict[str, dict[str, str]] = {}
+        for stage, files in declared.items():
+            present = {k: self.relative(p) for k, p in files.items() if FileSystems.exists(p)}
+            if present:
+                found[stage] = present
+        return found
+
+    def indexed(self, stats: dict | None, label: str) -> dict[str, str]:
+        """Absolute paths of the files indexed under `label`, by stage, in stats.json's order."""
+        files = (stats or {}).get("files", {})
+        return {stage: self.path(*f[label].split("/")) for stage, f in files.items() if label in f}
 
     def rejects_dir(self, stage: str) -> str:
         return self.path("rejects", stage)
