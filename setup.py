@@ -1,21 +1,28 @@
 """Distribution `iptkit`: the four code folders install as subpackages of one import root.
 
 `package_dir` maps pipelines/, transforms/, trainer/ and eval/ onto iptkit.pipelines, ...,
-so nothing generic (`eval`, `transforms`) lands at the top of site-packages.
+so nothing generic (`eval`, `transforms`) lands at the top of site-packages; configs/ (the
+trainer's presets) becomes the data-only package iptkit.configs.
+
+Data files ship as package data, so a wheel holds everything the code finds at run time (through
+importlib.resources, never beside the source tree): the presets, the example specs with their
+data and tokenizer, and the eval suites, prompt sets and local tasks. tests/test_wheel.py builds
+a wheel, installs it into a fresh virtualenv and checks that every such file made it.
 """
 
-import os
+from setuptools import find_packages, setup
 
-from setuptools import setup
+SUBPACKAGES = ("pipelines", "transforms", "trainer", "eval", "configs")
 
-SUBPACKAGES = ("pipelines", "transforms", "trainer", "eval")
-# Subpackages below the mapped folders (transforms/stages, ...), found by their __init__.py.
-NESTED = sorted(
-    f"iptkit.{root.replace(os.sep, '.')}"
-    for top in SUBPACKAGES
-    for root, _, files in os.walk(top)
-    if root != top and "__init__.py" in files
-)
+
+def packages() -> list[str]:
+    """The import packages, each folder's own subpackages included (found, not listed: a new
+    transforms/stages/ installs as iptkit.transforms.stages)."""
+    found = ["iptkit", *(f"iptkit.{sub}" for sub in find_packages("iptkit"))]
+    for folder in SUBPACKAGES:
+        found += [f"iptkit.{folder}", *(f"iptkit.{folder}.{sub}" for sub in find_packages(folder))]
+    return found
+
 
 setup(
     name="iptkit",
@@ -26,7 +33,7 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",
-    packages=["iptkit", *(f"iptkit.{name}" for name in SUBPACKAGES), *NESTED],
+    packages=packages(),
     package_dir={"iptkit": "iptkit", **{f"iptkit.{name}": name for name in SUBPACKAGES}},
     package_data={
         "iptkit.pipelines": [
@@ -37,6 +44,8 @@ setup(
         ],
         # Suites, prompt sets and the smoke tasks (lm-eval YAMLs, their loader and data).
         "iptkit.eval": ["suites/*.yaml", "prompts/*.jsonl", "tasks/*/*", "tasks/*/data/*"],
+        # The trainer's presets: DeepSpeed JSONs, model architectures, run configs.
+        "iptkit.configs": ["deepspeed/*.json", "models/*.yaml", "train/*.yaml"],
     },
     install_requires=[
         "apache-beam>=2.60",
@@ -60,7 +69,8 @@ setup(
     ],
     extras_require={
         "vllm": ["vllm>=0.6"],
-        "dev": ["pytest>=8", "ruff>=0.6"],
+        # setuptools: tests/test_wheel.py builds the wheel without build isolation (offline).
+        "dev": ["pytest>=8", "ruff>=0.6", "setuptools>=70.1"],
     },
     entry_points={"console_scripts": ["iptkit = iptkit.pipelines.cli:main"]},
 )

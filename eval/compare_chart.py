@@ -4,6 +4,7 @@ in one figure without one flattening the other."""
 
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 
@@ -47,9 +48,10 @@ def plot(comparison: Comparison, path: Path) -> Path:
     legend = "   ".join(f"{i + 1}: {name}" for i, name in enumerate(comparison.runs))
     fig.suptitle(f"{legend}   (error bars: ±1 standard error)", fontsize=8)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".tmp-{path.name}")
-    fig.savefig(temp, dpi=120, format="png")
+    png = io.BytesIO()
+    fig.savefig(png, dpi=120, format="png")
     plt.close(fig)
-    temp.replace(path)
+    from iptkit.files import atomic_write  # Beam's FileSystems loads only when writing
+
+    atomic_write(path, png.getvalue())
     return path

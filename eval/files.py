@@ -1,20 +1,20 @@
-"""Writing an eval run's files: whole or not at all (a temporary name, then a rename), as the
-rest of iptkit writes its run directories, so a killed evaluation leaves no half-written
-summary that a comparison or a report would read as whole."""
+"""Writing an eval run's files: whole or not at all, through iptkit's one atomic writer
+(`iptkit.files.atomic_write`, as the run directories are written), so a killed evaluation leaves
+no half-written summary that a comparison or a report would read as whole."""
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 
 def write_text(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".tmp-{path.name}")
-    temp.write_text(text, encoding="utf-8")
-    os.replace(temp, path)
+    """`text` to `path` as UTF-8, its folder created; returns `path`."""
+    # Imported here: Beam's FileSystems (under atomic_write) loads only when a file is written.
+    from iptkit.files import atomic_write
+
+    atomic_write(path, text)
     return path
 
 

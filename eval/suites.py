@@ -13,12 +13,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from iptkit.errors import EvalError, SpecError, SpecProblem
+from iptkit.config_file import ConfigFile, package_dir
+from iptkit.errors import EvalError, SpecError
 
-SUITES_DIR = Path(__file__).resolve().parent / "suites"
+
+class SuiteError(SpecError):
+    """A suite file is wrong (a SpecError, as suites are specs of an evaluation; exit code 2)."""
+
+    what = "suite"
+
+
+SUITES_DIR = package_dir("iptkit.eval") / "suites"
+"""The suites shipped with iptkit (in the installed package as in a source checkout)."""
 
 
 class SuiteTask(BaseModel):
@@ -98,25 +106,16 @@ def suite_file(name_or_path: str) -> Path:
 
 
 def load_suite(name_or_path: str) -> Suite:
-    """Read and validate a suite; every problem names the file and the key at fault."""
-    path = suite_file(name_or_path)
-    origin = str(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise SpecError([SpecProblem("", None, f"not valid YAML: {exc}", origin)]) from None
-    if not isinstance(data, dict):
-        raise SpecError([SpecProblem("", None, "a suite is a mapping with `tasks:`", origin)])
-    try:
-        suite = Suite.model_validate({**data, "path": origin})
-    except ValidationError as exc:
-        raise SpecError(
-            [
-                SpecProblem(".".join(map(str, err["loc"])), None, err["msg"], origin)
-                for err in exc.errors()
-            ]
-        ) from None
-    for key, target in (("task_dir", suite.task_dir_path), ("prompts", suite.prompts_path)):
+    """Read and validate a suite; raise `SuiteError` listing every problem, each naming the
+    file, line and key at fault."""
+    source = ConfigFile.read(
+        suite_file(name_or_path), what="suite", error=SuiteError, keys_hint="name, tasks, ..."
+    )
+    suite, problems = source.check(Suite, {**source.data, "path": source.origin})
+    for key in ("task_dir", "prompts"):  # as written, checked even when other keys are wrong
+        value = source.data.get(key)
+        target = (Path(source.origin).parent / value).resolve() if isinstance(value, str) else None
         if target is not None and not target.exists():
-            raise SpecError([SpecProblem(key, None, f"no such file or folder: {target}", origin)])
+            problems.append(source.locate((key,), f"no such file or folder: {target}"))
+    source.fail(problems)
     return suite

@@ -18,7 +18,8 @@ class IptkitError(Exception):
 
 @dataclass(frozen=True)
 class SpecProblem:
-    """One problem found in a spec: where (dotted key and line) and what is expected."""
+    """One problem found in a config file (a spec, a run config, a suite): where (file and
+    line, or the `--set` that made it), the dotted key, and what is expected."""
 
     key: str
     line: int | None
@@ -32,16 +33,32 @@ class SpecProblem:
         return f"{where}: {self.key}: {self.message}" if self.key else f"{where}: {self.message}"
 
 
-class SpecError(IptkitError):
-    """The spec is wrong; raised before any pipeline starts (exit code 2)."""
+class ConfigError(IptkitError):
+    """A config file is wrong (a spec, a trainer run config, an eval suite); raised before
+    anything runs (exit code 2). Holds every problem found, each naming its file, line and
+    dotted key (`iptkit.config_file` finds them), or one message."""
 
     exit_code = 2
+    what = "config"
+    """How the message's first line names the file: "invalid spec", "invalid run config"."""
 
-    def __init__(self, problems: list[SpecProblem]):
-        self.problems = problems
+    def __init__(self, problems: list[SpecProblem] | str):
+        if isinstance(problems, str):
+            self.problems: list[SpecProblem] = []
+            super().__init__(problems)
+            return
+        self.problems = list(problems)
         lines = [str(p) for p in problems]
-        head = "invalid spec" if len(problems) == 1 else f"invalid spec ({len(problems)} problems)"
+        head = f"invalid {self.what}"
+        if len(problems) > 1:
+            head += f" ({len(problems)} problems)"
         super().__init__(head + ":\n  " + "\n  ".join(lines))
+
+
+class SpecError(ConfigError):
+    """The spec is wrong; raised before any pipeline starts (exit code 2)."""
+
+    what = "spec"
 
 
 class LedgerError(IptkitError):

@@ -8,6 +8,7 @@ shard and Megatron writers memory-map and rename theirs) write to a local stagin
 
 from __future__ import annotations
 
+import os
 import shutil
 import uuid
 from pathlib import Path
@@ -23,8 +24,15 @@ def is_local(path: str) -> bool:
     return FileSystems.get_scheme(path) is None
 
 
-def atomic_write(path: str, data: bytes) -> None:
-    """Write `data` to `path` through a temporary file and a rename."""
+def atomic_write(path: str | os.PathLike[str], data: bytes | str) -> None:
+    """Write `data` (text as UTF-8) to `path` through a temporary file and a rename, so `path`
+    is either whole or as it was. iptkit's one whole-file atomic writer: run directories, eval
+    outputs, charts; local paths (their folder is created) or any FileSystems scheme."""
+    path = os.fspath(path)
+    if is_local(path):
+        path = os.path.abspath(path)  # a bare file name has a folder too
+    if isinstance(data, str):
+        data = data.encode("utf-8")
     tmp = f"{path}{TMP_MARK}{uuid.uuid4().hex}"
     try:
         with FileSystems.create(tmp, compression_type=CompressionTypes.UNCOMPRESSED) as f:

@@ -2,6 +2,7 @@
 
     iptkit run SPEC [--out RUN] [--set KEY=VALUE]... [Beam pipeline options]
     iptkit validate SPEC [--out RUN] [--set KEY=VALUE]...
+      (SPEC: a YAML file, or the name of an example shipped with iptkit: `iptkit validate demo`)
     iptkit reference
     iptkit report RUN [--train TRAIN_RUN_DIR]... [--eval EVAL_DIR]...
     iptkit inspect SHARDS [-n N] [--index I]... [--color auto|always|never]
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -41,7 +43,9 @@ def _parser() -> argparse.ArgumentParser:
         ("validate", "check a spec and print the resolved plan; runs nothing"),
     ):
         sub = commands.add_parser(name, help=help_text, description=help_text)
-        sub.add_argument("spec", help="the YAML spec")
+        sub.add_argument(
+            "spec", help="the YAML spec, or the name of an example shipped with iptkit (demo)"
+        )
         sub.add_argument("--out", help="run directory (overrides the spec's output)")
         sub.add_argument(
             "--set",
@@ -189,8 +193,9 @@ def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
     from iptkit.pipelines.runner import execute
     from iptkit.pipelines.spec import load_plan
 
-    plan = load_plan(args.spec, args.sets, args.out)
-    print(f"iptkit: running {args.spec} into {plan.output}", flush=True)
+    spec = spec_file(args.spec)
+    plan = load_plan(spec, args.sets, args.out)
+    print(f"iptkit: running {spec} into {plan.output}", flush=True)
     result = execute(plan, beam_args)
     print(summary_table(result.stats, result.seconds))
     kept = result.stats["output_records"]
@@ -225,8 +230,26 @@ def _report(args: argparse.Namespace) -> int:
 def _validate(args: argparse.Namespace) -> int:
     from iptkit.pipelines.spec import load_plan
 
-    print(format_plan(load_plan(args.spec, args.sets, args.out)))
+    print(format_plan(load_plan(spec_file(args.spec), args.sets, args.out)))
     return 0
+
+
+def spec_file(spec: str) -> str:
+    """SPEC as given when it is a file or a path, else the example spec of that name shipped
+    with iptkit (pipelines/examples/NAME.yaml, found in the installed package)."""
+    from iptkit.config_file import find_file, package_dir, shipped_names
+    from iptkit.errors import SpecError, SpecProblem
+
+    if os.path.exists(spec) or os.sep in spec or "/" in spec or spec.endswith((".yaml", ".yml")):
+        return spec
+    examples = package_dir("iptkit.pipelines") / "examples"
+    found = find_file(spec, examples, (".yaml",))
+    if found is None:
+        names = ", ".join(shipped_names(examples, (".yaml",)))
+        raise SpecError(
+            [SpecProblem("", None, f"no such file, nor an example of that name ({names})", spec)]
+        )
+    return str(found)
 
 
 def _inspect(args: argparse.Namespace) -> int:

@@ -18,6 +18,9 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from iptkit.config_file import apply_overrides, load_yaml
+from iptkit.config_file import locate as _locate
+from iptkit.config_file import validation_problems as _problems
 from iptkit.errors import SpecError, SpecProblem
 from iptkit.pipelines.flow import Flow, StagePlan, plan_flow
 from iptkit.transforms.reading.read import resolve_pattern, source_files
@@ -86,154 +89,6 @@ class Plan:
 
 
 # ---------------------------------------------------------------------------------------------
-# YAML with positions
-
-
-def _positions(
-    node: yaml.Node, path: Path, out: dict[Path, int], problems: list[SpecProblem], origin: str
-) -> None:
-    out[path] = node.start_mark.line + 1
-    if isinstance(node, yaml.MappingNode):
-        seen: set[Any] = set()
-        for key_node, value_node in node.value:
-            key = key_node.value
-            if key in seen:
-                problems.append(
-                    SpecProblem(
-                        _dotted(path + (key,)),
-                        key_node.start_mark.line + 1,
-                        "duplicate key (YAML keeps only the last one)",
-                        origin,
-                    )
-                )
-            seen.add(key)
-            out[path + (key,)] = key_node.start_mark.line + 1
-            _positions(value_node, path + (key,), out, problems, origin)
-            out[path + (key,)] = key_node.start_mark.line + 1
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            _positions(item, path + (i,), out, problems, origin)
-
-
-def load_yaml(text: str, origin: str) -> tuple[Any, dict[Path, int]]:
-    """Parse YAML; return the data and the line of every key and list item."""
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise SpecError([SpecProblem("", line, f"not valid YAML: {problem}", origin)]) from None
-    positions: dict[Path, int] = {}
-    problems: list[SpecProblem] = []
-    if node is not None:
-        _positions(node, (), positions, problems, origin)
-    if problems:
-        raise SpecError(problems)
-    return data, positions
-
-
-def _dotted(path: Path) -> str:
-    return ".".join(str(p) for p in path)
-
-
-# ---------------------------------------------------------------------------------------------
-# --set overrides
-
-
-def _step(container: list[Any], token: str, path: Path) -> tuple[int, str | None]:
-    """Resolve one --set path token inside a list: an index, a source name, or a stage name.
-
-    A stage item is `{name: options}`, so naming a stage also steps into its options: the second
-    value is that key, or None.
-    """
-    if token.lstrip("-").isdigit():
-        index = int(token)
-        if not -len(container) <= index < len(container):
-            raise SpecError(
-                [
-                    SpecProblem(
-                        _dotted(path + (index,)),
-                        None,
-                        f"index out of range (the list has {len(container)} items)",
-                        "--set",
-                    )
-                ]
-            )
-        return index, None
-    for i, item in enumerate(container):
-        if isinstance(item, dict) and item.get("name") == token:
-            return i, None
-        if isinstance(item, dict) and list(item) == [token]:
-            return i, token
-        if item == token:  # a stage written as a bare name
-            container[i] = {token: {}}
-            return i, token
-    names = [
-        str(item.get("name", next(iter(item), "?"))) if isinstance(item, dict) else str(item)
-        for item in container
-    ]
-    raise SpecError(
-        [
-            SpecProblem(
-                _dotted(path + (token,)),
-                None,
-                f"no item named '{token}' here; items are: {', '.join(names) or 'none'}",
-                "--set",
-            )
-        ]
-    )
-
-
-def apply_overrides(data: dict[str, Any], sets: list[str]) -> dict[Path, str]:
-    """Apply `--set a.b=c` overrides in place (values parsed as YAML); return the paths set."""
-    origins: dict[Path, str] = {}
-    for item in sets:
-        if "=" not in item:
-            raise SpecError(
-                [SpecProblem("", None, f"'{item}' is not KEY=VALUE (e.g. seed=7)", "--set")]
-            )
-        dotted, _, raw = item.partition("=")
-        tokens = [t for t in dotted.strip().split(".") if t]
-        if not tokens:
-            raise SpecError([SpecProblem("", None, f"'{item}' names no key", "--set")])
-        try:
-            value = yaml.safe_load(raw)
-        except yaml.YAMLError:
-            value = raw
-        node: Any = data
-        path: Path = ()
-        for i, token in enumerate(tokens):
-            last = i == len(tokens) - 1
-            if isinstance(node, list):
-                index, into = _step(node, token, path)
-                keys: tuple[Any, ...] = (index,) if into is None else (index, into)
-                parent, key = (node, index) if into is None else (node[index], into)
-            elif isinstance(node, dict):
-                keys, parent, key = (token,), node, token
-            else:
-                raise SpecError(
-                    [
-                        SpecProblem(
-                            _dotted(path),
-                            None,
-                            f"is a {type(node).__name__}, it has no key '{token}'",
-                            "--set",
-                        )
-                    ]
-                )
-            if last:
-                parent[key] = value
-            elif isinstance(parent, dict) and parent.get(key) is None:
-                parent[key] = {}
-            node = parent[key]
-            path += keys
-        origins[path] = f"--set {item}"
-    return origins
-
-
-# ---------------------------------------------------------------------------------------------
 # Validation
 
 
@@ -244,51 +99,6 @@ def _model_for(loc: Path) -> type[BaseModel] | None:
     if loc[0] == "sources" and len(loc) == 2:
         return SourceConfig
     return None
-
-
-def _problems(
-    exc: ValidationError,
-    base: Path,
-    model_at: Any,
-    positions: dict[Path, int],
-    origins: dict[Path, str],
-    origin: str,
-) -> list[SpecProblem]:
-    problems = []
-    for err in exc.errors():
-        loc = base + tuple(err["loc"])
-        kind = err["type"]
-        if kind == "extra_forbidden":
-            model = model_at(tuple(err["loc"])[:-1])
-            valid = sorted(model.model_fields) if model is not None else []
-            near = difflib.get_close_matches(str(loc[-1]), valid, n=1, cutoff=0.5)
-            message = "unknown key"
-            message += f"; did you mean '{near[0]}'?" if near else ""
-            message += f" (valid: {', '.join(valid)})" if valid else ""
-        elif kind == "missing":
-            message = "required key is missing"
-        else:
-            message = err["msg"].removeprefix("Value error, ")
-            if (
-                "input" in err
-                and kind not in ("value_error",)
-                and not isinstance(err["input"], (dict, list))
-            ):
-                message += f" (got {err['input']!r})"
-        problems.append(_locate(loc, message, positions, origins, origin))
-    return problems
-
-
-def _locate(
-    loc: Path, message: str, positions: dict[Path, int], origins: dict[Path, str], origin: str
-) -> SpecProblem:
-    for n in range(len(loc), -1, -1):
-        prefix = loc[:n]
-        if prefix in origins:
-            return SpecProblem(_dotted(loc), None, message, origins[prefix])
-        if prefix in positions:
-            return SpecProblem(_dotted(loc), positions[prefix], message, origin)
-    return SpecProblem(_dotted(loc), None, message, origin)
 
 
 def _stage_plans(

@@ -70,7 +70,7 @@ def test_suite_errors_name_the_file_and_key(tmp_path: Path) -> None:
     with pytest.raises(SpecError) as err:
         load_suite(str(bad))
     message = str(err.value)
-    assert f"{bad}: tasks.0.num_fewshot:" in message and f"{bad}: tasks.0.colour:" in message
+    assert f"{bad}:3: tasks.0.num_fewshot:" in message and f"{bad}:3: tasks.0.colour:" in message
     with pytest.raises(EvalError, match="no suite 'nope'; name one of ipt-general, ipt-ja, smoke"):
         load_suite("nope")
     missing = tmp_path / "m.yaml"

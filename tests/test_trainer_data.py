@@ -51,6 +51,61 @@ def test_config_errors_name_the_key_and_the_fix(tmp_path: Path, data: dict[str, 
     assert "model.atn_implementation: unknown key; did you mean 'attn_implementation'?" in message
 
 
+RUN_YAML = """\
+run_dir: run
+model:
+  config: mistral-50m
+  atn_implementation: sdpa
+deepspeed: zero2
+stages:
+  - {name: english, data: shards/en, steps: 2, lr: 3.0e-4}
+  - name: polish
+    data: shards/pl
+    steps: 2
+    lr: -1
+"""
+
+
+def test_config_errors_name_file_line_and_key_all_at_once(tmp_path: Path) -> None:
+    config = tmp_path / "run.yaml"
+    config.write_text(RUN_YAML)
+    with pytest.raises(TrainConfigError) as err:
+        load_config(config, ["stages.english.steps=0", "deepspeed=zero9"])
+    assert [(p.key, p.line, p.origin) for p in err.value.problems] == [
+        ("model.config", 3, str(config)),
+        ("model.atn_implementation", 4, str(config)),
+        ("stages.1.lr", 11, str(config)),
+        ("stages.0.steps", None, "--set stages.english.steps=0"),
+        ("deepspeed", None, "--set deepspeed=zero9"),
+    ]
+    message = str(err.value)
+    assert message.startswith("invalid run config (5 problems):")
+    assert f"{config}:3: model.config: 'mistral-50m' is neither a file nor a name in " in message
+    assert "configs/models (shipped: llama-tiny, llama3-8b, mistral-1.3b, mistral-500m)" in message
+    assert f"{config}:11: stages.1.lr: Input should be greater than 0 (got -1)" in message
+    # Fixed by overrides: a stage is named by its name or its index.
+    config.write_text(RUN_YAML.replace("  atn_implementation: sdpa\n", ""))
+    run = load_config(config, ["model.config=mistral-500m", "stages.polish.lr=1e-4"])
+    assert run.model.config == "mistral-500m" and run.stages[1].lr == 1e-4
+
+
+def test_cli_validates_a_run_config_without_training(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "run.yaml"
+    config.write_text(RUN_YAML.replace("atn_", "attn_").replace("lr: -1", "lr: 1"))
+    assert main([str(config), "--validate", "--set", "model.config=llama-tiny"]) == 0
+    out = capsys.readouterr().out
+    assert f"run config {config}: valid" in out and "LlamaConfig: 2 layers" in out
+    assert "configs/deepspeed/zero2.json" in out and "(ZeRO stage 2)" in out
+    assert "2. polish: pretrain, 2 steps, lr 1, data shards/pl (no manifest.json there yet)" in out
+    assert not (tmp_path / "run").exists()
+    assert main([str(config), "--validate", "--set", "stages.polish.lr=0"]) == 2
+    assert "--set stages.polish.lr=0: stages.1.lr: Input should be greater than 0" in (
+        capsys.readouterr().err
+    )
+
+
 def test_cli_prints_config_errors_without_traceback(
     tmp_path: Path, data: dict[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:

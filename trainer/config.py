@@ -5,33 +5,38 @@ validates it with pydantic before any process group, model or file exists,
 so a wrong key or value fails at once with the dotted key and the fix.
 Relative paths are relative to the directory the trainer is launched from,
 like the pipeline spec's ``output``; names without a path (``zero2``,
-``mistral-500m``) are looked up in the repository's ``configs/``.
+``mistral-500m``) are presets shipped with iptkit (``configs/`` in the source tree, the
+package ``iptkit.configs`` when installed), found through importlib.resources.
 """
 
 from __future__ import annotations
 
-import difflib
 import importlib.util
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import ConfigDict, Field, ValidationError, model_validator
+from pydantic import ConfigDict, Field, model_validator
 from pydantic.dataclasses import dataclass
 
-from iptkit.errors import IptkitError
+from iptkit.config_file import ConfigFile, find_file, package_dir, shipped_names
+from iptkit.errors import ConfigError
 
-CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS_DIR = package_dir("iptkit.configs")
+"""The presets shipped with iptkit (configs/ in the source tree, iptkit/configs installed)."""
+MODEL_SUFFIXES = (".yaml", ".yml", ".json")
+DEEPSPEED_SUFFIXES = (".json",)
+TRAIN_SUFFIXES = (".yaml", ".yml")
 
 Mode = Literal["pretrain", "sft", "synth_tune"]
 _STRICT = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
 
-class TrainConfigError(IptkitError):
+class TrainConfigError(ConfigError):
     """The run configuration is wrong; raised before training starts (exit code 2)."""
 
-    exit_code = 2
+    what = "run config"
 
 
 @dataclass(config=_STRICT)
@@ -181,78 +186,44 @@ class RunConfig:
         return Path(self.export.dir) if self.export.dir else Path(self.run_dir) / "hf"
 
 
-def load_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
-    """Read a run YAML, apply `--set key.path=value` overrides, and validate it."""
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise TrainConfigError(f"cannot read run config {path}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise TrainConfigError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise TrainConfigError(f"{path}: a run config is a mapping of keys (run_dir, model, ...)")
-    for item in overrides:
-        _apply_override(data, item)
-    try:
-        return RunConfig(**data)
-    except ValidationError as exc:
-        lines = [_describe(err) for err in exc.errors()]
-        raise TrainConfigError(f"{path}: invalid run config:\n  " + "\n  ".join(lines)) from None
+def load_config(path: str | Path, overrides: Sequence[str] = ()) -> RunConfig:
+    """Read a run YAML, apply `--set key.path=value` overrides, and validate it, presets
+    included (`model.config`, `deepspeed` must name a file or a shipped preset); raise
+    `TrainConfigError` listing every problem with its file, line and dotted key."""
+    source = ConfigFile.read(
+        path,
+        what="run config",
+        error=TrainConfigError,
+        sets=overrides,
+        keys_hint="run_dir, model, stages, ...",
+    )
+    run, problems = source.check(RunConfig)
+    # The presets as written, checked even when other keys are wrong: every problem at once.
+    data = source.data
+    model = data.get("model") if isinstance(data.get("model"), dict) else {}
+    presets = [
+        (("model", "config"), model.get("config"), "models", MODEL_SUFFIXES),
+        (("deepspeed",), data.get("deepspeed"), "deepspeed", DEEPSPEED_SUFFIXES),
+    ]
+    for loc, value, subdir, suffixes in presets:
+        if isinstance(value, str) and find_file(value, CONFIGS_DIR / subdir, suffixes) is None:
+            problems.append(source.locate(loc, _not_found(value, subdir, suffixes)))
+    source.fail(problems)
+    return run
 
 
 def find_config_file(value: str, subdir: str, suffixes: tuple[str, ...], key: str) -> Path:
-    """A path as given if it exists, else a file named `value` in configs/<subdir>."""
-    if Path(value).is_file():
-        return Path(value)
-    for suffix in suffixes:
-        candidate = CONFIGS_DIR / subdir / f"{value}{suffix}"
-        if candidate.is_file():
-            return candidate
-    shipped = sorted(p.stem for p in (CONFIGS_DIR / subdir).glob("*") if p.suffix in suffixes)
-    raise TrainConfigError(
-        f"{key}: {value!r} is neither a file nor a name in configs/{subdir} "
+    """A path as given if it exists, else the preset named `value` in configs/<subdir>
+    (shipped with iptkit: found in the installed package as in a source checkout)."""
+    found = find_file(value, CONFIGS_DIR / subdir, suffixes)
+    if found is None:
+        raise TrainConfigError(f"{key}: {_not_found(value, subdir, suffixes)}")
+    return found
+
+
+def _not_found(value: str, subdir: str, suffixes: Sequence[str]) -> str:
+    shipped = shipped_names(CONFIGS_DIR / subdir, suffixes)
+    return (
+        f"{value!r} is neither a file nor a name in configs/{subdir} "
         f"(shipped: {', '.join(shipped) or 'none'})"
     )
-
-
-def _apply_override(data: dict[str, Any], item: str) -> None:
-    """`a.b.0.c=value`: dotted keys and list indices; the value is parsed as YAML."""
-    dotted, sep, raw = item.partition("=")
-    if not sep or not dotted:
-        raise TrainConfigError(f"--set {item!r} is not KEY=VALUE (e.g. stages.0.lr=1e-4)")
-    *parents, last = dotted.split(".")
-    node: Any = data
-    try:
-        for token in parents:
-            node = node[int(token)] if isinstance(node, list) else node.setdefault(token, {})
-        node[int(last) if isinstance(node, list) else last] = yaml.safe_load(raw)
-    except (AttributeError, IndexError, TypeError, ValueError, yaml.YAMLError) as exc:
-        raise TrainConfigError(f"--set {item!r}: {dotted} cannot be set ({exc})") from None
-
-
-def _describe(err: Any) -> str:
-    """One line per problem: the dotted key, what is wrong, and the valid names for a typo."""
-    loc = [str(p) for p in err["loc"]]
-    key = ".".join(loc) or "(top level)"
-    if err["type"] == "unexpected_keyword_argument" or err["type"] == "extra_forbidden":
-        return f"{key}: unknown key{_suggestion(loc)}"
-    if err["type"] == "missing" or err["type"] == "missing_argument":
-        return f"{key}: required key is missing"
-    message = err["msg"].removeprefix("Value error, ")
-    if not isinstance(err.get("input"), dict | list) and err["type"] != "value_error":
-        message += f" (got {err['input']!r})"
-    return f"{key}: {message}"
-
-
-def _suggestion(loc: list[str]) -> str:
-    """'; did you mean ...? (valid: ...)' for an unknown key, from the section's dataclass."""
-    sections = {"model": ModelConfig, "stages": StageConfig, "checkpoint": CheckpointConfig}
-    sections |= {"metrics": MetricsConfig, "export": ExportConfig}
-    parents = [t for t in loc[:-1] if not t.isdigit()]
-    cls = sections.get(parents[-1]) if parents else RunConfig
-    if cls is None:
-        return ""
-    valid = sorted(cls.__dataclass_fields__)
-    near = difflib.get_close_matches(loc[-1], valid, n=1, cutoff=0.5)
-    return (f"; did you mean {near[0]!r}?" if near else "") + f" (valid: {', '.join(valid)})"

@@ -15,7 +15,12 @@ import torch
 import yaml
 from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
 
-from iptkit.trainer.config import ModelConfig, TrainConfigError, find_config_file
+from iptkit.trainer.config import (
+    MODEL_SUFFIXES,
+    ModelConfig,
+    TrainConfigError,
+    find_config_file,
+)
 
 
 def architecture(cfg: ModelConfig) -> PretrainedConfig:
@@ -30,7 +35,7 @@ def architecture(cfg: ModelConfig) -> PretrainedConfig:
     else:
         assert cfg.config is not None
         config = _config_from_file(
-            find_config_file(cfg.config, "models", (".yaml", ".yml", ".json"), "model.config")
+            find_config_file(cfg.config, "models", MODEL_SUFFIXES, "model.config")
         )
     for key, value in cfg.overrides.items():
         if not hasattr(config, key):

@@ -16,12 +16,17 @@ from typing import Any
 
 import torch
 
-from iptkit.trainer.config import RunConfig, TrainConfigError, find_config_file
+from iptkit.trainer.config import (
+    DEEPSPEED_SUFFIXES,
+    RunConfig,
+    TrainConfigError,
+    find_config_file,
+)
 
 
 def deepspeed_config(run: RunConfig) -> dict[str, Any]:
     """The DeepSpeed config dict for `run`, "auto" values filled in and checked."""
-    path = find_config_file(run.deepspeed, "deepspeed", (".json",), "deepspeed")
+    path = find_config_file(run.deepspeed, "deepspeed", DEEPSPEED_SUFFIXES, "deepspeed")
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
