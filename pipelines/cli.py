@@ -3,7 +3,7 @@
     iptkit run SPEC [--out RUN] [--set KEY=VALUE]... [Beam pipeline options]
     iptkit validate SPEC [--out RUN] [--set KEY=VALUE]...
       (SPEC: a YAML file, or the name of an example shipped with iptkit: `iptkit validate demo`)
-    iptkit reference
+    iptkit reference [--stage NAME | --write PATH]
     iptkit report RUN [--train TRAIN_RUN_DIR]... [--eval EVAL_DIR]...
     iptkit inspect SHARDS [-n N] [--index I]... [--color auto|always|never]
     iptkit tokenizer train RUN_OR_FILES... --out DIR --vocab-size N [--model unigram|bpe] ...
@@ -55,7 +55,18 @@ def _parser() -> argparse.ArgumentParser:
             metavar="KEY=VALUE",
             help="override a spec key, e.g. --set stages.normalize.form=NFKC",
         )
-    commands.add_parser("reference", help="print the spec reference (Markdown)")
+    reference = commands.add_parser(
+        "reference",
+        help="print the spec reference (Markdown), or one stage's section",
+        description="print the spec reference (Markdown), or one stage's section",
+    )
+    which = reference.add_mutually_exclusive_group()
+    which.add_argument("--stage", metavar="NAME", help="print only this stage's section")
+    which.add_argument(
+        "--write",
+        metavar="PATH",
+        help="write the reference page (header + reference) to PATH, e.g. docs/spec-reference.md",
+    )
     report_help = (
         "write a run's one-page report (RUN/report.html) and its contamination report again"
     )
@@ -280,6 +291,18 @@ def _tokenizer_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reference(args: argparse.Namespace) -> int:
+    from iptkit.pipelines import reference
+
+    if args.write:
+        print(f"wrote {reference.write_reference_page(args.write)}")
+    elif args.stage:
+        print(reference.stage_reference(args.stage), end="")
+    else:
+        print(reference.spec_reference(), end="")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args, extra = _parser().parse_known_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.ERROR)
@@ -291,10 +314,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return eval_main(extra)
         if args.command == "reference":
-            from iptkit.pipelines.reference import spec_reference
-
-            print(spec_reference(), end="")
-            return 0
+            return _reference(args)
         if args.command == "report":
             return _report(args)
         if args.command == "synth":
