@@ -107,3 +107,30 @@ def test_the_link_check_finds_broken_links(tmp_path):
         "img/missing.png: no such file",
         "sub/there.md#no-such: no heading #no-such in there.md",
     ]
+
+
+# A module path in the docs' prose or code spans: folder/.../name.py under a code folder.
+MODULE_PATH = re.compile(
+    r"\b((?:iptkit|pipelines|transforms|trainer|eval|tests|benchmarks)/[\w/]+\.py)\b"
+)
+
+
+@pytest.mark.parametrize("page", doc_pages(), ids=lambda p: str(p.relative_to(REPO)))
+def test_module_paths_named_in_the_docs_exist(page):
+    missing = sorted({p for p in MODULE_PATH.findall(page.read_text()) if not (REPO / p).exists()})
+    assert missing == [], f"{page.name} names modules that do not exist: {missing}"
+
+
+def test_architecture_places_every_package():
+    """docs/architecture.md's layout names every package folder of the code."""
+    text = (REPO / "docs" / "architecture.md").read_text()
+    layout = text[text.index("## Layout") : text.index("## Record")]
+    folders = [
+        p.parent.relative_to(REPO)
+        for top in ("iptkit", "pipelines", "transforms", "trainer", "eval", "configs")
+        for p in (REPO / top).rglob("__init__.py")
+        if ".venv" not in p.parts
+    ]
+    for folder in folders:
+        name = folder.name + "/"
+        assert name in layout, f"docs/architecture.md's layout does not place {folder}/"
