@@ -1,9 +1,13 @@
-"""Deterministic choices from a key: the same key picks the same item on any worker and run.
+"""Seeded hashes, the one source of every deterministic choice: the same key picks the same item
+on any worker and run.
 
-Synthesis makes many small random choices per record (which template, which sentence, where to
-cut a text). Each is drawn from blake2b of the record's key (e.g. f"{seed}:{record_id}") and a
-salt naming the choice, never from Python's `hash()` (salted per process) or the global `random`
-state (shared, order-dependent), so outputs are byte-identical across runs and runners.
+Every hash in iptkit is BLAKE2b of a message (`digest`, `hash_int`). Strings are encoded as
+UTF-8 with `surrogatepass`, so an id or text holding a lone surrogate (an invalid input byte
+kept by the reader) hashes like any other instead of raising. Per-record choices hash
+`seed:part:...` (`seeded_int`); synthesis, which makes many small choices per record (which
+template, which sentence), hashes a key and a salt naming the choice (`keyed_int`). Never
+Python's `hash()` (salted per process) or the global `random` state (order-dependent), so
+outputs are byte-identical across runs and runners.
 """
 
 from __future__ import annotations
@@ -15,10 +19,25 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
+def digest(message: str | bytes, size: int = 8) -> bytes:
+    """BLAKE2b of `message` (`size` bytes)."""
+    data = message.encode("utf-8", "surrogatepass") if isinstance(message, str) else message
+    return hashlib.blake2b(data, digest_size=size).digest()
+
+
+def hash_int(message: str | bytes, size: int = 8) -> int:
+    """`digest` as a big-endian integer (so integers sort as the digests do)."""
+    return int.from_bytes(digest(message, size), "big")
+
+
+def seeded_int(seed: int, *parts: str, size: int = 8) -> int:
+    """The hash of `seed:part:...`: a record's rank, sampling seed or bucket."""
+    return hash_int(":".join([str(seed), *parts]), size)
+
+
 def keyed_int(key: str, *salt: str) -> int:
     """A 64-bit integer from the key and the salt (the parts are joined unambiguously)."""
-    data = "\x1f".join((key, *salt)).encode("utf-8", "surrogatepass")
-    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big")
+    return hash_int("\x1f".join((key, *salt)))
 
 
 def keyed_index(n: int, key: str, *salt: str) -> int:

@@ -10,18 +10,17 @@ the spec alone.
 from __future__ import annotations
 
 import gzip
-import hashlib
 
 import apache_beam as beam
 
 from iptkit.files import atomic_write
+from iptkit.hashing import hash_int
 from iptkit.transforms.record import Record, Reject, encode_line
 
 
 def shard_of(record_id: str, num_shards: int) -> int:
     """The shard a row goes to: stable across processes (unlike Python's `hash`)."""
-    digest = hashlib.blake2b(record_id.encode("utf-8", "surrogatepass"), digest_size=8).digest()
-    return int.from_bytes(digest, "big") % num_shards
+    return hash_int(record_id) % num_shards
 
 
 def shard_name(index: int, num_shards: int, compress: bool) -> str:

@@ -16,7 +16,6 @@ Ids 0-3 are unk, bos (<s>), eos (</s>) and pad (<pad>); user special tokens foll
 from __future__ import annotations
 
 import gzip
-import hashlib
 import json
 import os
 import tempfile
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from iptkit.errors import IptkitError
+from iptkit.hashing import seeded_int
 
 HELD_OUT_EVERY = 10  # one record in ten is held out for the report
 HELD_OUT_CHARS = 200_000  # per language, enough for a stable chars-per-token figure
@@ -147,10 +147,6 @@ def read_records(files: list[Path]) -> Iterator[tuple[str, str, str]]:
                     yield rid, record.get("lang") or UNSET_LANG, text
 
 
-def _hash(seed: int, rid: str) -> int:
-    return int.from_bytes(hashlib.blake2b(f"{seed}:{rid}".encode(), digest_size=8).digest(), "big")
-
-
 def balanced_sample(
     records: Iterator[tuple[str, str, str]],
     balance: dict[str, float] | None,
@@ -167,7 +163,7 @@ def balanced_sample(
     for rid, lang, text in records:
         if balance is not None and lang not in balance:
             continue
-        h = _hash(seed, rid)
+        h = seeded_int(seed, rid)
         if h % HELD_OUT_EVERY == 0:
             held[lang].append(text)
         else:

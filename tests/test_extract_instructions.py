@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 from conftest import run_cli
 
+from iptkit.hashing import seeded_int
 from iptkit.transforms.reading.sources import SourceConfig, SourceFile, parse_file
 from iptkit.transforms.record import Record
 from iptkit.transforms.stage import Drop, Expand
 from iptkit.transforms.stages.extract import (
     ExtractConfig,
-    cap_rank,
     extract,
     split_over_cap,
 )
@@ -151,7 +151,7 @@ def test_declared_origin_wins(tmp_path):
 
 def test_cap_keeps_the_smallest_hashes_whatever_the_order():
     records = [Record(id=f"r{i}", source="qa", text=f"q{i}", origin="converted") for i in range(25)]
-    expected = sorted(records, key=lambda r: cap_rank(7, r.id))[:10]
+    expected = sorted(records, key=lambda r: seeded_int(7, r.id, size=16))[:10]
 
     def run(items):
         out = list(split_over_cap("qa", items, 10, 7))

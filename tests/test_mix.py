@@ -11,6 +11,7 @@ import apache_beam as beam
 import pytest
 from pydantic import ValidationError
 
+from iptkit.hashing import seeded_int
 from iptkit.rundir import RunDir
 from iptkit.transforms.document import TokenizedDoc
 from iptkit.transforms.stage import StageContext, stage_types
@@ -18,7 +19,6 @@ from iptkit.transforms.stages.mix import Mix, MixConfig, manifest_mix
 from iptkit.transforms.tail.mix_solver import (
     MixError,
     copies,
-    doc_hash,
     hash_range,
     range_total,
     remainder_boundary,
@@ -53,11 +53,11 @@ def select(cfg: MixConfig, docs: list[TokenizedDoc], seed: int) -> list[tuple[To
         g = cfg.group(d)
         if g is not None:
             available[g] += d.n_tokens
-            by_group[g].append((doc_hash(seed, d.id), d.id, d.n_tokens))
+            by_group[g].append((seeded_int(seed, d.id), d.id, d.n_tokens))
     plan = cfg.solve(dict(available))
     cut = {g: remainder_cutoff(items, plan.groups[g].remainder) for g, items in by_group.items()}
     return [
-        (d, copies(plan.groups[cfg.group(d)], (doc_hash(seed, d.id), d.id), cut[cfg.group(d)]))
+        (d, copies(plan.groups[cfg.group(d)], (seeded_int(seed, d.id), d.id), cut[cfg.group(d)]))
         for d in docs
         if cfg.group(d) is not None
     ]
@@ -129,7 +129,7 @@ def test_cutoff_by_ranges_equals_the_whole_group_cutoff(bits):
     """The stage finds a cutoff from per-range totals and one range's documents; that must be
     the cutoff of the whole group in hash order, for every remainder."""
     rng = random.Random(bits)
-    docs = [(doc_hash(7, f"d{i}"), f"d{i}", rng.randint(1, 50)) for i in range(300)]
+    docs = [(seeded_int(7, f"d{i}"), f"d{i}", rng.randint(1, 50)) for i in range(300)]
     total = sum(n for _, _, n in docs)
     by_range = defaultdict(list)
     for h, i, n in docs:

@@ -23,7 +23,6 @@ Prompt building stays in the stages: a handler generates from whatever text it i
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import apache_beam as beam
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
+from iptkit.hashing import seeded_int
 from iptkit.transforms.record import _JsonCoder, shallow_dict
 from iptkit.transforms.stage_config import BASE_DIR, StageConfig
 
@@ -184,8 +184,7 @@ class InferenceOptions(StageConfig):
 
 def sampling_seed(seed: int, record_id: str) -> int:
     """A record's sampling seed from the spec seed and its id: the same on every runner."""
-    digest = hashlib.blake2b(f"{seed}:{record_id}".encode("utf-8", "surrogatepass"), digest_size=8)
-    return int.from_bytes(digest.digest(), "big") >> 1  # fits a signed 64-bit int
+    return seeded_int(seed, record_id) >> 1  # fits a signed 64-bit int
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,6 @@ sums the stage up for the report, which combines every decontaminate stage of th
 from __future__ import annotations
 
 import glob
-import hashlib
 import json
 import os
 import random
@@ -42,6 +41,7 @@ from pydantic import Field, ValidationInfo, model_validator
 
 from iptkit.errors import IptkitError
 from iptkit.files import atomic_write
+from iptkit.hashing import seeded_int
 from iptkit.transforms.reading.benchmarks import BenchExample, BenchmarkSet, load_set, set_name
 from iptkit.transforms.record import Record
 from iptkit.transforms.stage import (
@@ -161,8 +161,7 @@ def substring_starts(example: BenchExample, seed: int, letters: int, chars: int,
     at most `count`; [0] when the example is no longer than one substring."""
     if letters <= chars:
         return [0]
-    key = f"{seed}:{example.benchmark}:{example.id}".encode()
-    rng = random.Random(int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "big"))
+    rng = random.Random(seeded_int(seed, str(example.benchmark), str(example.id)))
     positions = range(letters - chars + 1)
     return sorted(rng.sample(positions, min(count, len(positions))))
 

@@ -12,13 +12,13 @@ copied, so memory does not grow with the number of copies of a text.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Iterable, Iterator
 from typing import Literal
 
 from pydantic import Field
 
+from iptkit.hashing import digest
 from iptkit.transforms.record import Record
 from iptkit.transforms.stage import Drop, GroupStage
 from iptkit.transforms.stage_config import StageConfig
@@ -64,7 +64,7 @@ def normalise(text: str, cfg: DedupExactConfig) -> str:
 
 def text_hash(text: str) -> str:
     """A 128-bit BLAKE2b hex digest; `surrogatepass` keeps undecodable input bytes distinct."""
-    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+    return digest(text, 16).hex()
 
 
 def group_key(record: Record, cfg: DedupExactConfig) -> GroupKey:

@@ -26,7 +26,6 @@ texts and the seed only, never on bundle order or worker count.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import struct
@@ -41,6 +40,7 @@ from datasketch import MinHash, MinHashLSH
 from pydantic import Field, model_validator
 
 from iptkit.files import atomic_write
+from iptkit.hashing import digest, hash_int
 from iptkit.transforms.dedup.components import ConnectedComponents
 from iptkit.transforms.record import Record
 from iptkit.transforms.stage import Drop, Stage, StageFn, metrics_namespace, outputs
@@ -137,8 +137,7 @@ def _optimal_bands_rows(threshold: float, num_perm: int, fn_weight: float) -> tu
 
 def permutation_seed(seed: int) -> int:
     """datasketch's MinHash seed (numpy's RandomState needs 0 <= seed < 2**32) from the spec's."""
-    digest = hashlib.blake2b(f"dedup_near:{seed}".encode(), digest_size=4).digest()
-    return int.from_bytes(digest, "big")
+    return hash_int(f"dedup_near:{seed}", 4)
 
 
 def _as_is(value: int) -> int:
@@ -177,7 +176,7 @@ def id_key(record_id: str) -> bytes:
 def node_of(record_id: str, seed: int) -> bytes:
     """A record's graph node: 8 bytes of seeded hash, then the id; ordered like (hash, id)."""
     raw = id_key(record_id)
-    return hashlib.blake2b(b"%d:" % seed + raw, digest_size=8).digest() + raw
+    return digest(b"%d:" % seed + raw) + raw
 
 
 def id_bytes(node: bytes) -> bytes:

@@ -34,7 +34,6 @@ it: it normalises conversation turns, pairs and text alike.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import heapq
 from collections.abc import Iterable, Iterator
 from typing import Any, Literal
@@ -42,6 +41,7 @@ from typing import Any, Literal
 import apache_beam as beam
 from pydantic import Field
 
+from iptkit.hashing import seeded_int
 from iptkit.transforms.record import ORIGINS, Record
 from iptkit.transforms.stage import ADDED, KEPT, REJECTS, ByGroup, Drop, Expand, RecordStage, merge
 from iptkit.transforms.stage_config import StageConfig
@@ -225,11 +225,6 @@ def extract(record: Record, cfg: ExtractConfig) -> Record | Drop | Expand:
     return Expand(records, ADDED_TURN)
 
 
-def cap_rank(seed: int, record_id: str) -> str:
-    """The order in which the cap keeps records: a hash of the seed and the id."""
-    return hashlib.blake2b(f"{seed}:{record_id}".encode(), digest_size=16).hexdigest()
-
-
 def resource_of(record: Record, cfg: ExtractConfig) -> str:
     """The resource a record counts against for the cap."""
     if cfg.resource_field is None:
@@ -247,7 +242,7 @@ def split_over_cap(
     `records` is read twice (Beam's grouped values are re-iterable): once to choose, holding
     only `cap` ids, once to emit.
     """
-    chosen = heapq.nsmallest(cap, ((cap_rank(seed, r.id), r.id) for r in records))
+    chosen = heapq.nsmallest(cap, ((seeded_int(seed, r.id, size=16), r.id) for r in records))
     keep = {rid for _, rid in chosen}
     total = sum(1 for _ in records)
     for record in records:

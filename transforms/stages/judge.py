@@ -25,7 +25,6 @@ Records without a response (no pair with a non-empty response) pass through unju
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import re
 import unicodedata
 from collections.abc import Iterable, Iterator
@@ -33,6 +32,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
+from iptkit.hashing import seeded_int
 from iptkit.transforms.inference.chat_prompt import chat_prompt
 from iptkit.transforms.inference.core import Generation, GenerationRequest, InferenceOptions
 from iptkit.transforms.inference.core import sampling_seed as _seed
@@ -143,12 +143,6 @@ def scored(record: Record, generation: Generation, cfg: JudgeConfig) -> Record |
     return dataclasses.replace(record, meta={**record.meta, "judge": info})
 
 
-def tiebreak(seed: int, record_id: str) -> bytes:
-    return hashlib.blake2b(
-        f"{seed}:{record_id}".encode("utf-8", "surrogatepass"), digest_size=8
-    ).digest()
-
-
 def select(
     records: Iterable[Record], seed: int, threshold: float | None, top_n: int | None
 ) -> Iterator[Record | tuple[Record, Drop]]:
@@ -157,7 +151,7 @@ def select(
     for r in records:
         (unscored if r.meta["judge"]["score"] is None else ranked).append(r)
     yield from unscored
-    ranked.sort(key=lambda r: (-r.meta["judge"]["score"], tiebreak(seed, r.id), r.id))
+    ranked.sort(key=lambda r: (-r.meta["judge"]["score"], seeded_int(seed, r.id), r.id))
     place = 0
     for r in ranked:
         score = r.meta["judge"]["score"]

@@ -28,6 +28,7 @@ import apache_beam as beam
 from pydantic import Field, field_validator, model_validator
 
 from iptkit.files import atomic_write
+from iptkit.hashing import seeded_int
 from iptkit.transforms.document import GROUP_FIELDS, TokenizedDoc
 from iptkit.transforms.record import KINDS, ORIGINS
 from iptkit.transforms.stage import KEPT, Drop, Expand, Stage, StageFn, outputs
@@ -36,7 +37,6 @@ from iptkit.transforms.tail.mix_solver import (
     GROUP_SEP,
     MixPlan,
     copies,
-    doc_hash,
     flatten_ratios,
     group_of,
     hash_range,
@@ -249,7 +249,7 @@ class _SelectFn(StageFn):
         cutoff = cutoffs.get(group)
         n = copies(
             plan.groups[group],
-            (doc_hash(self.stage.seed, doc.id), doc.id),
+            (seeded_int(self.stage.seed, doc.id), doc.id),
             tuple(cutoff) if cutoff is not None else None,
         )
         if n == 0:
@@ -272,7 +272,7 @@ class _Cutoffs(beam.PTransform):
 
     def expand(self, in_mix):
         seed = self._seed
-        hashed = in_mix | "Hash" >> beam.Map(lambda t: (t[0], doc_hash(seed, t[1]), t[1], t[2]))
+        hashed = in_mix | "Hash" >> beam.Map(lambda t: (t[0], seeded_int(seed, t[1]), t[1], t[2]))
 
         def boundary(kv, p: MixPlan):
             group, ranges = kv

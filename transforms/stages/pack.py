@@ -24,7 +24,6 @@ the same spec still gives the same bytes on every runner and worker count).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import shutil
@@ -48,6 +47,7 @@ from iptkit.files import (
     publish_tree,
     read_bytes,
 )
+from iptkit.hashing import seeded_int
 from iptkit.shards import MANIFEST_NAME, Manifest, ShardWriter, Totals
 from iptkit.transforms.document import GROUP_FIELDS, TokenizedDoc
 from iptkit.transforms.record import Record
@@ -238,12 +238,6 @@ def template(cfg: PackConfig, tok: LoadedTokenizer) -> str:
     return BUILTIN_TEMPLATES[cfg.chat_template]
 
 
-def seeded_hash(seed: int, *parts: str) -> int:
-    """64-bit blake2b of the seed and parts: every random choice of the stage."""
-    text = ":".join([str(seed), *parts]).encode("utf-8", "surrogatepass")
-    return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "big")
-
-
 def difficulty_of(record: Record) -> float | None:
     """meta.difficulty as a finite number, else None (NaN would break the curriculum's sort)."""
     value = record.meta.get("difficulty") if isinstance(record.meta, dict) else None
@@ -384,15 +378,15 @@ class _RouteFn(StageFn):
         if validation_ids is not None:
             in_val = doc.id in validation_ids
         else:
-            in_val = seeded_hash(seed, "validation", doc.id) < cfg.validation * 2**64
+            in_val = seeded_int(seed, "validation", doc.id) < cfg.validation * 2**64
         split = "validation" if in_val else "train"
         prefix = f"{folder.rstrip('/')}-{split}" if folder else split
         if cfg.order == "curriculum":
             bucket = curriculum_bucket(doc.difficulty, span, cfg.buckets)
         else:
-            bucket = seeded_hash(seed, "bucket", doc.key) % cfg.buckets
+            bucket = seeded_int(seed, "bucket", doc.key) % cfg.buckets
         # 63 bits: Beam's fast coder pickles ints past the int64 range, one by one.
-        order = seeded_hash(seed, "order", doc.key) >> 1
+        order = seeded_int(seed, "order", doc.key) >> 1
         hardness = doc.difficulty if doc.difficulty is not None else math.inf
         sort_key = (hardness if cfg.order == "curriculum" else 0.0, order, doc.key)
         key = (folder + split, prefix, bucket)
@@ -572,7 +566,7 @@ class Pack(
             validation_ids = beam.pvalue.AsSingleton(
                 docs
                 | "Firsts" >> beam.Filter(lambda d: d.copy == 0)
-                | "Val hash" >> beam.Map(lambda d: (seeded_hash(seed, "validation", d.id), d.id))
+                | "Val hash" >> beam.Map(lambda d: (seeded_int(seed, "validation", d.id), d.id))
                 | "Val pick" >> beam.combiners.Top.Smallest(n)
                 | "Val set" >> beam.Map(lambda xs: frozenset(i for _, i in xs))
             )

@@ -27,7 +27,6 @@ How records go through:
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
@@ -36,6 +35,7 @@ from typing import Any, Literal
 import apache_beam as beam
 from pydantic import Field
 
+from iptkit.hashing import seeded_int
 from iptkit.transforms.inference.core import (
     PROMPT_TOO_LONG,
     Generate,
@@ -143,22 +143,16 @@ class ChainCoder(beam.coders.Coder):
 beam.coders.registry.register_coder(Chain, ChainCoder)
 
 
-def rank(seed: int, record_id: str) -> int:
-    """A record's place in the chaining order: a 64-bit hash of `seed:id`."""
-    digest = hashlib.blake2b(f"{seed}:{record_id}".encode("utf-8", "surrogatepass"), digest_size=8)
-    return int.from_bytes(digest.digest(), "big")
-
-
 def selected(record: Record, seed: int, fraction: float) -> bool:
     """Whether a record is converted: raw, and its hash falls under `fraction`."""
     if record.kind != "raw" or fraction <= 0:
         return False
-    return fraction >= 1 or rank(seed + 1, record.id) < fraction * 2**64
+    return fraction >= 1 or seeded_int(seed + 1, record.id) < fraction * 2**64
 
 
 def chains_of(records: Iterable[Record], rounds: int, seed: int, key: str) -> Iterator[Chain]:
     """Records cut into chains of `rounds`, in hash order (the last chain may be shorter)."""
-    ordered = sorted(records, key=lambda r: (rank(seed, r.id), r.id))
+    ordered = sorted(records, key=lambda r: (seeded_int(seed, r.id), r.id))
     for start in range(0, len(ordered), rounds):
         yield Chain(f"{key}|{start // rounds}", ordered[start : start + rounds])
 
@@ -420,7 +414,7 @@ class Synthesize(
         def bucket(kv, sizes):
             (source, lang), record = kv
             n_buckets = max(1, sizes[(source, lang)] // cfg.chain_window)
-            return (source, lang, rank(seed + 2, record.id) % n_buckets), record
+            return (source, lang, seeded_int(seed + 2, record.id) % n_buckets), record
 
         def cut(item):
             (source, lang, b), members = item

@@ -28,7 +28,6 @@ meta. A report with counts and the first problems found (by file and line) is wr
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
@@ -36,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from iptkit.hashing import seeded_int
 from iptkit.transforms.synth.lmops_format import (
     EOS,
     answer_text,
@@ -122,13 +122,9 @@ def read_examples(path: Path, dataset: str, problems: list[str]) -> Iterator[Tas
                 problems.append(f"{path}:{n}: {exc}")
 
 
-def _rank(seed: int, key: str) -> bytes:
-    return hashlib.blake2b(f"{seed}:{key}".encode(), digest_size=8).digest()
-
-
 def select(examples: list[TaskExample], cap: int, seed: int) -> list[TaskExample]:
     """The `cap` examples with the most pairs (ties broken by a seeded hash of the id)."""
-    ordered = sorted(examples, key=lambda e: (-len(e.pairs), _rank(seed, e.id), e.id))
+    ordered = sorted(examples, key=lambda e: (-len(e.pairs), seeded_int(seed, e.id), e.id))
     return ordered[:cap]
 
 
@@ -188,7 +184,7 @@ def pack(
         parts.clear()
 
     used = 0
-    for example in sorted(examples, key=lambda e: (_rank(seed, e.id), e.id)):
+    for example in sorted(examples, key=lambda e: (seeded_int(seed, e.id), e.id)):
         n_pairs = len(example.pairs)
         while True:
             read, compre = example.cooked(n_pairs)

@@ -12,7 +12,6 @@ selection independent of record order.
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -57,12 +56,6 @@ def group_of(values: Mapping[str, str | None], group_by: list[str], ratios: Mapp
         path.append(key)
         node = node[key]
     return GROUP_SEP.join(path)
-
-
-def doc_hash(seed: int, doc_id: str) -> int:
-    """A document's seeded 64-bit hash: its place in the order the remainder is taken in."""
-    digest = hashlib.blake2b(f"{seed}:{doc_id}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big")
 
 
 @dataclass(frozen=True)
