@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from iptkit.files import atomic_write
 from iptkit.hashing import seeded_int
 from iptkit.transforms.synth.lmops_format import (
     EOS,
@@ -276,12 +277,11 @@ def run_cli(args: argparse.Namespace) -> int:
         args.seed,
     )
     out = Path(args.out)
-    tmp = out.with_name(out.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        for sequence in sequences:
-            fh.write(json.dumps(sequence.to_json(), ensure_ascii=False, sort_keys=True) + "\n")
-    tmp.replace(out)
-    report_path = out.with_name(out.name + ".report.json")
-    report_path.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    lines = (json.dumps(s.to_json(), ensure_ascii=False, sort_keys=True) + "\n" for s in sequences)
+    atomic_write(out, "".join(lines))
+    atomic_write(
+        out.with_name(out.name + ".report.json"),
+        json.dumps(report, indent=2, sort_keys=True) + "\n",
+    )
     print(json.dumps(report, indent=2, sort_keys=True))
     return 0
