@@ -71,3 +71,15 @@ def run_cli(*args: str) -> int:
     from iptkit.pipelines.cli import main
 
     return main([str(a) for a in args])
+
+
+def spec_with_test_stage(corpus: Path, monkeypatch, stage_class) -> Path:
+    """The corpus spec plus a stage defined by a test, registered for this test only (a test
+    stage sets `type_name`, `config_class` and `summary` instead of registering for good)."""
+    from iptkit.transforms import stage as stage_module
+
+    name = stage_class.type_name
+    monkeypatch.setitem(stage_module._REGISTRY, name, stage_class)
+    spec = corpus.parent / f"{name}.yaml"
+    spec.write_text(corpus.read_text() + f"  - {name}: {{}}\n")
+    return spec

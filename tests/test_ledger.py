@@ -6,11 +6,10 @@ import json
 
 import apache_beam as beam
 import pytest
-from conftest import run_cli
+from conftest import run_cli, spec_with_test_stage
 
 from iptkit.files import atomic_write
 from iptkit.pipelines.ledger import assemble, summary_table, violations
-from iptkit.transforms import stage as stage_module
 from iptkit.transforms.record import Record
 from iptkit.transforms.stage import Drop, Expand, RecordStage, Stage
 from iptkit.transforms.stage_config import StageConfig
@@ -73,9 +72,7 @@ class _Twice(RecordStage):
 
 
 def test_an_expanding_stage_balances_and_its_records_reach_the_output(corpus, monkeypatch):
-    monkeypatch.setitem(stage_module._REGISTRY, "twice", _Twice)
-    spec = corpus.parent / "twice.yaml"
-    spec.write_text(corpus.read_text() + "  - twice: {}\n")
+    spec = spec_with_test_stage(corpus, monkeypatch, _Twice)
     assert run_cli("run", spec) == 0
     stats = json.loads((corpus.parent / "run" / "stats.json").read_text())
     row = stats["stages"]["twice"]
@@ -95,9 +92,7 @@ class _Lossy(Stage):
 
 
 def test_a_stage_that_loses_records_fails_the_run(corpus, monkeypatch, capsys):
-    monkeypatch.setitem(stage_module._REGISTRY, "lossy", _Lossy)
-    spec = corpus.parent / "lossy.yaml"
-    spec.write_text(corpus.read_text() + "  - lossy: {}\n")
+    spec = spec_with_test_stage(corpus, monkeypatch, _Lossy)
     assert run_cli("run", spec) == 3
     err = capsys.readouterr().err
     assert "ledger does not balance" in err and "stage lossy: in 6 != out 3 + dropped 0" in err

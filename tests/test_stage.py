@@ -8,12 +8,11 @@ import json
 import apache_beam as beam
 import pytest
 from apache_beam.testing.util import assert_that, equal_to
-from conftest import run_cli
+from conftest import run_cli, spec_with_test_stage
 from llm_helpers import tiny_models
 from pydantic import ValidationError
 
 from iptkit.rundir import RunDir
-from iptkit.transforms import stage as stage_module
 from iptkit.transforms.inference.core import Generation, GenerationRequest, InferenceOptions
 from iptkit.transforms.record import Record
 from iptkit.transforms.stage import (
@@ -223,9 +222,7 @@ class _Fragile(RecordStage):
 
 
 def test_a_stage_raising_past_the_ceiling_fails_the_run(corpus, monkeypatch, capsys):
-    monkeypatch.setitem(stage_module._REGISTRY, "fragile", _Fragile)
-    spec = corpus.parent / "fragile.yaml"
-    spec.write_text(corpus.read_text() + "  - fragile: {}\n")
+    spec = spec_with_test_stage(corpus, monkeypatch, _Fragile)
     assert run_cli("run", spec) == 5
     err = capsys.readouterr().err
     assert "raised an exception" in err and "max_exception_share 0.01" in err
