@@ -60,6 +60,20 @@ def test_demo_ledger_and_bytes_are_pinned(tmp_path):
     got = {name: (s["in"], s["out"], s["dropped"]) for name, s in stats["stages"].items()}
     assert got == LEDGER
     assert (stats["read"], stats["output_records"], stats["violations"]) == (178, 116, [])
+    # Every stage goes through the shared contract, so every row has its own time.
+    timings = json.loads((run / "timings.json").read_text())["stage_seconds"]
+    assert sorted(timings) == sorted(LEDGER)
+    # The run directory indexes the side files the stages left.
+    assert stats["files"] == {
+        "dedup_near": {"clusters": "dedup_near/clusters.json"},
+        "decontaminate": {"contamination": "contamination/stages/decontaminate.json"},
+        "decontaminate_2": {"contamination": "contamination/stages/decontaminate_2.json"},
+        "mix": {"mix_report": "mix/report.json"},
+        "pack": {
+            "manifest:train": "shards/train/manifest.json",
+            "manifest:validation": "shards/validation/manifest.json",
+        },
+    }
     for path, digest in SHA256.items():
         assert hashlib.sha256((run / path).read_bytes()).hexdigest() == digest, path
     for stage in EMPTY:
