@@ -106,25 +106,28 @@ def shard_manifests(run: RunDir, stats: dict[str, Any] | None) -> dict[str, dict
     return dict(sorted(found.items()))
 
 
-def training_runs(run: RunDir, dirs: Sequence[str] = ()) -> dict[str, list[dict[str, Any]]]:
-    """metrics.jsonl of each trainer run dir named, then of RUN/train/ and RUN/train/*/."""
-    paths = [FileSystems.join(d, METRICS_FILE) for d in dirs]
+def _tool_outputs(run: RunDir, dirs: Sequence[str], folder: str, file: str, hint: str) -> list[str]:
+    """`file` of each output dir named (each must have it), then of RUN/folder/ and
+    RUN/folder/*/: where the trainer and `iptkit eval` leave their runs, found by place (they
+    are separate tools, not stages, so stats.json does not index them)."""
+    paths = [FileSystems.join(d, file) for d in dirs]
     for path in paths:
         if not FileSystems.exists(path):
-            raise IptkitError(f"{path} does not exist: --train takes a trainer's run_dir")
-    paths += _match(run.path(TRAIN_DIR, METRICS_FILE))
-    paths += _match(run.path(TRAIN_DIR, "*", METRICS_FILE))
+            raise IptkitError(f"{path} does not exist: {hint}")
+    return paths + _match(run.path(folder, file)) + _match(run.path(folder, "*", file))
+
+
+def training_runs(run: RunDir, dirs: Sequence[str] = ()) -> dict[str, list[dict[str, Any]]]:
+    """metrics.jsonl of each trainer run dir named, then of RUN/train/ and RUN/train/*/."""
+    paths = _tool_outputs(run, dirs, TRAIN_DIR, METRICS_FILE, "--train takes a trainer's run_dir")
     return {_run_name(p, run, METRICS_FILE): _read_metrics(p) for p in paths}
 
 
 def eval_summaries(run: RunDir, dirs: Sequence[str] = ()) -> dict[str, dict[str, Any]]:
     """summary.json of each `iptkit eval` output dir named, then of RUN/eval/ and RUN/eval/*/."""
-    paths = [FileSystems.join(d, SUMMARY_FILE) for d in dirs]
-    for path in paths:
-        if not FileSystems.exists(path):
-            raise IptkitError(f"{path} does not exist: --eval takes an `iptkit eval` output dir")
-    paths += _match(run.path(EVAL_DIR, SUMMARY_FILE))
-    paths += _match(run.path(EVAL_DIR, "*", SUMMARY_FILE))
+    paths = _tool_outputs(
+        run, dirs, EVAL_DIR, SUMMARY_FILE, "--eval takes an `iptkit eval` output dir"
+    )
     found = {}
     for path in paths:
         data = _read_json(path)
