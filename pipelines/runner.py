@@ -15,7 +15,6 @@ from typing import Any
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from iptkit.errors import ExceptionCeilingError, IptkitError, LedgerError
@@ -30,6 +29,9 @@ from iptkit.pipelines.reports import (
 from iptkit.pipelines.spec import Plan
 from iptkit.rundir import RunDir
 from iptkit.transforms.stage import EXCEPTION, metrics_namespace
+
+# RunInference's batch latency, reported in the model stage's namespace (inference/core.py).
+INFERENCE_LATENCY = "inference_batch_latency_micro_secs"
 
 
 def option_flags(options: dict[str, Any]) -> list[str]:
@@ -53,17 +55,22 @@ class RunResult:
 def _stage_seconds(
     result: beam.runners.runner.PipelineResult, stages: list[str]
 ) -> dict[str, float]:
-    """Time spent in each stage's own code, summed over workers, where the runner reports it."""
+    """Time spent in each stage, summed over workers, where the runner reports it: its own code
+    (`process_us`) and, for model stages, its batches' inference (RunInference's latency)."""
     try:
-        counters = result.metrics().query(MetricsFilter().with_name("process_us"))["counters"]
+        metrics = result.metrics().query()
     except (NotImplementedError, AttributeError, KeyError):
         return {}
-    seconds = {}
-    for counter in counters:
-        for stage in stages:
-            if counter.key.metric.namespace == metrics_namespace(stage):
-                value = counter.committed if counter.committed is not None else counter.attempted
-                seconds[stage] = seconds.get(stage, 0.0) + (value or 0) / 1e6
+    namespaces = {metrics_namespace(stage): stage for stage in stages}
+    seconds: dict[str, float] = {}
+    for kind, name in (("counters", "process_us"), ("distributions", INFERENCE_LATENCY)):
+        for metric in metrics.get(kind, []):
+            stage = namespaces.get(metric.key.metric.namespace)
+            if stage is None or not metric.key.metric.name.endswith(name):
+                continue
+            value = metric.committed if metric.committed is not None else metric.attempted
+            micros = getattr(value, "sum", value) or 0
+            seconds[stage] = seconds.get(stage, 0.0) + micros / 1e6
     return seconds
 
 

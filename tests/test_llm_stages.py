@@ -141,6 +141,11 @@ def test_swallow_ja_example(tmp_path, models):
     assert all(n <= 8 for n in per_source.values())
     reasons = {r["reason"] for r in _rows(run / "rejects" / "translate", "*.jsonl")}
     assert reasons <= TRANSLATION_REASONS
+    # A model stage's time includes its inference (RunInference's latency in its namespace):
+    # the model stages dominate a run of a few dozen records through a model.
+    seconds = json.loads((run / "timings.json").read_text())["stage_seconds"]
+    model_time = sum(seconds[s] for s in ("translate", "respond", "judge"))
+    assert model_time > 5 * sum(seconds[s] for s in ("read", "extract", "categorize"))
 
 
 def test_xcit_example(tmp_path, models):

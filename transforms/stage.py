@@ -513,7 +513,8 @@ class ModelStage(Stage):
 
         spec = spec or self.model_spec()
         asked = outputs(items, RequestFn(self, spec, request), f"Prompts{label}")
-        generated = asked.pop(KEPT) | f"Generate{label}" >> Generate(spec)
+        generate = Generate(spec, namespace=metrics_namespace(self.name))
+        generated = asked.pop(KEPT) | f"Generate{label}" >> generate
         return generated, asked
 
 

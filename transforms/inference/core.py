@@ -276,10 +276,19 @@ class Generate(beam.PTransform):
     to RunInference's dead-letter output and comes back here as failed Generations.
     """
 
-    def __init__(self, spec: ModelSpec, handler: ModelHandler | None = None, label: str = ""):
+    def __init__(
+        self,
+        spec: ModelSpec,
+        handler: ModelHandler | None = None,
+        label: str = "",
+        namespace: str | None = None,
+    ):
         super().__init__(label=label or None)
         self._spec = spec
         self._handler = handler
+        # RunInference's metrics (batch latency, counts) go to the stage's namespace, so the
+        # stage's time includes its inference.
+        self._namespace = namespace or f"iptkit.inference.{spec.backend}"
 
     def expand(self, requests):
         from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
@@ -290,9 +299,7 @@ class Generate(beam.PTransform):
         results, dead = (
             requests
             | "RunInference"
-            >> RunInference(
-                handler, metrics_namespace=f"iptkit.inference.{self._spec.backend}"
-            ).with_exception_handling()
+            >> RunInference(handler, metrics_namespace=self._namespace).with_exception_handling()
         )
 
         def failed(item):

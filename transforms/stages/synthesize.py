@@ -48,7 +48,7 @@ from iptkit.transforms.inference.core import (
     spec_tokenizer,
 )
 from iptkit.transforms.record import Record, shallow_dict
-from iptkit.transforms.stage import Drop, Stage, StageFn, merge, outputs
+from iptkit.transforms.stage import Drop, Stage, StageFn, merge, metrics_namespace, outputs
 from iptkit.transforms.synth.lmops_format import (
     ParseCounts,
     cook_example,
@@ -396,7 +396,7 @@ class Synthesize(
         ).with_outputs(DONE, main="requests")
         generated = (
             built["requests"]
-            | f"Generate {k + 1}" >> Generate(spec)
+            | f"Generate {k + 1}" >> Generate(spec, namespace=metrics_namespace(self.name))
             | f"Update {k + 1}" >> beam.ParDo(_Update(self, k)).with_output_types(Chain)
         )
         return (generated, built[DONE], idle) | f"Merge {k + 1}" >> beam.Flatten()
