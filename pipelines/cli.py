@@ -161,15 +161,15 @@ def format_plan(plan: Plan) -> str:
         lines.append(
             f"  {''.ljust(width)}  {_describe(plan.resolved['sources'][spec.sources.index(src)]['path'])}"
         )
-    lines += [
-        "",
-        f"stages ({len(plan.stages)}):",
-        "  0. read  parse sources; broken records -> rejects/read",
-    ]
     steps = [(s.name, types[s.type].summary, s.config) for s in plan.flow.records]
     if plan.flow.tail:
-        steps.append((FORMAT_STAGE, "chat template + tokenizer of the pack stage", None))
+        steps.append((FORMAT_STAGE, "records -> token ids and loss masks (pack's options)", None))
         steps += [(s.name, types[s.type].summary, s.config) for s in plan.flow.tail]
+    lines += [
+        "",
+        f"stages ({len(steps)}):",
+        "  0. read  parse sources; broken records -> rejects/read",
+    ]
     for i, (name, summary, config) in enumerate(steps, 1):
         lines.append(f"  {i}. {name}  {summary}")
         if config is not None:

@@ -528,7 +528,8 @@ class Pack(
     Stage,
     stage="pack",
     config=PackConfig,
-    summary="format, tokenize, pack (concat or best fit) into RUN/shards/[STAGE/]SPLIT/ + manifest",
+    summary="tokenizer and chat template of the format step; pack (concat or best fit) into "
+    "RUN/shards/[STAGE/]SPLIT/ + manifest",
     tail=True,
 ):
     """Packs TokenizedDocs into RUN/shards/, with the mix's report (when a mix stage ran)
