@@ -20,6 +20,8 @@ from apache_beam.io.filesystems import FileSystems
 
 from iptkit.errors import IptkitError
 
+CACHE_DIR = "cache"
+
 
 @dataclass(frozen=True)
 class RunDir:
@@ -60,6 +62,10 @@ class RunDir:
         """RUN/<stage>/<filename>: a stage's side file (a cluster or mix report)."""
         return self.path(stage, filename)
 
+    def cache_dir(self, stage: str) -> str:
+        """RUN/cache/<stage>/: a model stage's finished generations (kept across reruns)."""
+        return self.path(CACHE_DIR, stage)
+
     def contamination_summary(self, stage: str) -> str:
         """RUN/contamination/stages/<stage>.json, combined into RUN/contamination/report.*."""
         return self.path("contamination", "stages", f"{stage}.json")
@@ -93,18 +99,22 @@ class RunDir:
         """Clear what an earlier run into the same RUN left, so no stale file mixes in.
 
         Everything in a run directory was written by iptkit, so all of it goes (stage reports
-        included). A non-empty directory that an earlier run did not make (it has no
-        spec.resolved.yaml) is refused, so `--out .` cannot delete a `data/`.
+        included), but for RUN/cache/: finished generations, which the rerun reuses. A non-empty
+        directory that an earlier run did not make (it has no spec.resolved.yaml) is refused, so
+        `--out .` cannot delete a `data/`.
         """
         if not FileSystems.exists(self.root):
             FileSystems.mkdirs(self.root)
             return
         contents = [m.path for m in FileSystems.match([self.path("**")])[0].metadata_list]
+        cache = self.path(CACHE_DIR, "")
         if contents and not FileSystems.exists(self.spec_resolved):
             raise IptkitError(
                 f"{self.root} is not empty and is not an iptkit run directory "
                 "(it has no spec.resolved.yaml); choose a new or empty --out"
             )
+        # The generation cache survives a rerun: it is what makes a rerun cheap.
+        contents = [p for p in contents if not p.startswith(cache)]
         if contents:
             FileSystems.delete(contents)
         _remove_empty_dirs(self.root)

@@ -28,10 +28,13 @@ from iptkit.pipelines.reports import (
 )
 from iptkit.pipelines.spec import Plan
 from iptkit.rundir import RunDir
+from iptkit.transforms.inference.cache import HITS, MISSES
 from iptkit.transforms.stage import EXCEPTION, metrics_namespace
 
 # RunInference's batch latency, reported in the model stage's namespace (inference/core.py).
 INFERENCE_LATENCY = "inference_batch_latency_micro_secs"
+# Model stages' counters that stats.json keeps per stage (row `generation`).
+GENERATION_COUNTERS = (HITS, MISSES)
 
 
 def option_flags(options: dict[str, Any]) -> list[str]:
@@ -52,26 +55,36 @@ class RunResult:
     wall_seconds: float
 
 
-def _stage_seconds(
+def _stage_metrics(
     result: beam.runners.runner.PipelineResult, stages: list[str]
-) -> dict[str, float]:
-    """Time spent in each stage, summed over workers, where the runner reports it: its own code
-    (`process_us`) and, for model stages, its batches' inference (RunInference's latency)."""
+) -> tuple[dict[str, float], dict[str, dict[str, int]]]:
+    """What the runner reports per stage, summed over workers (where it reports metrics):
+
+    - seconds: the stage's own code (`process_us`) and, for model stages, its batches'
+      inference (RunInference's latency);
+    - `GENERATION_COUNTERS` of model stages (cache hits and misses), for stats.json.
+    """
     try:
         metrics = result.metrics().query()
     except (NotImplementedError, AttributeError, KeyError):
-        return {}
+        return {}, {}
     namespaces = {metrics_namespace(stage): stage for stage in stages}
     seconds: dict[str, float] = {}
-    for kind, name in (("counters", "process_us"), ("distributions", INFERENCE_LATENCY)):
+    counts: dict[str, dict[str, int]] = {}
+    for kind in ("counters", "distributions"):
         for metric in metrics.get(kind, []):
             stage = namespaces.get(metric.key.metric.namespace)
-            if stage is None or not metric.key.metric.name.endswith(name):
+            if stage is None:
                 continue
+            name = metric.key.metric.name
             value = metric.committed if metric.committed is not None else metric.attempted
-            micros = getattr(value, "sum", value) or 0
-            seconds[stage] = seconds.get(stage, 0.0) + micros / 1e6
-    return seconds
+            if name == "process_us" or name.endswith(INFERENCE_LATENCY):
+                micros = getattr(value, "sum", value) or 0
+                seconds[stage] = seconds.get(stage, 0.0) + micros / 1e6
+            elif kind == "counters" and name in GENERATION_COUNTERS:
+                row = counts.setdefault(stage, {})
+                row[name] = row.get(name, 0) + (value or 0)
+    return seconds, counts
 
 
 def execute(plan: Plan, beam_args: list[str]) -> RunResult:
@@ -104,7 +117,11 @@ def execute(plan: Plan, beam_args: list[str]) -> RunResult:
     over = over_exception_ceiling(stats, plan.spec.max_exception_share)
     stats["exception_ceiling"] = list(over.values())
     stats["files"] = run.index({stage.name: stage.files() for stage in stages})
-    seconds = _stage_seconds(result, ["read", *stage_names])
+    seconds, generation = _stage_metrics(result, ["read", *stage_names])
+    for stage, row in generation.items():  # a counter never incremented is not reported
+        stats["stages"][stage]["generation"] = {
+            name: row.get(name, 0) for name in GENERATION_COUNTERS
+        }
     timings = {"wall_seconds": round(wall, 3), "stage_seconds": seconds}
     atomic_write(run.timings, json.dumps(timings, indent=2, sort_keys=True).encode() + b"\n")
     write_contamination_report(run, stats)

@@ -509,13 +509,20 @@ class ModelStage(Stage):
         """`(item, Generation)` for each item `request` asks, and the outputs of the asking
         step (the items it dropped). Items are records, or a stage's own state for a record
         (with the record as `.record`); `spec` defaults to the stage's model."""
-        from iptkit.transforms.inference.core import Generate
-
         spec = spec or self.model_spec()
         asked = outputs(items, RequestFn(self, spec, request), f"Prompts{label}")
-        generate = Generate(spec, namespace=metrics_namespace(self.name))
-        generated = asked.pop(KEPT) | f"Generate{label}" >> generate
+        generated = asked.pop(KEPT) | f"Generate{label}" >> generation_step(self, spec)
         return generated, asked
+
+
+def generation_step(stage: Stage, spec: Any) -> beam.PTransform:
+    """`(key, request) -> (key, Generation)` for a model stage: RunInference reporting into the
+    stage's metrics, behind the generation cache unless the stage's `cache` is false."""
+    from iptkit.transforms.inference.core import Generate
+
+    where = stage.config.cache
+    root = where if isinstance(where, str) else stage.context.run.cache_dir(stage.name)
+    return Generate(spec, namespace=metrics_namespace(stage.name), cache=root if where else None)
 
 
 class RequestFn(StageFn):

@@ -145,7 +145,22 @@ class InferenceOptions(StageConfig):
         "earliest tokens, reject makes the record a reject with reason prompt_too_long",
     )
 
+    cache: bool | str = Field(
+        True,
+        description="keep every finished generation and reuse it on a rerun (RUN/cache/STAGE/); "
+        "a folder (relative to the spec's, or gs://...) to share one cache between runs; false "
+        "to turn it off",
+    )
+
     _location = field_validator("model", "tokenizer")(_model_location)
+
+    @field_validator("cache")
+    @classmethod
+    def _cache_folder(cls, value: bool | str, info: ValidationInfo) -> bool | str:
+        if isinstance(value, bool) or "://" in value:
+            return value
+        base = (info.context or {}).get(BASE_DIR, os.getcwd())
+        return os.path.normpath(os.path.join(base, os.path.expanduser(value)))
 
     @model_validator(mode="after")
     def _model_needed(self) -> InferenceOptions:
@@ -273,7 +288,9 @@ class Generate(beam.PTransform):
 
     Keys travel untouched (a record, or a stage's whole working state), so no join is needed
     after inference. A batch whose handler call raises past the handler's own isolation goes
-    to RunInference's dead-letter output and comes back here as failed Generations.
+    to RunInference's dead-letter output and comes back here as failed Generations. With a
+    `cache` folder, requests answered before are looked up there and skip the model, and each
+    new generation is stored there as its batch completes (`inference/cache.py`).
     """
 
     def __init__(
@@ -282,10 +299,12 @@ class Generate(beam.PTransform):
         handler: ModelHandler | None = None,
         label: str = "",
         namespace: str | None = None,
+        cache: str | None = None,
     ):
         super().__init__(label=label or None)
         self._spec = spec
         self._handler = handler
+        self._cache = cache
         # RunInference's metrics (batch latency, counts) go to the stage's namespace, so the
         # stage's time includes its inference.
         self._namespace = namespace or f"iptkit.inference.{spec.backend}"
@@ -293,13 +312,23 @@ class Generate(beam.PTransform):
     def expand(self, requests):
         from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
 
-        from iptkit.transforms.inference.prompt_handler import make_handler
+        from iptkit.transforms.inference.cache import HITS, Lookup
+        from iptkit.transforms.inference.prompt_handler import StoringHandler, make_handler
 
-        handler = KeyedModelHandler(self._handler or make_handler(self._spec))
+        handler = self._handler or make_handler(self._spec)
+        hits = None
+        if self._cache is not None:
+            looked = requests | "Cache lookup" >> beam.ParDo(
+                Lookup(self._cache, self._spec, self._namespace)
+            ).with_outputs(HITS, main="misses")
+            requests, hits = looked["misses"], looked[HITS]
+            handler = StoringHandler(handler, self._cache)
         results, dead = (
             requests
             | "RunInference"
-            >> RunInference(handler, metrics_namespace=self._namespace).with_exception_handling()
+            >> RunInference(
+                KeyedModelHandler(handler), metrics_namespace=self._namespace
+            ).with_exception_handling()
         )
 
         def failed(item):
@@ -309,4 +338,5 @@ class Generate(beam.PTransform):
                 yield key, Generation(error=INFERENCE_FAILED, detail=detail)
 
         lost = dead.failed_inferences | "Failed" >> beam.FlatMap(failed)
-        return (results, lost) | "Join" >> beam.Flatten()
+        answered = (results, lost) if hits is None else (results, lost, hits)
+        return answered | "Join" >> beam.Flatten()

@@ -94,6 +94,43 @@ class PromptHandler(ModelHandler):
         return f"iptkit.inference.{self.spec.backend}"
 
 
+class StoringHandler(ModelHandler):
+    """Keeps each generation in the cache as soon as its batch is done, inside RunInference's
+    own step (a step after RunInference may run only once the whole stage has, which would keep
+    nothing from a run killed half way). Requests arrive as `(cache key, request)`."""
+
+    def __init__(self, inner: PromptHandler, root: str):
+        spec = inner.spec
+        super().__init__(min_batch_size=spec.batch_size, max_batch_size=spec.batch_size)
+        self.inner, self.root = inner, root
+
+    def load_model(self) -> Any:
+        return self.inner.load_model()
+
+    def share_model_across_processes(self) -> bool:
+        return self.inner.share_model_across_processes()
+
+    def run_inference(
+        self,
+        batch: Sequence[tuple[str, GenerationRequest]],
+        model: Any,
+        inference_args: dict[str, Any] | None = None,
+    ) -> list[Generation]:
+        from iptkit.transforms.inference.cache import store
+
+        generations = self.inner.run_inference([r for _, r in batch], model, inference_args)
+        for (key, _), generation in zip(batch, generations, strict=True):
+            if generation.error is None:  # a failure is worth asking again on a rerun
+                store(self.root, key, generation)
+        return generations
+
+    def get_num_bytes(self, batch: Sequence[tuple[str, GenerationRequest]]) -> int:
+        return self.inner.get_num_bytes([r for _, r in batch])
+
+    def get_metrics_namespace(self) -> str:
+        return self.inner.get_metrics_namespace()
+
+
 def make_handler(spec: ModelSpec) -> PromptHandler:
     """The handler of `spec.backend`; vLLM is imported only when chosen."""
     if spec.backend == "transformers":

@@ -38,7 +38,6 @@ from pydantic import Field
 from iptkit.hashing import seeded_int
 from iptkit.transforms.inference.core import (
     PROMPT_TOO_LONG,
-    Generate,
     Generation,
     GenerationRequest,
     InferenceOptions,
@@ -48,7 +47,7 @@ from iptkit.transforms.inference.core import (
     spec_tokenizer,
 )
 from iptkit.transforms.record import Record, shallow_dict
-from iptkit.transforms.stage import Drop, Stage, StageFn, merge, metrics_namespace, outputs
+from iptkit.transforms.stage import Drop, Stage, StageFn, generation_step, merge, outputs
 from iptkit.transforms.synth.lmops_format import (
     ParseCounts,
     cook_example,
@@ -396,7 +395,7 @@ class Synthesize(
         ).with_outputs(DONE, main="requests")
         generated = (
             built["requests"]
-            | f"Generate {k + 1}" >> Generate(spec, namespace=metrics_namespace(self.name))
+            | f"Generate {k + 1}" >> generation_step(self, spec)
             | f"Update {k + 1}" >> beam.ParDo(_Update(self, k)).with_output_types(Chain)
         )
         return (generated, built[DONE], idle) | f"Merge {k + 1}" >> beam.Flatten()
