@@ -175,4 +175,12 @@ def summary_table(stats: dict[str, Any], seconds: dict[str, float]) -> str:
         ]
         return "  ".join(left + [cells[5]])
 
-    return "\n".join(line(r) for r in rows)
+    lines = [line(r) for r in rows]
+    for name, row in stats["stages"].items():
+        if "generation" in row:  # a model stage: what it asked the model, what the cache had
+            counts = row["generation"]
+            lines.append(
+                f"{name}: {counts.get('cache_misses', 0)} generated, "
+                f"{counts.get('cache_hits', 0)} from the cache"
+            )
+    return "\n".join(lines)

@@ -116,7 +116,7 @@ def _generation(run: Path) -> dict[str, int]:
     return json.loads((run / "stats.json").read_text())["stages"]["respond"]["generation"]
 
 
-def test_a_killed_run_resumes_sending_only_what_has_no_answer(tmp_path, model):
+def test_a_killed_run_resumes_sending_only_what_has_no_answer(tmp_path, model, capsys):
     spec = _spec(tmp_path, model)
     whole = tmp_path / "whole"
     assert run_cli("run", spec, "--out", whole) == 0
@@ -145,8 +145,10 @@ def test_a_killed_run_resumes_sending_only_what_has_no_answer(tmp_path, model):
     assert _generation(killed) == {"cache_hits": kept, "cache_misses": PROMPTS - kept}
     # ...and writes the same bytes as the run that was never interrupted.
     assert _outputs(killed) == _outputs(whole)
-    # A third run generates nothing.
+    # A third run generates nothing, and says so.
+    capsys.readouterr()
     assert run_cli("run", spec, "--out", killed) == 0
+    assert f"respond: 0 generated, {PROMPTS} from the cache" in capsys.readouterr().out
     assert _generation(killed) == {"cache_hits": PROMPTS, "cache_misses": 0}
     assert _outputs(killed) == _outputs(whole)
 
