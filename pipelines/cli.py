@@ -47,6 +47,13 @@ def _parser() -> argparse.ArgumentParser:
             "spec", help="the YAML spec, or the name of an example shipped with iptkit (demo)"
         )
         sub.add_argument("--out", help="run directory (overrides the spec's output)")
+        if name == "run":
+            sub.add_argument(
+                "--force",
+                action="store_true",
+                help="replace an earlier run of another spec in RUN (files iptkit did not "
+                "write are kept)",
+            )
         sub.add_argument(
             "--set",
             dest="sets",
@@ -206,8 +213,9 @@ def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
 
     spec = spec_file(args.spec)
     plan = load_plan(spec, args.sets, args.out)
-    print(f"iptkit: running {spec} into {plan.output}", flush=True)
-    result = execute(plan, beam_args)
+    where = plan.output if "://" in plan.output else os.path.abspath(plan.output)
+    print(f"iptkit: running {spec} into {where}", flush=True)
+    result = execute(plan, beam_args, force=args.force)
     print(summary_table(result.stats, result.seconds))
     kept = result.stats["output_records"]
     print(

@@ -7,9 +7,14 @@ PortableRunner, Flink or Dataflow.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
+import os
+import shutil
+import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +25,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from iptkit.errors import ExceptionCeilingError, IptkitError, LedgerError
 from iptkit.files import atomic_write, read_bytes
 from iptkit.pipelines.builder import build
+from iptkit.pipelines.flow import FORMAT_STAGE
 from iptkit.pipelines.ledger import assemble, over_exception_ceiling, summary_table, violations
 from iptkit.pipelines.reports import (
     run_report_inputs,
@@ -87,24 +93,56 @@ def _stage_metrics(
     return seconds, counts
 
 
-def execute(plan: Plan, beam_args: list[str]) -> RunResult:
-    """Run the plan into its output directory; raise `LedgerError` if any stage lost records."""
-    run = RunDir(plan.output)
-    run.prepare()
-    atomic_write(run.spec_resolved, plan.resolved_yaml().encode("utf-8"))
+def _pipeline(plan: Plan, beam_args: list[str]) -> beam.Pipeline:
+    """The Beam pipeline with the spec's options and the command line's (which win); a runner
+    Beam does not know is a clear error, raised before anything in RUN is touched."""
     options = PipelineOptions(option_flags(plan.spec.pipeline_options) + list(beam_args))
-    started = time.perf_counter()
-    pipeline = beam.Pipeline(options=options)
-    stages = build(pipeline, plan, run)
-    # The objects alive now (modules, Beam, the graph) live as long as the run: frozen, the
-    # garbage collector stops re-scanning them on every full collection while an in-process
-    # runner allocates millions of records (half the collector's time in a pack run).
-    gc.freeze()
     try:
-        result = pipeline.run()
-        state = result.wait_until_finish()
+        return beam.Pipeline(options=options)
+    except ValueError as exc:
+        raise IptkitError(f"pipeline options: {exc}") from None
+
+
+@contextlib.contextmanager
+def _private_temp_dir() -> Iterator[None]:
+    """Points the process's (and its workers') temporary folder at one of the run's own, removed
+    afterwards, so Beam's `beam-temp*` folders never pile up in the system's temp directory."""
+    folder = tempfile.mkdtemp(prefix="iptkit-run-")
+    saved_env, saved_dir = os.environ.get("TMPDIR"), tempfile.tempdir
+    os.environ["TMPDIR"], tempfile.tempdir = folder, folder
+    try:
+        yield
     finally:
-        gc.unfreeze()
+        tempfile.tempdir = saved_dir
+        if saved_env is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = saved_env
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def execute(plan: Plan, beam_args: list[str], force: bool = False) -> RunResult:
+    """Run the plan into its output directory; raise `LedgerError` if any stage lost records.
+
+    The graph is built before RUN is prepared, so a bad option fails with RUN untouched.
+    """
+    run = RunDir(plan.output)
+    run.check_location()
+    with _private_temp_dir():
+        started = time.perf_counter()
+        pipeline = _pipeline(plan, beam_args)
+        stages = build(pipeline, plan, run)
+        run.prepare(plan.spec_hash, [*(s.name for s in plan.stages), FORMAT_STAGE], force)
+        atomic_write(run.spec_resolved, plan.resolved_yaml().encode("utf-8"))
+        # The objects alive now (modules, Beam, the graph) live as long as the run: frozen, the
+        # garbage collector stops re-scanning them on every full collection while an in-process
+        # runner allocates millions of records (half the collector's time in a pack run).
+        gc.freeze()
+        try:
+            result = pipeline.run()
+            state = result.wait_until_finish()
+        finally:
+            gc.unfreeze()
     wall = time.perf_counter() - started
     if state != beam.runners.runner.PipelineState.DONE:
         raise IptkitError(f"the pipeline ended in state {state}; {run.root} is incomplete")

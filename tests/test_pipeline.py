@@ -92,30 +92,19 @@ def test_same_spec_twice_gives_identical_bytes_and_shards_partition(corpus):
     assert run_cli("run", corpus, "--out", base / "a") == 0
     assert run_cli("run", corpus, "--out", base / "b") == 0
     assert outputs(base / "a") == outputs(base / "b")
-    # A rerun into the same directory replaces everything, leaving no stale file or folder
-    # (a trainer's run_dir inside RUN would otherwise keep empty checkpoint folders).
+    # A rerun of another spec (other settings) into the same directory needs --force; it
+    # replaces the earlier run's files, leaving no stale file or folder, and keeps the trainer's.
     (base / "a" / "train" / "checkpoints" / "step-00000045" / "state").mkdir(parents=True)
     (base / "a" / "train" / "checkpoints" / "step-00000045" / "state" / "x").write_text("x")
-    assert (
-        run_cli(
-            "run",
-            corpus,
-            "--out",
-            base / "a",
-            "--set",
-            "output_shards=3",
-            "--set",
-            "stages.normalize.save=true",
-        )
-        == 0
-    )
+    other = ["--set", "output_shards=3", "--set", "stages.normalize.save=true"]
+    assert run_cli("run", corpus, "--out", base / "a", *other, "--force") == 0
     names = sorted(files_under(base / "a"))
     assert [n for n in names if n.startswith("output/")] == [
         f"output/part-0000{i}-of-00003.jsonl.gz" for i in range(3)
     ]
     assert len([n for n in names if n.startswith("data/normalize/")]) == 3
     assert not [n for n in names if ".tmp-" in n]
-    assert not (base / "a" / "train").exists()
+    assert (base / "a" / "train" / "checkpoints" / "step-00000045" / "state" / "x").exists()
     assert sorted(r["id"] for r in records(base / "a")) == sorted(
         r["id"] for r in records(base / "b")
     )
@@ -193,7 +182,7 @@ def test_refuses_to_clear_a_directory_it_did_not_make(corpus, capsys):
     (precious / "data").mkdir(parents=True)
     (precious / "data" / "corpus.jsonl").write_text("{}")
     assert run_cli("run", corpus, "--out", precious) == 1
-    assert "is not an iptkit run directory" in capsys.readouterr().err
+    assert "holds files iptkit did not write: data" in capsys.readouterr().err
     assert (precious / "data" / "corpus.jsonl").exists()
 
 
