@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from iptkit.config_file import apply_overrides, load_yaml
 from iptkit.config_file import locate as _locate
@@ -36,7 +36,7 @@ RUN_KEYS = ("output", "pipeline_options", "max_exception_share")
 class Spec(BaseModel):
     """The top level of a spec file."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     seed: int = Field(0, description="seeds every random choice, with the record id")
     output: str = Field(description="run directory, relative to where iptkit runs; --out overrides")
@@ -60,6 +60,39 @@ class Spec(BaseModel):
     pipeline_options: dict[str, Any] = Field(
         default_factory=dict, description="Beam pipeline options; command-line flags win"
     )
+
+    @field_validator("pipeline_options")
+    @classmethod
+    def _known_beam_options(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return check_pipeline_options(value)
+
+
+def check_pipeline_options(options: dict[str, Any]) -> dict[str, Any]:
+    """Each key is an option Beam knows (nearest name suggested) with a scalar value, and the
+    runner, if named, is one Beam can create: a typo fails `validate`, not a run hours later."""
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    known = PipelineOptions([]).get_all_options()
+    problems = []
+    for key, value in options.items():
+        if key not in known:
+            near = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+            problems.append(f"{key}: not a Beam pipeline option" + (f"; did you mean {near[0]!r}?" if near else ""))  # fmt: skip
+        elif isinstance(value, (dict, list)):
+            problems.append(f"{key}: expected a single value, got {type(value).__name__}")
+    runner = options.get("runner")
+    if isinstance(runner, str):
+        from apache_beam.runners.runner import create_runner
+
+        try:
+            create_runner(runner)
+        except ValueError as exc:
+            problems.append(f"runner: {str(exc).split(' Valid values')[0]}")
+        except ImportError as exc:  # a runner whose extra is not installed (gcp, ...)
+            problems.append(f"runner: {runner} needs a package that is not installed ({exc})")
+    if problems:
+        raise ValueError("; ".join(problems))
+    return options
 
 
 @dataclass

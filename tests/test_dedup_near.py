@@ -353,3 +353,17 @@ def test_same_bytes_with_two_worker_processes_and_a_balanced_ledger(tmp_path):
         assert row["in"] == row["out"] + sum(row["dropped"].values()), name
     assert stats["stages"]["dedup_exact"]["dropped"] == {"exact_duplicate": 7}
     assert stats["stages"]["dedup_near"]["dropped"] == {"near_duplicate": 7}
+
+
+def test_a_huge_record_is_shingled_only_up_to_max_chars(tmp_path):
+    """Per-record work is bounded (issue 18, item 9): two records that share their first
+    max_chars characters and differ after are near duplicates, because only that much of each
+    is shingled (a 30 MB record's shingles took 5 GB uncapped; benchmarks/RESULTS.md)."""
+    head = words()
+    a = head + " " + words({i: f"a{i}" for i in range(200)})
+    b = head + " " + words({i: f"b{i}" for i in range(200)})
+    records = [Record(id="a", source="t", text=a), Record(id="b", source="t", text=b)]
+    kept, rejects, _ = run_near(records, tmp_path / "capped", max_chars=len(head))
+    assert list(kept) == ["a"] and rejects["b"]["reason"] == "near_duplicate"
+    kept, rejects, _ = run_near(records, tmp_path / "whole")
+    assert sorted(kept) == ["a", "b"] and rejects == {}

@@ -192,3 +192,25 @@ def test_stage_source_selection_must_name_real_sources(tmp_path):
     assert problems(exc) == [
         ("stages.1.normalize.sources.1", 7, "no source named 'nope' (sources: web)")
     ]
+
+
+def test_nonsense_numbers_and_pipeline_options_fail_at_validate(tmp_path):
+    """NaN and infinite option values, unknown Beam options and runners are spec errors, not a
+    failure hours into a run (issue 18, item 9)."""
+    spec = write_spec(
+        tmp_path,
+        GOOD
+        + "  - mix: {ratios: {raw: .nan, augmented: 1.0}}\n"
+        + "  - pack: {tokenizer: ., seq_len: .inf}\n"
+        + "pipeline_options: {direct_num_worker: 2, runner: FlinkRuner}\n"
+        + "max_exception_share: .nan\n",
+    )
+    with pytest.raises(SpecError) as exc_info:
+        load_plan(spec)
+    found = {key: (line, message) for key, line, message in problems(exc_info)}
+    assert "share nan is not a finite" in found["stages.1.mix"][1]
+    assert found["stages.2.pack.seq_len"][0] == 8
+    line, message = found["pipeline_options"]
+    assert line == 9 and "did you mean 'direct_num_workers'?" in message
+    assert "Unexpected pipeline runner: FlinkRuner" in message
+    assert "finite number" in found["max_exception_share"][1]

@@ -32,7 +32,8 @@ class StageConfig(BaseModel):
     """Base of every stage's options: unknown keys are errors; `save`, `sources` and `kinds` are
     common to all stages (the builder applies the selection, so no stage re-implements it)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # NaN and infinity are never a meaningful option value: a spec error, not hours of work.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     save: bool = Field(
         False, description="also write this stage's kept records to RUN/data/STAGE/*.jsonl.gz"

@@ -91,6 +91,13 @@ class DedupNearConfig(StageConfig):
         description="auto: characters for a record whose lang is ja, zh, th, lo, km or my "
         "(without a lang: whose letters are mostly in those scripts), words otherwise",
     )
+    max_chars: int = Field(
+        1_000_000,
+        ge=1,
+        description="shingle at most this many characters of a record (its start): bounds the "
+        "memory of one record (a 50 MB record's shingles took 9 GB); longer texts are compared "
+        "on their first max_chars characters",
+    )
     verify: bool = Field(
         False,
         description="keep a candidate pair only if the true Jaccard of its shingle sets "
@@ -300,12 +307,11 @@ class _SignFn(StageFn):
     def process(self, record: Record):
         with self.timed():
             cfg = self.stage.config
+            text = record.text[: cfg.max_chars]
             unit = (
-                shingle_unit(record.text, record.lang)
-                if cfg.shingle_unit == "auto"
-                else cfg.shingle_unit
+                shingle_unit(text, record.lang) if cfg.shingle_unit == "auto" else cfg.shingle_unit
             )
-            hashes = shingle_hashes(shingles(record.text, cfg.shingle_size, unit))
+            hashes = shingle_hashes(shingles(text, cfg.shingle_size, unit))
             node = node_of(record.id, self.stage.seed)
             keys = band_keys(self._hasher.signature(hashes), self._bands, self._rows)
         for key in keys:

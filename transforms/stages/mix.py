@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from typing import Any, Literal
 
 import apache_beam as beam
@@ -79,8 +80,8 @@ def _check_tree(node: Any, group_by: list[str], depth: int, path: str) -> None:
             raise ValueError(
                 f"ratios{where}: expected a share (a number) or a mapping, got {value!r}"
             )
-        elif value < 0:
-            raise ValueError(f"ratios{where}: share {value} is negative")
+        elif not math.isfinite(value) or value < 0:
+            raise ValueError(f"ratios{where}: share {value} is not a finite, non-negative number")
 
 
 class MixConfig(StageConfig):
