@@ -163,7 +163,7 @@ def test_model_stage_prompts_generates_and_parses_with_a_real_model(tmp_path):
     tools.tiny_llama(tokenizer, seed=0).save_pretrained(tmp_path / "m")
     tokenizer.save_pretrained(tmp_path / "m")
     config = InferenceOptions(model=str(tmp_path / "m"), max_new_tokens=3, max_model_len=64)
-    stage = _Echo(config, StageContext("echo"))
+    stage = _Echo(config, StageContext("echo", run=RunDir(str(tmp_path / "run"))))
     records = _records(["hello", "world", "skip", "ask?", "parse!"])
     with beam.Pipeline() as p:
         out = p | beam.Create(records) | stage
