@@ -166,7 +166,10 @@ def test_config_nested_groups_and_repeat_limits():
             {"ratios": {"raw": 0.5, "instruction": 0.4}},
             "ratios sum to 0.9 (raw 0.5 + instruction 0.4)",
         ),
-        ({"ratios": {"raw": 1.2, "instruction": -0.2}}, "share -0.2 is negative"),
+        (
+            {"ratios": {"raw": 1.2, "instruction": -0.2}},
+            "share -0.2 is not a finite, non-negative number",
+        ),
         ({"group_by": "langue", "ratios": {"en": 1}}, "each field once, of source, kind"),
         ({"ratios": {"raw": 0.5, "instruktion": 0.5}}, "unknown kind 'instruktion'"),
         ({"ratios": {"raw": {"en": 1.0}}}, "nested deeper than group_by"),
