@@ -25,5 +25,36 @@ while [[ $# -gt 0 && $1 != -- ]]; do
 done
 [[ $# -gt 0 ]] && shift  # the --
 
-exec "${PYTHON:-python3}" -m deepspeed.launcher.runner "${launcher_args[@]}" \
-    --module iptkit.trainer "$config" "$@"
+# The launcher runs as a job of its own (set -m: its own process group), and a signal to this
+# script (Ctrl-C, a scheduler's SIGTERM, kill, a closed terminal) is passed on as SIGTERM to that
+# whole group: DeepSpeed's runner, its launch process and every local rank, which stop at once
+# (the next run resumes from the last checkpoint). DeepSpeed's runner passes nothing on by itself
+# on one node, and its ranks would train on to the end and export. On several nodes, the runner
+# stops the remote ranks itself when it gets the signal.
+launcher=""
+signal=0
+forward() {
+    signal=$1
+    [[ -z $launcher ]] || kill -TERM -- "-$launcher" 2>/dev/null || true
+}
+trap 'forward 1' HUP
+trap 'forward 2' INT
+trap 'forward 15' TERM
+set -m
+"${PYTHON:-python3}" -m deepspeed.launcher.runner "${launcher_args[@]}" \
+    --module iptkit.trainer "$config" "$@" &
+launcher=$!
+set +m
+if ((signal)); then  # one that came while the launcher was being started
+    forward "$signal"
+fi
+status=0
+wait "$launcher" || status=$?
+# A trapped signal ends `wait` at once: wait on until the launcher has stopped its ranks.
+while ((signal)) && kill -0 "$launcher" 2>/dev/null; do
+    wait "$launcher" || true
+done
+if ((signal)); then
+    exit $((128 + signal))
+fi
+exit "$status"

@@ -7,16 +7,20 @@ runs with two ranks, or that get killed, go through scripts/train.sh or
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import signal
+import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
 import pytest
 import torch
 import torch.nn.functional as F
@@ -36,9 +40,12 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from iptkit.errors import IptkitError
 from iptkit.shards import open_shards
+from iptkit.trainer.__main__ import main
+from iptkit.trainer.checkpoint import UnsafeCheckpoint, latest_checkpoint
 from iptkit.trainer.config import load_config
 from iptkit.trainer.data import Layout, StageBatches
 from iptkit.trainer.loop import TrainResult, train
+from iptkit.trainer.runlock import RunLock, RunLocked
 
 # Two ranks with ZeRO-3 must really partition even these tiny tensors.
 ZERO3_ALL_PARTITIONED = {
@@ -196,9 +203,10 @@ def test_zero3_export_reloads_with_the_same_logits(
 
 
 def test_killed_run_resumes_with_identical_losses(
-    tmp_path: Path, data: dict[str, Path], in_process: None
+    tmp_path: Path, data: dict[str, Path], in_process: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """SIGKILL a run after its first checkpoint; resuming gives the uninterrupted losses."""
+    """SIGKILL a run after its first checkpoint; resuming takes over the lock the killed run
+    left and gives the uninterrupted losses."""
     fields: dict[str, Any] = dict(
         deepspeed="zero2",
         model={"config": "llama-tiny", "overrides": {"attention_dropout": 0.2}},
@@ -226,7 +234,13 @@ def test_killed_run_resumes_with_identical_losses(
     resumed_from = max(int(p.name.split("-")[1]) for p in checkpoints.glob("step-*"))
     assert resumed_from < 40
 
+    assert json.loads((tmp_path / "killed" / "trainer.lock").read_text())["pid"] == proc.pid
+    capsys.readouterr()
     run(killed)
+    assert f"taking over the lock of {tmp_path / 'killed'} left by pid {proc.pid}" in (
+        capsys.readouterr().err
+    )
+    assert not (tmp_path / "killed" / "trainer.lock").exists()
     run(reference)
     expected, got = losses(tmp_path / "ref"), losses(tmp_path / "killed")
     assert list(got) == list(range(1, 41))
@@ -279,5 +293,247 @@ def test_continue_from_an_export_and_refuse_a_changed_resume(
         IptkitError, match="already holds checkpoints and checkpoint.resume is false"
     ):
         run(second, "checkpoint.resume=false")
-    with pytest.raises(IptkitError, match="was written by a run with stages .* use a new run_dir"):
+    with pytest.raises(
+        IptkitError, match=r"different config(.|\n)*stages.0.steps: 2 -> 3(.|\n)*allow-config"
+    ):
         run(second, "stages.0.steps=3")
+
+
+def test_resuming_with_a_changed_config_is_refused_unless_allowed(
+    tmp_path: Path, data: dict[str, Path], in_process: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Seed, batch size, learning rate, model and data changed on resume: refused with the list
+    of changes and the flag, config.yaml untouched; with the flag, resumed and the old kept."""
+    config = write_config(
+        tmp_path / "run.yaml",
+        stages=[stage("pt", data["pt"], steps=2)],
+        export={"enabled": False},
+    )
+    run(config)
+    run_dir = tmp_path / "run"
+    saved = (run_dir / "config.yaml").read_bytes()
+    other = write_shards(tmp_path / "other", data["tok"], rows=64, seed=1)
+    changed = [
+        "seed=1",
+        "micro_batch_size=4",
+        "stages.0.lr=0.01",
+        "model.overrides={attention_dropout: 0.1}",
+        f"stages.0.data={other}",
+        "metrics.plot=true",  # reporting is free to change
+    ]
+    capsys.readouterr()
+    assert main([str(config), *(f"--set={s}" for s in changed)]) == 2
+    err = capsys.readouterr().err
+    for line in (
+        "seed: 0 -> 1",
+        "micro_batch_size: 2 -> 4",
+        "stages.0.lr: 0.003 -> 0.01",
+        'model.overrides: {} -> {"attention_dropout": 0.1}',
+        "stages.0.data (manifest sha256): ",
+        "Pass --allow-config-change to resume",
+    ):
+        assert line in err, err
+    assert "metrics" not in err
+    assert (run_dir / "config.yaml").read_bytes() == saved
+    assert not list(run_dir.glob("config.until-*"))
+
+    allowed = ["--set=stages.0.steps=3", "--set=stages.0.lr=0.01", "--allow-config-change"]
+    assert main([str(config), *allowed]) == 0
+    err = capsys.readouterr().err
+    assert "changed config (--allow-config-change)" in err
+    assert "stages.0.steps: 2 -> 3" in err and "stages.0.lr: 0.003 -> 0.01" in err
+    assert (run_dir / "config.until-step-00000002.yaml").read_bytes() == saved
+    assert load_config(run_dir / "config.yaml").stages[0].steps == 3
+    assert list(losses(run_dir)) == [1, 2, 3]
+
+
+class _Payload:
+    """Unpickling this runs code: it creates the marker file."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (exec, (f"open({str(self.marker)!r}, 'w').close()",))
+
+
+def test_a_checkpoint_that_would_run_code_is_refused(
+    tmp_path: Path, data: dict[str, Path], in_process: None
+) -> None:
+    """A pickle payload in the RNG file or in DeepSpeed's optimizer states (ZeRO-3) refuses the
+    resume and never runs; the untouched checkpoint then resumes."""
+    zero3 = tmp_path / "zero3.json"
+    zero3.write_text(json.dumps(ZERO3_ALL_PARTITIONED))
+    config = write_config(
+        tmp_path / "run.yaml",
+        deepspeed=str(zero3),
+        stages=[stage("pt", data["pt"], steps=2)],
+        export={"enabled": False},
+    )
+    run(config)
+    checkpoint = tmp_path / "run" / "checkpoints" / "step-00000002"
+    marker = tmp_path / "code-ran"
+    rng = checkpoint / "rng-rank0.pt"
+    optim = checkpoint / "state" / "zero_pp_rank_0_mp_rank_00_optim_states.pt"
+    originals = {path: path.read_bytes() for path in (rng, optim)}
+
+    torch.save({"python_state": _Payload(marker)}, rng)
+    with pytest.raises(UnsafeCheckpoint, match="rng-rank0.pt holds a reference to exec,"):
+        run(config)
+    assert not marker.exists()
+    rng.write_bytes(originals[rng])
+
+    states = torch.load(optim, weights_only=False)  # our own file, trusted here
+    states["payload"] = _Payload(marker)
+    torch.save(states, optim)
+    with pytest.raises(UnsafeCheckpoint, match="optim_states.pt holds a reference to exec,"):
+        run(config)
+    assert not marker.exists()
+    optim.write_bytes(originals[optim])
+
+    assert run(config).step == 2  # DeepSpeed's ZeRO-3 files load with weights_only=True
+
+
+def test_a_second_trainer_on_the_run_dir_is_refused(tmp_path: Path, data: dict[str, Path]) -> None:
+    """While one trainer runs, a second one on its run_dir exits 2 naming the holder (pid, host,
+    start time) and touches nothing: no duplicated metrics, config.yaml unchanged."""
+    config = write_config(
+        tmp_path / "run.yaml",
+        stages=[stage("pt", data["pt"], steps=100_000)],
+        export={"enabled": False},
+    )
+    run_dir = tmp_path / "run"
+    command = [sys.executable, "-m", "iptkit.trainer", str(config)]
+    holder = subprocess.Popen(
+        command, cwd=REPO, env=clean_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        _wait_for(lambda: _logged_steps(run_dir), holder, "a step logged")
+        saved = (run_dir / "config.yaml").read_bytes()
+        second = subprocess.run(
+            command, cwd=REPO, env=clean_env(), capture_output=True, text=True, timeout=120
+        )
+        assert holder.poll() is None
+        steps = _logged_steps(run_dir)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert second.returncode == 2, second.stderr[-3000:]
+    assert f"{run_dir} is in use by another trainer: pid {holder.pid} on host " in second.stderr
+    assert f"on host {socket.gethostname()}, started 20" in second.stderr
+    assert (run_dir / "config.yaml").read_bytes() == saved
+    assert steps == list(range(1, len(steps) + 1))
+
+
+def test_a_stale_lock_is_taken_over_and_another_hosts_lock_is_not(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    lock_file = tmp_path / "trainer.lock"
+    record = {"pid": dead.pid, "host": socket.gethostname(), "started": "2020-01-01T00:00:00+00:00"}
+    lock_file.write_text(json.dumps(record))
+    with RunLock.acquire(tmp_path):
+        assert f"left by pid {dead.pid} on host" in capsys.readouterr().err
+        assert json.loads(lock_file.read_text())["pid"] == os.getpid()
+    assert not lock_file.exists()
+
+    lock_file.write_text(json.dumps(record | {"host": "elsewhere", "pid": os.getpid()}))
+    with pytest.raises(
+        RunLocked, match=f"another host: pid {os.getpid()} on host elsewhere.*delete"
+    ):
+        RunLock.acquire(tmp_path)
+    assert lock_file.exists()
+
+
+def test_a_signal_to_train_sh_stops_every_rank_and_the_run_resumes(
+    tmp_path: Path, data: dict[str, Path]
+) -> None:
+    """SIGTERM to scripts/train.sh (a scheduler's) stops the launcher and both ranks within
+    seconds, long before the end and the export; the rerun resumes from the last checkpoint, and
+    SIGINT (Ctrl-C) stops it the same way."""
+    config = write_config(
+        tmp_path / "run.yaml",
+        stages=[stage("pt", data["pt"], steps=100_000)],
+        checkpoint={"every_steps": 3, "keep_last": 2},
+    )
+    run_dir = tmp_path / "run"
+    checkpoints = run_dir / "checkpoints"
+
+    def past_a_checkpoint() -> bool:
+        done = latest_checkpoint(checkpoints)
+        return done is not None and max(_logged_steps(run_dir), default=0) > int(done.name[5:])
+
+    log = _launch_and_signal(config, tmp_path / "first.log", past_a_checkpoint, signal.SIGTERM)
+    resumed_from = latest_checkpoint(checkpoints)
+    assert resumed_from is not None, log
+    reached = max(_logged_steps(run_dir))
+
+    second = tmp_path / "second.log"
+    log = _launch_and_signal(
+        config,
+        second,
+        # Past where the first run got: steps the resumed run trained, not the first run's lines.
+        lambda: "resumed from" in second.read_text() and _logged_steps(run_dir)[-1:] > [reached],
+        signal.SIGINT,
+    )
+    assert f"resumed from {resumed_from} (step {int(resumed_from.name[5:])})" in log
+    assert "taking over the lock" in log
+    steps = _logged_steps(run_dir)
+    assert steps == list(range(1, len(steps) + 1))
+
+
+def _launch_and_signal(
+    config: Path, log_file: Path, ready: Callable[[], bool], signum: signal.Signals
+) -> str:
+    """Start 2 CPU ranks through scripts/train.sh, send `signum` once `ready()`, and check that
+    the script and every process under it are gone within 10 s, with no export; return the log."""
+    with log_file.open("w") as log:
+        proc = subprocess.Popen(
+            ["bash", "scripts/train.sh", str(config), "--num_gpus", "2"]
+            + ["--master_port", free_port()],
+            cwd=REPO,
+            env=clean_env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    tree: list[psutil.Process] = []
+    try:
+        _wait_for(ready, proc, "the run to get there", log_file)
+        tree = psutil.Process(proc.pid).children(recursive=True)
+        ranks = [p for p in tree if any(a.startswith("--local_rank") for a in p.cmdline())]
+        assert len(ranks) == 2, [p.cmdline() for p in tree]
+        proc.send_signal(signum)
+        _, alive = psutil.wait_procs(tree, timeout=10)
+        assert not alive, f"still running 10 s after {signum.name}: {[p.cmdline() for p in alive]}"
+        assert proc.wait(timeout=5) == 128 + signum
+    finally:
+        for p in tree:
+            with contextlib.suppress(psutil.Error):
+                p.kill()
+        proc.kill()
+        proc.wait()
+    assert not (Path(load_config(config).run_dir) / "hf").exists()
+    return log_file.read_text()
+
+
+def _wait_for(
+    ready: Callable[[], bool], proc: subprocess.Popen[Any], what: str, log: Path | None = None
+) -> None:
+    deadline = time.monotonic() + 180
+    while not ready():
+        assert proc.poll() is None, f"exited {proc.returncode}: " + (
+            log.read_text()[-3000:] if log else ""
+        )
+        assert time.monotonic() < deadline, f"waited 180 s for {what}"
+        time.sleep(0.05)
+
+
+def _logged_steps(run_dir: Path) -> list[int]:
+    """Steps in metrics.jsonl so far (a line being written is left out)."""
+    path = run_dir / "metrics.jsonl"
+    steps = []
+    for line in path.read_text().splitlines() if path.is_file() else []:
+        with contextlib.suppress(ValueError):
+            steps.append(json.loads(line)["step"])
+    return steps

@@ -6,6 +6,10 @@ starts (keys and values, the model preset built into a Hugging Face config, the 
 with its "auto" values filled), what would run is printed, and nothing else happens: no
 process group, model weights or data. Exit code 0: valid; 2: not.
 
+A rerun on the same run_dir resumes from its newest checkpoint; a config that differs from the
+checkpoint's in what shapes training is refused with the list of changes, unless
+--allow-config-change. A run_dir another trainer holds is refused (run_dir/trainer.lock).
+
 Also the module the deepspeed launcher starts on every rank (scripts/train.sh),
 which appends --local_rank; the rank is read from the environment instead.
 """
@@ -41,6 +45,13 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="check the config and its presets, print what would run, and exit (trains nothing)",
     )
+    parser.add_argument(
+        "--allow-config-change",
+        action="store_true",
+        help="resume even though the config differs from the checkpoint's in seed, model, batch, "
+        "stages, data or DeepSpeed JSON (the changes are printed; config.yaml is replaced, the "
+        "previous one kept as config.until-step-N.yaml)",
+    )
     parser.add_argument("--local_rank", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     try:
@@ -54,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         # Imported only now so that --help and config errors do not wait for torch and DeepSpeed.
         from iptkit.trainer.loop import train
 
-        train(run)
+        train(run, allow_config_change=args.allow_config_change)
     except IptkitError as exc:
         rank = os.environ.get("RANK")
         prefix = f"[rank {rank}] " if rank not in (None, "0") else ""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -18,11 +19,15 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 import yaml
+from deepspeed.accelerator import get_accelerator
 
 from iptkit.trainer.checkpoint import (
+    ALLOW_FLAG,
     ResumeError,
+    check_resume,
     latest_checkpoint,
     load_checkpoint,
+    resume_identity,
     save_checkpoint,
 )
 from iptkit.trainer.config import RunConfig
@@ -44,6 +49,7 @@ from iptkit.trainer.optim import (
     parameter_groups,
     stage_schedules,
 )
+from iptkit.trainer.runlock import RunLock, RunLocked
 
 
 @dataclass
@@ -56,15 +62,50 @@ class TrainResult:
     """Optimizer steps completed over the whole run, resumed ones included."""
 
 
-def train(run: RunConfig) -> TrainResult:
-    """Train the run's stages in order on one model, resuming from its newest checkpoint."""
+def train(run: RunConfig, *, allow_config_change: bool = False) -> TrainResult:
+    """Train the run's stages in order on one model, resuming from its newest checkpoint.
+
+    Rank 0 holds run_dir's lock (runlock.py) throughout. Resuming with a config that differs
+    from the checkpoint's in what shapes training (checkpoint.resume_identity) is refused
+    unless `allow_config_change`.
+    """
     rank, world = init_distributed()
+    run_dir = Path(run.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = _lock_run_dir(run_dir, rank, world)
+    try:
+        return _train(run, rank, world, allow_config_change)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _lock_run_dir(run_dir: Path, rank: int, world: int) -> RunLock | None:
+    """Rank 0 takes the lock; every rank raises RunLocked if it could not."""
+    lock, refusal = None, None
+    if rank == 0:
+        try:
+            lock = RunLock.acquire(run_dir)
+        except RunLocked as exc:
+            refusal = exc
+    refused = torch.tensor([refusal is not None], dtype=torch.int32, device=_device())
+    if world > 1:
+        dist.broadcast(refused, src=0)
+    if refusal is not None:
+        raise refusal
+    if refused.item():
+        raise RunLocked(f"rank 0 could not lock {run_dir} (its error says who holds it)")
+    return lock
+
+
+def _device() -> torch.device:
+    return torch.device(get_accelerator().current_device_name())
+
+
+def _train(run: RunConfig, rank: int, world: int, allow_config_change: bool) -> TrainResult:
     ds_config = deepspeed_config(run)
     layout = Layout(run.micro_batch_size, run.gradient_accumulation_steps, world, rank)
     run_dir = Path(run.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if rank == 0:  # the config as run, defaults filled in, next to what it produced
-        (run_dir / "config.yaml").write_text(yaml.safe_dump(asdict(run), sort_keys=False))
 
     # Data before the model: a wrong path, tokenizer or mode fails in seconds, not after loading.
     # If it fails, the launcher (deepspeed, torchrun) stops the other ranks too.
@@ -79,21 +120,25 @@ def train(run: RunConfig) -> TrainResult:
     ]
     schedules = list(stage_schedules(run, stage_steps))
     total_steps = sum(stage_steps)
-    # What a checkpoint must agree with to be resumed: stage names, lengths and exact data.
-    plan = {
-        "stages": [
-            [stage.name, steps, hashlib.sha256(shards.manifest.to_json().encode()).hexdigest()]
-            for stage, steps, shards in zip(run.stages, stage_steps, shard_sets, strict=True)
-        ]
-    }
+    # What a checkpoint must agree with to be resumed: seed, model, batch, stages, exact data.
+    identity = resume_identity(
+        run,
+        [hashlib.sha256(shards.manifest.to_json().encode()).hexdigest() for shards in shard_sets],
+        ds_config,
+    )
 
     checkpoints = run_dir / "checkpoints"
     latest = latest_checkpoint(checkpoints)
-    if latest is not None and not run.checkpoint.resume:
-        raise ResumeError(
-            f"{checkpoints} already holds checkpoints and checkpoint.resume is false; use a new "
-            "run_dir, or delete them to start over"
-        )
+    changes: list[str] = []
+    if latest is not None:
+        if not run.checkpoint.resume:
+            raise ResumeError(
+                f"{checkpoints} already holds checkpoints and checkpoint.resume is false; use a "
+                "new run_dir, or delete them to start over"
+            )
+        changes = check_resume(latest, identity, world, allow_config_change)
+    if rank == 0:
+        _write_config(run, run_dir, latest, changes)
 
     config = architecture(run.model)
     for stage, shards in zip(run.stages, shard_sets, strict=True):
@@ -112,7 +157,9 @@ def train(run: RunConfig) -> TrainResult:
     )
 
     if latest is not None:
-        step = load_checkpoint(engine, latest, plan)
+        step = load_checkpoint(engine, latest)
+        if rank == 0:
+            print(f"resumed from {latest} (step {step})", file=sys.stderr, flush=True)
     else:
         step = 0
         torch.manual_seed(run.seed + rank)  # dropout differs per rank, as with distinct data
@@ -151,7 +198,7 @@ def train(run: RunConfig) -> TrainResult:
         )
         every = run.checkpoint.every_steps
         if step == total_steps or (every and step % every == 0):
-            save_checkpoint(engine, checkpoints, step, plan, run.checkpoint.keep_last)
+            save_checkpoint(engine, checkpoints, step, identity, run.checkpoint.keep_last)
     metrics.close()
 
     if run.export.enabled:
@@ -160,6 +207,22 @@ def train(run: RunConfig) -> TrainResult:
     if rank == 0 and run.metrics.plot:
         plot_loss(metrics.path, run_dir / "loss.png")
     return TrainResult(engine=engine, step=step)
+
+
+def _write_config(run: RunConfig, run_dir: Path, latest: Path | None, changes: list[str]) -> None:
+    """run_dir/config.yaml: the config as run, defaults filled in, next to what it produced. A
+    resume allowed to change the config keeps the previous one as config.until-step-N.yaml."""
+    path = run_dir / "config.yaml"
+    if changes and latest is not None:
+        note = f"note: resuming {latest} with a changed config ({ALLOW_FLAG}):\n  " + "\n  ".join(
+            changes
+        )
+        if path.is_file():
+            kept = run_dir / f"config.until-{latest.name}.yaml"
+            path.replace(kept)
+            note += f"\nthe previous config is kept as {kept}"
+        print(note, file=sys.stderr, flush=True)
+    path.write_text(yaml.safe_dump(asdict(run), sort_keys=False))
 
 
 def train_step(engine: Any, batches: StageBatches, stage_step: int) -> float:
