@@ -70,7 +70,8 @@ setup(
     extras_require={
         "vllm": ["vllm>=0.6"],
         # setuptools: tests/test_wheel.py builds the wheel without build isolation (offline).
-        "dev": ["pytest>=8", "ruff>=0.6", "setuptools>=70.1"],
+        # hypothesis: the property-based fuzzing of tests/reliability/.
+        "dev": ["pytest>=8", "ruff>=0.6", "setuptools>=70.1", "hypothesis>=6.100"],
     },
     entry_points={"console_scripts": ["iptkit = iptkit.pipelines.cli:main"]},
 )

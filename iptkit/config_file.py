@@ -67,16 +67,108 @@ def _positions(
             _positions(item, loc + (i,), out, problems, origin)
 
 
-def load_yaml(text: str, origin: str, error: ErrorType = SpecError) -> tuple[Any, dict[Loc, int]]:
-    """Parse YAML; return the data and the line of every key and list item."""
+MAX_YAML_NODES = 100_000
+"""The most nodes (mappings, lists, scalars) a config may have with every alias expanded: a
+spec is a few hundred. An alias bomb ("billion laughs") is refused before anything expands it."""
+MAX_YAML_DEPTH = 100
+"""The deepest nesting of mappings and lists a config may have."""
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
+def _graph_problem(root: yaml.Node) -> tuple[int, str] | None:
+    """Why a composed document cannot be loaded safely, at which line: a recursive alias, more
+    than `MAX_YAML_NODES` nodes with aliases expanded, or deeper than `MAX_YAML_DEPTH`. Walks the
+    node graph once (aliases are shared nodes there), without recursion."""
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+    stack: list[tuple[yaml.Node, list[yaml.Node]]] = [(root, _children(root))]
+    open_nodes.add(id(root))
+    while stack:
+        node, pending = stack[-1]
+        if len(stack) > MAX_YAML_DEPTH:
+            return (
+                node.start_mark.line + 1,
+                f"nested more than {MAX_YAML_DEPTH} levels deep (with aliases expanded)",
+            )
+        if pending:
+            child = pending.pop()
+            if id(child) in open_nodes:
+                return (
+                    child.start_mark.line + 1,
+                    "a recursive alias: an anchored node contains an alias to itself, "
+                    "which would expand without end",
+                )
+            if id(child) not in sizes:
+                open_nodes.add(id(child))
+                stack.append((child, _children(child)))
+            continue
+        stack.pop()
+        open_nodes.discard(id(node))
+        size = 1 + sum(sizes[id(c)] for c in _children(node))
+        if size > MAX_YAML_NODES:
+            return (
+                node.start_mark.line + 1,
+                f"expands to more than {MAX_YAML_NODES:,} nodes through aliases (an alias "
+                "bomb?); write the repeated parts out, or use fewer nested aliases",
+            )
+        sizes[id(node)] = size
+    return None
+
+
+class UnsafeYaml(Exception):
+    """A YAML document refused before it is constructed (`_graph_problem`)."""
+
+    def __init__(self, line: int | None, message: str):
+        super().__init__(message)
+        self.line = line
+        self.message = message
+
+
+def _compose_and_construct(text: str) -> tuple[Any, yaml.Node | None]:
+    """SafeLoader (no tags that run code), with the node graph checked before construction;
+    raises `yaml.YAMLError` or `UnsafeYaml`."""
+    loader = yaml.SafeLoader(text)
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        try:
+            node = loader.get_single_node()
+        except RecursionError:
+            raise UnsafeYaml(None, "nested too deeply for the YAML parser") from None
+        if node is None:
+            return None, None
+        problem = _graph_problem(node)
+        if problem is not None:
+            raise UnsafeYaml(*problem)
+        return loader.construct_document(node), node
+    finally:
+        loader.dispose()
+
+
+def parse_yaml(
+    text: str, origin: str, error: ErrorType = SpecError
+) -> tuple[Any, yaml.Node | None]:
+    """Parse YAML safely, refusing a recursive alias, an alias bomb and nesting deeper than
+    `MAX_YAML_DEPTH` with a located error; return the data and the composed node."""
+    try:
+        return _compose_and_construct(text)
+    except UnsafeYaml as exc:
+        raise error([SpecProblem("", exc.line, exc.message, origin)]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
         problem = getattr(exc, "problem", None) or str(exc)
         raise error([SpecProblem("", line, f"not valid YAML: {problem}", origin)]) from None
+
+
+def load_yaml(text: str, origin: str, error: ErrorType = SpecError) -> tuple[Any, dict[Loc, int]]:
+    """Parse YAML (`parse_yaml`); return the data and the line of every key and list item."""
+    data, node = parse_yaml(text, origin, error)
     positions: dict[Loc, int] = {}
     problems: list[SpecProblem] = []
     if node is not None:
@@ -143,9 +235,11 @@ def apply_overrides(
         if not tokens:
             raise _set_error(error, "", f"'{item}' names no key")
         try:
-            value = yaml.safe_load(raw)
+            value, _ = _compose_and_construct(raw)
         except yaml.YAMLError:
             value = raw
+        except UnsafeYaml as exc:
+            raise _set_error(error, key.strip(), f"the value {raw!r}: {exc.message}") from None
         node: Any = data
         loc: Loc = ()
         for i, token in enumerate(tokens):

@@ -27,15 +27,23 @@ def shard_name(index: int, num_shards: int, compress: bool) -> str:
     return f"part-{index:05d}-of-{num_shards:05d}.jsonl" + (".gz" if compress else "")
 
 
-def shard_bytes(lines: list[tuple[str, bytes]], compress: bool) -> bytes:
+def shard_bytes(lines: list[tuple[bytes, bytes]], compress: bool) -> bytes:
     """The file content of one shard from `(id, JSONL line)` pairs: sorted by id, then bytes."""
     data = b"".join(line for _, line in sorted(lines))
     return gzip.compress(data, compresslevel=6, mtime=0) if compress else data
 
 
-def keyed_line(element: Record | Reject, num_shards: int) -> tuple[int, tuple[str, bytes]]:
+def sort_key(record_id: str) -> bytes:
+    """An id as the bytes rows are sorted by: its UTF-8 form, which sorts as the code points do.
+    An id holding a lone surrogate (an undecodable input byte) sorts the same way instead of
+    failing the shuffle, whose string coder accepts only valid UTF-8."""
+    return record_id.encode("utf-8", "surrogatepass")
+
+
+def keyed_line(element: Record | Reject, num_shards: int) -> tuple[int, tuple[bytes, bytes]]:
     """A record or reject as `(shard, (id, line))`; encoded here so the shuffle moves bytes."""
-    return shard_of(element.id, num_shards), (element.id, encode_line(element.to_dict()))
+    line = encode_line(element.to_dict())
+    return shard_of(element.id, num_shards), (sort_key(element.id), line)
 
 
 class WriteJsonlShards(beam.PTransform):
@@ -50,7 +58,7 @@ class WriteJsonlShards(beam.PTransform):
     def expand(self, pcoll):
         n, directory, compress = self._num_shards, self._directory, self._compress
 
-        def write(item: tuple[int, list[tuple[str, bytes] | None]]) -> str:
+        def write(item: tuple[int, list[tuple[bytes, bytes] | None]]) -> str:
             index, lines = item
             path = f"{directory}/{shard_name(index, n, compress)}"
             atomic_write(path, shard_bytes([x for x in lines if x is not None], compress))

@@ -23,7 +23,7 @@ from iptkit.config_file import locate as _locate
 from iptkit.config_file import validation_problems as _problems
 from iptkit.errors import SpecError, SpecProblem
 from iptkit.pipelines.flow import Flow, StagePlan, plan_flow
-from iptkit.transforms.reading.read import resolve_pattern, source_files
+from iptkit.transforms.reading.read import match_source, resolve_pattern
 from iptkit.transforms.reading.sources import SourceConfig, SourceFile
 from iptkit.transforms.stage import stage_types
 from iptkit.transforms.stage_config import BASE_DIR
@@ -267,24 +267,21 @@ def load_plan(
     for i, src in enumerate(spec.sources):
         patterns = [resolve_pattern(p, base_dir) for p in src.paths]
         if match:
-            found = source_files(src, patterns)
-            if not found:
-                problems.append(
-                    _locate(
-                        ("sources", i, "path"),
-                        f"no file matches {', '.join(patterns)} (paths are relative "
-                        f"to the spec's folder, {base_dir})",
-                        positions,
-                        origins,
-                        origin,
-                    )
-                )
+            found, unmatched = match_source(src, patterns)
+            for j, message in unmatched:
+                loc: Path = ("sources", i, "path")
+                if j >= 0 and isinstance(src.path, list):
+                    loc += (j,)
+                where = f"source '{src.name}'" + (f", path '{src.paths[j]}'" if j >= 0 else "")
+                if message.startswith("no file matches"):
+                    where += f"; paths are relative to the spec's folder, {base_dir}"
+                problems.append(_locate(loc, f"{message} ({where})", positions, origins, origin))
             files[src.name] = found
         dumped = src.model_dump(mode="json")
         dumped.update(path=patterns if len(patterns) > 1 else patterns[0], kind=src.record_kind)
         sources_resolved.append(dumped)
     if problems:
-        raise SpecError(problems)
+        raise SpecError(sorted(problems, key=lambda p: (p.line is None, p.line or 0)))
     resolved = spec.model_dump(mode="json")
     resolved["sources"] = sources_resolved
     resolved["stages"] = [{s.type: s.config.model_dump(mode="json")} for s in stages]

@@ -103,3 +103,48 @@ def test_model_at_walks_models_lists_and_optionals() -> None:
     assert model_at(Whole, ("parts", 3)) is Part
     assert model_at(Whole, ("main",)) is Part
     assert model_at(Whole, ("title",)) is None and model_at(Whole, ("nope",)) is None
+
+
+BOMB = "".join(
+    f"{a}: &{a} [{', '.join([f'*{b}'] * 9) if b else ', '.join(['lol'] * 9)}]\n"
+    for a, b in zip("abcdefghi", [None, *"abcdefgh"], strict=True)
+)  # 9**9 strings once expanded: the "billion laughs"
+
+
+def test_an_alias_bomb_is_refused_at_once(tmp_path: Path) -> None:
+    """Issue 18, item 8: every YAML iptkit reads expanded aliases without bound."""
+    import time
+
+    start = time.perf_counter()
+    with pytest.raises(WholeError) as err:
+        read(tmp_path, "title: t\n" + BOMB)
+    assert time.perf_counter() - start < 2
+    (problem,) = err.value.problems
+    assert problem.line is not None
+    assert "expands to more than 100,000 nodes through aliases" in problem.message
+    # The same through a spec: `iptkit validate` says so and exits 2.
+    from conftest import run_cli
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        "output: out\nsources: []\nbomb:\n" + "".join("  " + x + "\n" for x in BOMB.splitlines())
+    )
+    assert run_cli("validate", spec) == 2
+    # A few aliases, as specs use them, are fine.
+    ok = read(tmp_path, "title: t\nparts: [&p {name: x, size: 1}, *p]\n")
+    assert [p.name for p in ok.validate(Whole).parts] == ["x", "x"]
+
+
+def test_recursive_alias_and_deep_nesting_are_clean_errors(tmp_path: Path) -> None:
+    with pytest.raises(WholeError) as err:
+        read(tmp_path, "title: t\nparts: &p [*p]\n")
+    (problem,) = err.value.problems
+    assert problem.line == 2 and "recursive alias" in problem.message
+    with pytest.raises(WholeError, match="nested too deeply"):
+        read(tmp_path, "title: " + "[" * 5000 + "]" * 5000 + "\n")
+    with pytest.raises(WholeError, match="nested more than 100 levels"):
+        read(tmp_path, "title: " + "[" * 150 + "]" * 150 + "\n")
+    with pytest.raises(
+        WholeError, match=r"--set: title: the value .&x \[\*x\].: a recursive alias"
+    ):
+        read(tmp_path, TEXT, ["title=&x [*x]"])

@@ -35,7 +35,7 @@ SHA256 = {
     "rejects/filters/part-00000-of-00001.jsonl": "60e96c855f7151db3844ffea9a3448d60859ee016bbe192bb9d92b60d5e4898f",
     "rejects/langid/part-00000-of-00001.jsonl": "74dcd08a065142fa3fb816154436329e4ffda4bb814899f3a8a2ade7b53a8aca",
     "rejects/mix/part-00000-of-00001.jsonl": "1dabe70f9d29cfb0e60a1a786d2cb1a563330c40c8716b9b211bb2f5a35f0a08",
-    "rejects/normalize/part-00000-of-00001.jsonl": "0f0b03763435bc4888907a6a9f91ae636edaf8d5d2f7d07f29fd0773708f5be3",
+    "rejects/normalize/part-00000-of-00001.jsonl": "1d1c8d02c387b513d3c68bd5adefc4dbc8e224e0a24c0de97efd9ac1a3e5c7d3",
     "rejects/synthesize/part-00000-of-00001.jsonl": "efcc99b607dd9e67c32696e4d286efda9e9c030d536f4d3b0af8a6821d330a1c",
     "shards/train/train-b00000-00000.docidx.bin": "b255ae543fd59403b03124e60c749a6f106b6c0c5bab53a3d4802e56341ad071",
     "shards/train/train-b00000-00000.docs.bin": "0f781e1109725016caae3b54c312ea3711d9fe5e420667ed3153df7dd56eeeef",

@@ -1,5 +1,6 @@
 """Whole runs on real Beam runners: ledger, rejects, outputs, determinism, runner parity."""
 
+import base64
 import gzip
 import json
 import socket
@@ -75,10 +76,13 @@ def test_run_writes_ledger_rejects_and_records(corpus, capsys):
     )
     assert bad_json["record"] == "{not json"
     raw = (run / "rejects/normalize/part-00000-of-00001.jsonl").read_bytes()
-    (utf8,) = [json.loads(x) for x in raw.decode("utf-8", "surrogateescape").splitlines()]
+    (utf8,) = [json.loads(x) for x in raw.decode("utf-8").splitlines()]  # strict UTF-8
     assert utf8["id"] == "docs:a.txt:3" and utf8["reason"] == "invalid_utf8"
-    # The rejected record keeps its original bytes: nothing is lost.
-    assert b"Bad \xff byte" in raw
+    # The rejected record keeps its original bytes, in an explicit form: nothing is lost.
+    assert utf8["record"]["text"] == {
+        "$invalid_utf8": base64.b64encode(b"Bad \xff byte\n").decode(),
+        "replaced": "Bad \ufffd byte\n",
+    }
 
     resolved = (run / "spec.resolved.yaml").read_text()
     assert resolved.startswith("# iptkit resolved spec") and stats["spec_hash"] in resolved

@@ -227,3 +227,139 @@ def test_glob_matching_and_relative_names(tmp_path):
     assert [f.rel for f in files] == ["a.jsonl", "b.jsonl", "sub/c.jsonl"]
     assert glob_base("gs://bucket/dir/*.jsonl") == "gs://bucket/dir/"
     assert glob_base("data/x.jsonl") == "data/"
+
+
+# Issue 18: a hostile input never crashes the read, and every reject is JSON.
+
+
+def parquet_bytes(table, **kwargs) -> bytes:
+    buf = io.BytesIO()
+    pq.write_table(table, buf, **kwargs)
+    return buf.getvalue()
+
+
+def test_rejected_parquet_row_keeps_dates_decimals_and_binary_as_json():
+    import datetime as dt
+    import decimal
+
+    table = pa.table(
+        {
+            "text": [None],
+            "when": pa.array([dt.datetime(2024, 5, 1, 12, 30)], pa.timestamp("us")),
+            "day": pa.array([dt.date(2024, 5, 1)]),
+            "at": pa.array([dt.time(8, 15)]),
+            "price": pa.array([decimal.Decimal("12.50")], pa.decimal128(6, 2)),
+            "blob": pa.array([b"\x00\xff"], pa.binary()),
+            "took": pa.array([dt.timedelta(seconds=90)], pa.duration("s")),
+        }
+    )
+    cfg = SourceConfig(name="p", format="parquet", path="x")
+    (bad,) = parse(cfg, parquet_bytes(table), "t.parquet")
+    assert bad.reason == "missing_field"
+    assert bad.record == {
+        "text": None,
+        "when": "2024-05-01T12:30:00",
+        "day": "2024-05-01",
+        "at": "08:15:00",
+        "price": "12.50",
+        "blob": {"$base64": "AP8="},
+        "took": "0:01:30",
+    }
+    json.dumps(bad.to_dict(), allow_nan=False)  # plain JSON, nothing left to convert
+
+
+def test_corrupt_parquet_row_group_is_one_reject_and_the_others_are_read():
+    table = pa.table({"text": [f"row {i}" for i in range(30)]})
+    data = bytearray(parquet_bytes(table, row_group_size=10, compression="snappy"))
+    column = pq.ParquetFile(io.BytesIO(bytes(data))).metadata.row_group(1).column(0)
+    start = column.dictionary_page_offset or column.data_page_offset
+    data[start : start + column.total_compressed_size] = b"\xab" * column.total_compressed_size
+    cfg = SourceConfig(name="p", format="parquet", path="x")
+    items = parse(cfg, bytes(data), "c.parquet")
+    kept = [i for i in items if isinstance(i, Record)]
+    assert [r.text for r in kept] == [f"row {i}" for i in (*range(10), *range(20, 30))]
+    assert kept[10].id == "p:c.parquet:21"  # rows keep their numbers after a lost group
+    (bad,) = [i for i in items if isinstance(i, Reject)]
+    assert (bad.id, bad.reason) == ("p:c.parquet:row-group-1", "unreadable_row_group")
+    assert bad.detail.startswith("/d/c.parquet row group 1 (rows 11-20) cannot be read, its 10")
+
+
+def test_ids_must_be_non_empty_utf8_strings_or_integers():
+    cfg = SourceConfig(name="s", format="jsonl", path="x", id_field="id")
+    items = parse(
+        cfg,
+        jsonl(
+            b'{"text": "a", "id": "ok\xff"}',
+            {"text": "b", "id": ""},
+            {"text": "c", "id": 1.5},
+            {"text": "d", "id": True},
+            {"text": "e", "id": 42},
+        ),
+    )
+    assert [(i.reason, i.id) for i in items[:4]] == [
+        ("bad_id", "s:f.jsonl:1"),
+        ("bad_id", "s:f.jsonl:2"),
+        ("wrong_type", "s:f.jsonl:3"),
+        ("wrong_type", "s:f.jsonl:4"),
+    ]
+    assert "not UTF-8 ('ok\\xff')" in items[0].detail and "drop id_field" in items[0].detail
+    assert items[4].id == "42"
+
+
+def test_deep_nesting_and_huge_numbers_are_rejects_not_crashes():
+    cfg = SourceConfig(name="s", format="jsonl", path="x")
+    deep = b'{"text": "t", "m": ' + b"[" * 150 + b"]" * 150 + b"}"
+    deeper = b'{"text": "t", "m": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    huge = b'{"text": "t", "n": ' + b"9" * 5000 + b"}"
+    items = parse(cfg, jsonl(deep, deeper, huge, {"text": "after"}))
+    assert [getattr(i, "reason", None) for i in items] == ["too_deep", "too_deep", "bad_json", None]
+    assert items[0].record == deep.decode() and items[-1].text == "after"
+    shallow = b'{"text": "t", "m": ' + b"[" * 90 + b"]" * 90 + b"}"
+    assert isinstance(parse(cfg, jsonl(shallow))[0], Record)
+
+
+def test_encode_line_is_strict_utf8_json_with_explicit_forms():
+    import base64
+    import math
+
+    from iptkit.transforms.record import encode_line, original_bytes
+
+    row = {
+        "text": "ok \udcff\udcfe there",
+        "lone": "\ud800",
+        "meta": {"k\udce9y": [math.nan, math.inf, -math.inf, 1.5], "b": b"\x01"},
+    }
+    line = encode_line(row)
+    back = json.loads(line.decode("utf-8"))  # strict UTF-8
+    assert back["text"] == {
+        "$invalid_utf8": base64.b64encode(b"ok \xff\xfe there").decode(),
+        "replaced": "ok \ufffd\ufffd there",
+    }
+    assert base64.b64decode(back["lone"]["$invalid_utf8"]) == b"\xed\xa0\x80"
+    assert back["meta"]["k\\xe9y"] == [
+        {"$float": "NaN"},
+        {"$float": "Infinity"},
+        {"$float": "-Infinity"},
+        1.5,
+    ]
+    assert back["meta"]["b"] == {"$base64": "AQ=="}
+    assert original_bytes("a\udc80b") == b"a\x80b"
+    # A value JSON holds as it is is written as before: canonical, unescaped UTF-8.
+    assert encode_line({"b": "é", "a": 1}) == '{"a":1,"b":"é"}\n'.encode()
+
+
+def test_parquet_dates_beyond_python_range_do_not_crash_the_read():
+    table = pa.table(
+        {
+            "text": ["a", "b"],
+            "day": pa.array([3_000_000, 1], pa.date32()),  # year 10183, then 1970-01-02
+            "days": pa.array([[3_000_000], []], pa.list_(pa.date32())),
+        }
+    )
+    cfg = SourceConfig(name="p", format="parquet", path="x")
+    first, second = parse(cfg, parquet_bytes(table), "d.parquet")
+    assert first.meta == {
+        "day": "10183-09-21",
+        "days": {"$unconvertible": "list<element: date32[day]>"},
+    }
+    assert second.meta == {"day": "1970-01-02", "days": []}

@@ -214,3 +214,64 @@ def test_nonsense_numbers_and_pipeline_options_fail_at_validate(tmp_path):
     assert line == 9 and "did you mean 'direct_num_workers'?" in message
     assert "Unexpected pipeline runner: FlinkRuner" in message
     assert "finite number" in found["max_exception_share"][1]
+
+
+def test_every_path_of_a_list_must_match_a_file_and_none_may_be_a_folder(tmp_path):
+    """Issue 18, item 3: one missing file or empty glob inside a list of paths was skipped."""
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "dir" / "x.jsonl").write_text('{"text": "x"}\n')
+    spec = write_spec(
+        tmp_path,
+        """\
+        output: out
+        sources:
+          - name: web
+            format: jsonl
+            path:
+              - a.jsonl
+              - missing.jsonl
+              - "none/*.jsonl"
+          - {name: folder, format: jsonl, path: dir}
+        """,
+    )
+    with pytest.raises(SpecError) as err:
+        load_plan(spec)
+    found = problems(err)
+    assert [(key, line) for key, line, _ in found] == [
+        ("sources.0.path.1", 7),
+        ("sources.0.path.2", 8),
+        ("sources.1.path", 9),
+    ]
+    assert found[0][2].startswith(f"no file matches {tmp_path / 'missing.jsonl'} (source 'web', ")
+    assert "path 'missing.jsonl'; paths are relative to the spec's folder" in found[0][2]
+    assert "path 'none/*.jsonl'" in found[1][2]
+    assert found[2][2] == (
+        f"{tmp_path / 'dir'} is a folder, not a file: name its files with a glob, e.g. "
+        f"{tmp_path / 'dir'}/*.jsonl (source 'folder', path 'dir')"
+    )
+    # The glob that names the folder's files is fine, and so is the list without the misses.
+    fixed = write_spec(
+        tmp_path,
+        """\
+        output: out
+        sources:
+          - {name: web, format: jsonl, path: [a.jsonl, "dir/*.jsonl"]}
+        """,
+    )
+    assert [f.rel for f in load_plan(fixed).files["web"]] == ["a.jsonl", "x.jsonl"]
+
+
+def test_two_files_giving_one_name_in_ids_is_a_spec_error(tmp_path):
+    for folder in ("p", "q"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "x.jsonl").write_text('{"text": "x"}\n')
+    spec = write_spec(
+        tmp_path,
+        """\
+        output: out
+        sources:
+          - {name: web, format: jsonl, path: ["p/*.jsonl", "q/*.jsonl"]}
+        """,
+    )
+    with pytest.raises(SpecError, match="would both be 'x.jsonl' in record ids"):
+        load_plan(spec)

@@ -12,9 +12,9 @@ import json
 from pathlib import Path
 
 import torch
-import yaml
 from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
 
+from iptkit.config_file import parse_yaml
 from iptkit.trainer.config import (
     MODEL_SUFFIXES,
     ModelConfig,
@@ -72,7 +72,10 @@ def flops_per_token(config: PretrainedConfig, parameters: int, seq_len: int) -> 
 
 def _config_from_file(path: Path) -> PretrainedConfig:
     text = path.read_text(encoding="utf-8")
-    data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    if path.suffix == ".json":
+        data = json.loads(text)
+    else:  # bounded: an alias bomb or a recursive alias is a located error, not a hang
+        data, _ = parse_yaml(text, str(path), TrainConfigError)
     if not isinstance(data, dict) or "model_type" not in data:
         raise TrainConfigError(
             f"model.config: {path} must be a mapping with a `model_type` (e.g. mistral, llama)"

@@ -7,7 +7,11 @@ runners (Direct, Portable, Flink, Dataflow) with the same bytes and no pickling 
 
 from __future__ import annotations
 
+import base64
+import datetime as dt
 import json
+import math
+import re
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -17,8 +21,17 @@ KINDS = ("raw", "augmented", "instruction", "tuning")
 ORIGINS = ("organic", "converted", "synthetic")
 
 # Invalid UTF-8 bytes are decoded with `surrogateescape` at read time so that no byte is lost
-# before the normalize stage decides what to do with them; output lines use the same handler.
-_ENCODING_ERRORS = "surrogateescape"
+# before the normalize stage decides what to do with them. Nothing iptkit writes holds them:
+# `encode_line` writes every file as valid UTF-8 JSON, each value that JSON or UTF-8 cannot
+# hold in one of the explicit forms below (docs/pipeline.md, "Records").
+_LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
+INVALID_UTF8 = "$invalid_utf8"
+"""Key of a string holding bytes that are not UTF-8: `{"$invalid_utf8": BASE64 of the
+original bytes, "replaced": the string with U+FFFD for each bad byte}`."""
+BASE64 = "$base64"
+"""Key of a binary value (a Parquet binary cell): `{"$base64": BASE64 of its bytes}`."""
+FLOAT = "$float"
+"""Key of a float JSON has no number for: `{"$float": "NaN" | "Infinity" | "-Infinity"}`."""
 
 
 def dumps(obj: Any) -> str:
@@ -26,16 +39,91 @@ def dumps(obj: Any) -> str:
     return json.dumps(obj, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
 
 
-def encode_line(obj: Any) -> bytes:
-    """One JSONL line, keeping undecodable input bytes as they were read.
+def original_bytes(text: str) -> bytes:
+    """The bytes a string read with `surrogateescape` came from: each lone surrogate
+    U+DC80..U+DCFF is the byte 0x80..0xFF it stands for; any other lone surrogate (written as a
+    `\\ud800` escape in JSON input) is its three-byte generalized UTF-8 form."""
+    out = bytearray()
+    pos = 0
+    for match in _LONE_SURROGATE.finditer(text):
+        out += text[pos : match.start()].encode("utf-8")
+        code = ord(match.group())
+        if 0xDC80 <= code <= 0xDCFF:
+            out.append(code - 0xDC00)
+        else:
+            out += match.group().encode("utf-8", "surrogatepass")
+        pos = match.end()
+    out += text[pos:].encode("utf-8")
+    return bytes(out)
 
-    A lone surrogate that did not come from an input byte (a JSON `\\ud800` escape) cannot be
-    written as UTF-8 at all; that line falls back to ASCII escapes, which JSON readers accept.
-    """
+
+def escaped_text(text: str) -> str:
+    """A string with each invalid byte as the four characters `\\xNN` (another lone surrogate as
+    `\\uXXXX`): for names that must stay strings (object keys, file names in ids)."""
+
+    def escape(match: re.Match[str]) -> str:
+        code = ord(match.group())
+        return f"\\x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"\\u{code:04x}"
+
+    return _LONE_SURROGATE.sub(escape, text)
+
+
+def plain_json(value: Any) -> Any:
+    """A Python value (a parsed row, a Parquet cell) as a JSON value: dates, times and
+    timestamps as ISO 8601 strings, decimals and durations as strings, bytes as
+    `{"$base64": ...}`, tuples as lists, anything else as its `str`. Strings are kept as they
+    are (invalid bytes included: `json_safe` decides how they are written)."""
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    if isinstance(value, dict):
+        return {k if isinstance(k, str) else str(k): plain_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain_json(v) for v in value]
+    if isinstance(value, (dt.date, dt.datetime, dt.time)):
+        return value.isoformat()
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return {BASE64: base64.b64encode(bytes(value)).decode("ascii")}
+    return str(value)
+
+
+def json_safe(value: Any) -> Any:
+    """`plain_json`, then the forms strict JSON and UTF-8 readers accept: a string with invalid
+    bytes as `{"$invalid_utf8": ..., "replaced": ...}`, a key with invalid bytes escaped as
+    `\\xNN`, NaN and infinities as `{"$float": ...}`."""
+    if isinstance(value, str):
+        if _LONE_SURROGATE.search(value) is None:
+            return value
+        return {
+            INVALID_UTF8: base64.b64encode(original_bytes(value)).decode("ascii"),
+            "replaced": _LONE_SURROGATE.sub("\ufffd", value),
+        }
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return value
+        return {FLOAT: "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")}
+    if value is None or isinstance(value, (int, bool)):
+        return value
+    if isinstance(value, dict):
+        return {escaped_text(str(k)): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return json_safe(plain_json(value))
+
+
+def _strict_dumps(obj: Any) -> str:
+    return json.dumps(
+        obj, ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False
+    )
+
+
+def encode_line(obj: Any) -> bytes:
+    """One JSONL line, always valid UTF-8 and strict JSON (RFC 8259, no NaN, no lone
+    surrogates): a line whose values JSON or UTF-8 cannot hold as they are is written through
+    `json_safe`, which keeps every original byte in an explicit form."""
     try:
-        return dumps(obj).encode("utf-8", _ENCODING_ERRORS) + b"\n"
-    except UnicodeEncodeError:
-        return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode("ascii") + b"\n"
+        return _strict_dumps(obj).encode("utf-8") + b"\n"
+    except (UnicodeEncodeError, ValueError, TypeError):
+        return _strict_dumps(json_safe(obj)).encode("utf-8") + b"\n"
 
 
 def shallow_dict(obj: Any) -> dict[str, Any]:

@@ -1,27 +1,45 @@
 """The read step: match each source's globs, then parse files on workers into records and rejects.
 
-Files are matched once on the driver (so a glob that matches nothing fails before the pipeline
-starts, naming the source) and then spread over workers with a Reshuffle; a worker parses a
-whole file, which keeps line numbers exact. Paths go through Beam's FileSystems, so `gs://` and
-`s3://` globs work where those extras are installed.
+Files are matched once on the driver (so a path or glob that matches no file, or names a folder,
+fails before the pipeline starts, naming the source and the path) and then spread over workers
+with a Reshuffle; a worker parses a whole file, which keeps line numbers exact. Paths go through
+Beam's FileSystems, so `gs://` and `s3://` globs work where those extras are installed.
+
+Ids are unique when the read step ends. Ids from file positions (`SOURCE:FILE:N`) are unique by
+construction (source names are unique and hold no `:`, and two files of one source may not give
+the same FILE, which the spec check refuses). When a source takes ids from a field, every record
+is keyed by its id (a GroupByKey, so it holds across workers): of the records sharing an id the
+first is kept, first by the sources' order in the spec, then file path, then line or row, never
+by arrival order, and each other is rejected as `duplicate_id`, naming where the kept one is. A
+group is read twice (the first to find the record kept, the second to emit), so the memory it
+takes is one record, however many share the id.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
+from collections.abc import Iterable
+from typing import Any
 
 import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from iptkit.transforms.reading.sources import READ_STAGE, SourceConfig, SourceFile, parse_file
-from iptkit.transforms.record import Reject
+from iptkit.transforms.reading.sources import (
+    READ_STAGE,
+    SourceConfig,
+    SourceFile,
+    parse_located,
+)
+from iptkit.transforms.record import Record, Reject, escaped_text
 from iptkit.transforms.stage import KEPT, REJECTS, metrics_namespace
 
 _GLOB_CHARS = re.compile(r"[*?\[]")
+DUPLICATE_ID = "duplicate_id"
 
 
 def resolve_pattern(pattern: str, base_dir: str) -> str:
@@ -44,42 +62,167 @@ def match_files(pattern: str) -> list[str]:
     return sorted(m.path for m in results)
 
 
+def match_pattern(pattern: str) -> list[str] | str:
+    """The files one path or glob of a source matches, or why it cannot be read: a local
+    folder (a glob names its files) or nothing matched."""
+    if "://" not in pattern and os.path.isdir(pattern):
+        glob = f"{pattern.rstrip('/')}/*.jsonl"
+        return f"{pattern} is a folder, not a file: name its files with a glob, e.g. {glob}"
+    try:
+        found = match_files(pattern)
+    except (OSError, ValueError) as exc:  # BeamIOError (no credentials, no bucket), no scheme
+        return f"cannot list {pattern}: {type(exc).__name__}: {exc}"
+    found = [p for p in found if "://" in p or not os.path.isdir(p)]
+    return found or f"no file matches {pattern}"
+
+
+def match_source(
+    cfg: SourceConfig, patterns: list[str]
+) -> tuple[list[SourceFile], list[tuple[int, str]]]:
+    """The files of one source (a file matched by two of its globs is read once), and the
+    problems: `(index of the path, message)` for a path that matches no file or is a folder,
+    `(-1, message)` for two files that would give the same name in ids."""
+    seen: dict[str, SourceFile] = {}
+    problems: list[tuple[int, str]] = []
+    for index, pattern in enumerate(patterns):
+        found = match_pattern(pattern)
+        if isinstance(found, str):
+            problems.append((index, found))
+            continue
+        base = glob_base(pattern)
+        for path in found:
+            rel = path[len(base) :] if base and path.startswith(base) else os.path.basename(path)
+            seen.setdefault(path, SourceFile(cfg.name, path, escaped_text(rel)))
+    files = sorted(seen.values(), key=lambda f: f.path)
+    by_rel: dict[str, str] = {}
+    for f in files:
+        if f.rel in by_rel:
+            problems.append(
+                (
+                    -1,
+                    f"{by_rel[f.rel]} and {f.path} would both be '{f.rel}' in record ids "
+                    f"({cfg.name}:{f.rel}:N); give them distinct names, or match both with one "
+                    "glob from their common folder",
+                )
+            )
+        else:
+            by_rel[f.rel] = f.path
+    return files, problems
+
+
 def source_files(cfg: SourceConfig, patterns: list[str]) -> list[SourceFile]:
     """The files of one source; a file matched by two of its globs is read once."""
-    seen: dict[str, SourceFile] = {}
-    for pattern in patterns:
-        base = glob_base(pattern)
-        for path in match_files(pattern):
-            rel = path[len(base) :] if base and path.startswith(base) else os.path.basename(path)
-            seen.setdefault(path, SourceFile(cfg.name, path, rel))
-    return sorted(seen.values(), key=lambda f: f.path)
+    return match_source(cfg, patterns)[0]
 
 
 class _ReadFileFn(beam.DoFn):
-    def __init__(self, sources: dict[str, SourceConfig]):
+    """Parses one file. With `keyed`, records leave as `(id as UTF-8 bytes, JSON)` for the
+    duplicate check, the JSON holding the record, its rank and its place."""
+
+    def __init__(self, sources: dict[str, SourceConfig], keyed: bool):
         self._sources = sources
+        self._order = {name: i for i, name in enumerate(sources)}
+        self._keyed = keyed
         ns = metrics_namespace(READ_STAGE)
         self._out = Metrics.counter(ns, "out")
         self._in = Metrics.counter(ns, "in")
         self._us = Metrics.counter(ns, "process_us")
         self._ns = ns
 
+    def _reject(self, item: Reject):
+        Metrics.counter(self._ns, f"dropped.{item.reason}").inc()
+        return beam.pvalue.TaggedOutput(REJECTS, item)
+
     def process(self, element: tuple[str, str, str]):
         source, path, rel = element
         cfg = self._sources[source]
         compression = CompressionTypes.UNCOMPRESSED  # decompression is ours: see open_decompressed
         start = time.perf_counter()
-        with FileSystems.open(path, compression_type=compression) as raw:
-            for item in parse_file(cfg, SourceFile(source, path, rel), raw):
+        try:
+            raw = FileSystems.open(path, compression_type=compression)
+        except OSError as exc:  # gone or unreadable since the spec was checked
+            self._in.inc()
+            yield self._reject(
+                Reject(
+                    id=f"{source}:{rel}",
+                    source=source,
+                    stage=READ_STAGE,
+                    reason="unreadable_file",
+                    detail=escaped_text(f"{path}: cannot open: {type(exc).__name__}: {exc}"),
+                )
+            )
+            return
+        with raw:
+            for number, default_id, where, item in parse_located(
+                cfg, SourceFile(source, path, rel), raw
+            ):
                 self._us.inc(int((time.perf_counter() - start) * 1e6))
                 self._in.inc()
                 if isinstance(item, Reject):
-                    Metrics.counter(self._ns, f"dropped.{item.reason}").inc()
-                    yield beam.pvalue.TaggedOutput(REJECTS, item)
+                    yield self._reject(item)
+                elif self._keyed:
+                    yield _keyed_record(self._order[source], path, number, default_id, where, item)
                 else:
                     self._out.inc()
                     yield item
                 start = time.perf_counter()
+
+
+def _keyed_record(
+    order: int, path: str, number: int, default_id: str, where: str, record: Record
+) -> tuple[bytes, bytes]:
+    payload = {
+        "rank": [order, path, number],
+        "default_id": default_id,
+        "where": where,
+        "record": record.to_dict(),
+    }
+    key = record.id.encode("utf-8", "surrogatepass")
+    return key, json.dumps(payload, sort_keys=True).encode("ascii")
+
+
+class _FirstOfIdFn(beam.DoFn):
+    """Of the records sharing an id, keeps the first (source order, file path, line or row)
+    and rejects the others as `duplicate_id`."""
+
+    def __init__(self):
+        ns = metrics_namespace(READ_STAGE)
+        self._out = Metrics.counter(ns, "out")
+        self._dropped = Metrics.counter(ns, f"dropped.{DUPLICATE_ID}")
+
+    def process(self, element: tuple[bytes, Iterable[bytes]]):
+        _, payloads = element
+        first: dict[str, Any] | None = None
+        for payload in payloads:
+            entry = json.loads(payload)
+            if first is None or entry["rank"] < first["rank"]:
+                first = entry
+        assert first is not None
+        for payload in payloads:
+            entry = json.loads(payload)
+            record = Record(**entry["record"])
+            if entry["rank"] == first["rank"]:
+                self._out.inc()
+                yield record
+                continue
+            self._dropped.inc()
+            detail = (
+                f"{entry['where']}: id {record.id!r} is also the id of {first['where']} "
+                f"(source {first['record']['source']}), which is kept: the first by source order "
+                "in the spec, file path, then line or row. Ids are compared as text: the integer "
+                '42 and the string "42" are one id'
+            )
+            yield beam.pvalue.TaggedOutput(
+                REJECTS,
+                Reject(
+                    id=entry["default_id"],
+                    source=record.source,
+                    stage=READ_STAGE,
+                    reason=DUPLICATE_ID,
+                    detail=escaped_text(detail),
+                    record=record.to_dict(),
+                ),
+            )
 
 
 class ReadSources(beam.PTransform):
@@ -91,10 +234,20 @@ class ReadSources(beam.PTransform):
         self._files = [(f.source, f.path, f.rel) for f in files]
 
     def expand(self, pbegin):
+        keyed = any(s.id_field for s in self._sources.values())
         outputs = (
             pbegin
             | "Files" >> beam.Create(self._files)
             | "Spread" >> beam.Reshuffle()
-            | "Parse" >> beam.ParDo(_ReadFileFn(self._sources)).with_outputs(REJECTS, main=KEPT)
+            | "Parse"
+            >> beam.ParDo(_ReadFileFn(self._sources, keyed)).with_outputs(REJECTS, main=KEPT)
         )
-        return {KEPT: outputs[KEPT], REJECTS: outputs[REJECTS]}
+        if not keyed:
+            return {KEPT: outputs[KEPT], REJECTS: outputs[REJECTS]}
+        checked = (
+            outputs[KEPT]
+            | "Group ids" >> beam.GroupByKey()
+            | "First of id" >> beam.ParDo(_FirstOfIdFn()).with_outputs(REJECTS, main=KEPT)
+        )
+        rejects = (outputs[REJECTS], checked[REJECTS]) | "All rejects" >> beam.Flatten()
+        return {KEPT: checked[KEPT], REJECTS: rejects}

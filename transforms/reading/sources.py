@@ -7,33 +7,40 @@ Formats: `jsonl` (plain, .gz, .zst), `parquet`, `text` (a file per document, or 
 `conversations` (JSONL or Parquet rows in the LMSYS-Chat-1M schema, `conversation` as a list of
 `{role, content}`, or the ShareGPT form, `conversations` as a list of `{from, value}`).
 
-Ids: a source's `id_field` value when it names one; otherwise `SOURCE:FILE:N`, where FILE is the
-path relative to the glob's fixed prefix and N the 1-based line, row or paragraph, or
-`SOURCE:FILE` for a file read whole. They are stable across runs, runners and checkouts.
+Ids: a source's `id_field` value when it names one (a string as it is, an integer in decimal; any
+other type, an empty string or a string with bytes that are not UTF-8 is a reject); otherwise
+`SOURCE:FILE:N`, where FILE is the path relative to the glob's fixed prefix and N the 1-based
+line, row or paragraph, or `SOURCE:FILE` for a file read whole. They are stable across runs,
+runners and checkouts. Two records with one id are found by the read step
+(`iptkit.transforms.reading.read`), which keeps the first and rejects the others.
+
+A rejected row keeps the row as read, as JSON (`plain_json`: dates as ISO strings, decimals as
+strings, bytes as `{"$base64": ...}`); a line that is not JSON keeps the line.
 """
 
 from __future__ import annotations
 
-import base64
-import datetime as dt
-import decimal
 import gzip
 import io
 import json
 import re
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from iptkit.transforms.record import KINDS, ORIGINS, Record, Reject
+from iptkit.transforms.record import KINDS, ORIGINS, Record, Reject, escaped_text, plain_json
 from iptkit.transforms.typology import DEFAULT_BY_KIND
 
 FORMATS = ("jsonl", "parquet", "text", "conversations")
 READ_STAGE = "read"
 # A raw line kept in a read reject is cut here, so one huge broken line cannot bloat rejects.
 MAX_REJECT_CHARS = 20_000
+# Objects and lists nested deeper than this are a reject (`too_deep`): every later step (the
+# coder between workers, the sinks) walks a record recursively.
+MAX_DEPTH = 100
 
 # ShareGPT speaker names seen in the wild, mapped onto the chat roles the rest of iptkit uses.
 SHAREGPT_ROLES = {
@@ -61,11 +68,15 @@ class SourceConfig(BaseModel):
         description="jsonl (.gz, .zst too), parquet, text files, or chat logs (JSONL or Parquet)"
     )
     path: str | list[str] = Field(
-        description="glob or list of globs, relative to the spec's folder; gs:// and s3:// work"
+        description="glob or list of globs, relative to the spec's folder; gs:// and s3:// work; "
+        "each must match a file (a folder or no match is a spec error)"
     )
     text_field: str = Field("text", description="field holding the text (jsonl, parquet)")
     id_field: str | None = Field(
-        None, description="field holding a unique id; else ids are SOURCE:FILE:LINE"
+        None,
+        description="field holding a unique id (a string, or an integer written in decimal); "
+        "a record whose id another already has is a duplicate_id reject (the first by source "
+        "order, file path, line is kept); else ids are SOURCE:FILE:LINE",
     )
     lang_field: str | None = Field(None, description="field holding a declared language")
     category_field: str | None = Field(None, description="field holding a declared category")
@@ -139,25 +150,36 @@ def _read_reject(cfg: SourceConfig, rid: str, reason: str, detail: str, raw: Any
     if isinstance(raw, str) and len(raw) > MAX_REJECT_CHARS:
         raw = raw[:MAX_REJECT_CHARS] + "…[cut]"
     return Reject(
-        id=rid, source=cfg.name, stage=READ_STAGE, reason=reason, detail=detail, record=raw
+        id=rid,
+        source=cfg.name,
+        stage=READ_STAGE,
+        reason=reason,
+        detail=escaped_text(detail),
+        record=plain_json(raw),
     )
 
 
-def jsonable(value: Any) -> Any:
-    """Parquet cells as JSON values: dates as ISO strings, decimals as strings, bytes as base64."""
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return value
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, (dt.date, dt.datetime, dt.time)):
-        return value.isoformat()
-    if isinstance(value, bytes):
-        return base64.b64encode(value).decode("ascii")
-    if isinstance(value, (decimal.Decimal, dt.timedelta)):
-        return str(value)
-    return str(value)
+jsonable = plain_json
+"""Parquet cells as JSON values (`iptkit.transforms.record.plain_json`)."""
+
+
+def nesting_depth(value: Any, limit: int = MAX_DEPTH) -> int:
+    """How deeply lists and objects nest in `value` (a scalar is 0), counted without recursion
+    and only up to `limit + 1`."""
+    depth = 0
+    level = [value]
+    while level and depth <= limit:
+        children: list[Any] = []
+        for item in level:
+            if isinstance(item, dict):
+                children.extend(item.values())
+            elif isinstance(item, (list, tuple)):
+                children.extend(item)
+        if not children and not any(isinstance(i, (dict, list, tuple)) for i in level):
+            break
+        depth += 1
+        level = children
+    return depth
 
 
 def _type_name(value: Any) -> str:
@@ -198,6 +220,16 @@ def _conversation_turns(
     return turns, dialect, field_name
 
 
+def _too_deep(cfg: SourceConfig, default_id: str, where: str, raw: Any) -> Reject:
+    return _read_reject(
+        cfg,
+        default_id,
+        "too_deep",
+        f"{where}: lists and objects nest more than {MAX_DEPTH} levels deep",
+        raw,
+    )
+
+
 def record_from_object(cfg: SourceConfig, obj: Any, default_id: str, where: str) -> Record | Reject:
     """Map one parsed row onto a `Record`, or say precisely why it cannot be one."""
 
@@ -206,6 +238,8 @@ def record_from_object(cfg: SourceConfig, obj: Any, default_id: str, where: str)
 
     if not isinstance(obj, dict):
         return bad("not_an_object", f"expected a JSON object, got {_type_name(obj)}")
+    if nesting_depth(obj) > MAX_DEPTH:
+        return _too_deep(cfg, default_id, where, None)  # the row itself is too deep to keep
     consumed = {cfg.id_field, cfg.lang_field, cfg.category_field}
     meta: dict[str, Any] = {}
     if cfg.format == "conversations":
@@ -238,8 +272,21 @@ def record_from_object(cfg: SourceConfig, obj: Any, default_id: str, where: str)
         if value is None:
             return bad("missing_field", f"no id field '{cfg.id_field}' (the source's id_field)")
         if not isinstance(value, (str, int)) or isinstance(value, bool):
-            return bad("wrong_type", f"id field '{cfg.id_field}' is {_type_name(value)}")
+            return bad(
+                "wrong_type",
+                f"id field '{cfg.id_field}' is {_type_name(value)}, expected a string or an "
+                "integer",
+            )
         rid = str(value)
+        if not rid.strip():
+            return bad("bad_id", f"id field '{cfg.id_field}' is an empty string")
+        if rid != escaped_text(rid):
+            return bad(
+                "bad_id",
+                f"id field '{cfg.id_field}' holds bytes that are not UTF-8 "
+                f"('{escaped_text(rid)[:200]}'); fix the file's encoding, or drop id_field to "
+                "take ids from file positions",
+            )
     if cfg.meta_fields == "all":
         extra = {k: v for k, v in obj.items() if k not in consumed}
     elif cfg.meta_fields == "none":
@@ -266,9 +313,12 @@ def record_from_object(cfg: SourceConfig, obj: Any, default_id: str, where: str)
     )
 
 
-def _parse_jsonl(
-    cfg: SourceConfig, file: SourceFile, stream: BinaryIO
-) -> Iterator[Record | Reject]:
+Located = tuple[int, str, str, "Record | Reject"]
+"""One item of a file with where it was: its number in the file (line, row, paragraph; the
+order duplicates are decided by), its default id, and its place as messages name it."""
+
+
+def _parse_jsonl(cfg: SourceConfig, file: SourceFile, stream: BinaryIO) -> Iterator[Located]:
     for lineno, raw in enumerate(stream, 1):
         if not raw.strip():
             continue
@@ -280,34 +330,117 @@ def _parse_jsonl(
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
-            yield _read_reject(
-                cfg, default_id, "bad_json", f"{where}: {exc.msg} (column {exc.colno})", line
-            )
+            detail = f"{where}: {exc.msg} (column {exc.colno})"
+            yield lineno, default_id, where, _read_reject(cfg, default_id, "bad_json", detail, line)
             continue
-        yield record_from_object(cfg, obj, default_id, where)
+        except RecursionError:
+            yield lineno, default_id, where, _too_deep(cfg, default_id, where, line)
+            continue
+        except ValueError as exc:  # e.g. an integer of more digits than Python converts
+            detail = f"{where}: {exc}"
+            yield lineno, default_id, where, _read_reject(cfg, default_id, "bad_json", detail, line)
+            continue
+        if nesting_depth(obj) > MAX_DEPTH:
+            yield lineno, default_id, where, _too_deep(cfg, default_id, where, line)
+            continue
+        yield lineno, default_id, where, record_from_object(cfg, obj, default_id, where)
 
 
-def _parse_parquet(
-    cfg: SourceConfig, file: SourceFile, stream: BinaryIO
-) -> Iterator[Record | Reject]:
+def _arrow_errors() -> tuple[type[BaseException], ...]:
+    import pyarrow as pa
+
+    return (pa.ArrowException, OSError, ValueError, EOFError, OverflowError)
+
+
+def _broken_file_errors() -> tuple[type[BaseException], ...]:
+    """What a corrupt archive or Parquet file raises beyond OSError and ValueError."""
+    import zstandard
+
+    return (*_arrow_errors(), zstandard.ZstdError)
+
+
+def _cell(column: Any, i: int) -> Any:
+    """One cell that Python cannot hold as it is (a date past year 9999, a timestamp out of
+    range): its Arrow text form, e.g. "10183-09-21", else a note naming its type."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    try:
+        return column[i].as_py()
+    except (OverflowError, ValueError, pa.ArrowException):
+        pass
+    try:
+        return pc.cast(column.slice(i, 1), pa.string())[0].as_py()
+    except (OverflowError, ValueError, pa.ArrowException):
+        return {"$unconvertible": str(column.type)}
+
+
+def _batch_rows(batch: Any) -> list[dict[str, Any]]:
+    """A record batch as Python rows; a column Python cannot hold as it is (a date or
+    timestamp out of Python's range) is converted cell by cell (`_cell`)."""
+    import pyarrow as pa
+
+    try:
+        return batch.to_pylist()
+    except (OverflowError, ValueError, pa.ArrowException):
+        pass
+    columns = {}
+    for name, column in zip(batch.schema.names, batch.columns, strict=True):
+        try:
+            columns[name] = column.to_pylist()
+        except (OverflowError, ValueError, pa.ArrowException):
+            columns[name] = [_cell(column, i) for i in range(len(column))]
+    return [{name: values[i] for name, values in columns.items()} for i in range(batch.num_rows)]
+
+
+def _parse_parquet(cfg: SourceConfig, file: SourceFile, stream: BinaryIO) -> Iterator[Located]:
+    """Rows, one row group at a time: a row group that cannot be read (a corrupt page) is one
+    `unreadable_row_group` reject naming the file, the group and its rows; the other groups are
+    read. Rows keep their numbers in the file (from the footer's row counts)."""
     import pyarrow.parquet as pq
 
+    errors = _arrow_errors()
+    parquet = pq.ParquetFile(stream)
     row = 0
-    for batch in pq.ParquetFile(stream).iter_batches(batch_size=1024):
-        for obj in batch.to_pylist():
-            row += 1
-            default_id = f"{cfg.name}:{file.rel}:{row}"
-            yield record_from_object(cfg, obj, default_id, f"{file.path} row {row}")
+    for group in range(parquet.num_row_groups):
+        size = parquet.metadata.row_group(group).num_rows
+        first, done = row + 1, 0
+        try:
+            for batch in parquet.iter_batches(batch_size=1024, row_groups=[group]):
+                for obj in _batch_rows(batch):
+                    row += 1
+                    done += 1
+                    default_id = f"{cfg.name}:{file.rel}:{row}"
+                    where = f"{file.path} row {row}"
+                    yield row, default_id, where, record_from_object(cfg, obj, default_id, where)
+        except errors as exc:
+            row = max(row, first - 1 + size)
+            rid = f"{cfg.name}:{file.rel}:row-group-{group}"
+            where = f"{file.path} row group {group}"
+            rows = f"rows {first}-{row}" if size else "no rows"
+            lost = f"{size - done} of its {size} rows" if done else f"its {size} rows"
+            detail = (
+                f"{where} ({rows}) cannot be read, {lost} lost: {type(exc).__name__}: "
+                f"{' '.join(str(exc).split())}; "
+                "the other row groups are read"
+            )
+            yield (
+                first + done,
+                rid,
+                where,
+                _read_reject(cfg, rid, "unreadable_row_group", detail, None),
+            )
 
 
 _BLANK_LINE = re.compile(r"\n[^\S\n]*(?:\n[^\S\n]*)*\n")
 
 
-def _parse_text(cfg: SourceConfig, file: SourceFile, stream: BinaryIO) -> Iterator[Record | Reject]:
+def _parse_text(cfg: SourceConfig, file: SourceFile, stream: BinaryIO) -> Iterator[Located]:
     data = stream.read().decode("utf-8", "surrogateescape")
     data = data.replace("\r\n", "\n").replace("\r", "\n")
     if (cfg.split or "paragraph") == "file":
-        yield record_from_object(cfg, {"text": data}, f"{cfg.name}:{file.rel}", file.path)
+        rid = f"{cfg.name}:{file.rel}"
+        yield 1, rid, file.path, record_from_object(cfg, {"text": data}, rid, file.path)
         return
     number = 0
     for block in _BLANK_LINE.split(data):
@@ -315,33 +448,39 @@ def _parse_text(cfg: SourceConfig, file: SourceFile, stream: BinaryIO) -> Iterat
             continue
         number += 1
         where = f"{file.path} paragraph {number}"
-        yield record_from_object(cfg, {"text": block}, f"{cfg.name}:{file.rel}:{number}", where)
+        rid = f"{cfg.name}:{file.rel}:{number}"
+        yield number, rid, where, record_from_object(cfg, {"text": block}, rid, where)
 
 
 def _is_parquet(path: str) -> bool:
     return path.endswith(".parquet") or path.endswith(".pq")
 
 
-def parse_file(cfg: SourceConfig, file: SourceFile, raw: BinaryIO) -> Iterator[Record | Reject]:
-    """Every item of one file, as a record or a read reject; a file that breaks off mid-way
-    (corrupt archive) yields what it had, then one `unreadable_file` reject saying where."""
+def parse_located(cfg: SourceConfig, file: SourceFile, raw: BinaryIO) -> Iterator[Located]:
+    """Every item of one file, as a record or a read reject, with where it was; a file that
+    breaks off mid-way (corrupt archive) yields what it had, then one `unreadable_file` reject
+    saying where."""
     if cfg.format == "parquet" or (cfg.format == "conversations" and _is_parquet(file.path)):
         parse = _parse_parquet
     elif cfg.format == "text":
         parse = _parse_text
     else:
         parse = _parse_jsonl
-    stream = raw if parse is _parse_parquet else open_decompressed(raw, file.path)
-    count = 0
+    count, number = 0, 0
     try:
-        for item in parse(cfg, file, stream):
+        stream = raw if parse is _parse_parquet else open_decompressed(raw, file.path)
+        for located in parse(cfg, file, stream):
             count += 1
-            yield item
-    except (OSError, EOFError, ValueError) as exc:
-        yield _read_reject(
-            cfg,
-            f"{cfg.name}:{file.rel}",
-            "unreadable_file",
-            f"{file.path}: {type(exc).__name__}: {exc} (after {count} items)",
-            None,
-        )
+            number = located[0]
+            yield located
+    except (OSError, EOFError, ValueError, zlib.error, *_broken_file_errors()) as exc:
+        rid = f"{cfg.name}:{file.rel}"
+        detail = f"{file.path}: {type(exc).__name__}: {exc} (after {count} items)"
+        yield number + 1, rid, file.path, _read_reject(cfg, rid, "unreadable_file", detail, None)
+
+
+def parse_file(cfg: SourceConfig, file: SourceFile, raw: BinaryIO) -> Iterator[Record | Reject]:
+    """Every item of one file, as a record or a read reject (`parse_located` without the
+    places)."""
+    for _, _, _, item in parse_located(cfg, file, raw):
+        yield item
