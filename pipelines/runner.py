@@ -28,6 +28,7 @@ from iptkit.pipelines.reports import (
 )
 from iptkit.pipelines.spec import Plan
 from iptkit.rundir import RunDir
+from iptkit.transforms.inference.core import MODEL_COUNTER_PREFIX
 from iptkit.transforms.stage import EXCEPTION, metrics_namespace
 
 # RunInference's batch latency, reported in the model stage's namespace (inference/core.py).
@@ -74,6 +75,30 @@ def _stage_seconds(
     return seconds
 
 
+def _model_counts(
+    result: beam.runners.runner.PipelineResult, stages: list[str]
+) -> dict[str, dict[str, int]]:
+    """Each model stage's model counters (`model.<name>` in its namespace: prompts, tokens,
+    HTTP requests, retries, server restarts), summed over workers, where the runner reports
+    them."""
+    try:
+        metrics = result.metrics().query()
+    except (NotImplementedError, AttributeError, KeyError):
+        return {}
+    namespaces = {metrics_namespace(stage): stage for stage in stages}
+    counts: dict[str, dict[str, int]] = {}
+    for metric in metrics.get("counters", []):
+        stage = namespaces.get(metric.key.metric.namespace)
+        name = metric.key.metric.name
+        if stage is None or not name.startswith(MODEL_COUNTER_PREFIX):
+            continue
+        value = metric.committed if metric.committed is not None else metric.attempted
+        row = counts.setdefault(stage, {})
+        key = name[len(MODEL_COUNTER_PREFIX) :]
+        row[key] = row.get(key, 0) + int(value or 0)
+    return {stage: dict(sorted(row.items())) for stage, row in counts.items()}
+
+
 def execute(plan: Plan, beam_args: list[str]) -> RunResult:
     """Run the plan into its output directory; raise `LedgerError` if any stage lost records."""
     run = RunDir(plan.output)
@@ -104,6 +129,8 @@ def execute(plan: Plan, beam_args: list[str]) -> RunResult:
     over = over_exception_ceiling(stats, plan.spec.max_exception_share)
     stats["exception_ceiling"] = list(over.values())
     stats["files"] = run.index({stage.name: stage.files() for stage in stages})
+    for stage, model_counts in _model_counts(result, stage_names).items():
+        stats["stages"][stage]["model"] = model_counts
     seconds = _stage_seconds(result, ["read", *stage_names])
     timings = {"wall_seconds": round(wall, 3), "stage_seconds": seconds}
     atomic_write(run.timings, json.dumps(timings, indent=2, sort_keys=True).encode() + b"\n")
