@@ -206,9 +206,11 @@ def test_generation_options_reach_the_spec_and_are_checked(model_dir):
     assert served.model_spec().sampling.json_schema == (
         '{"properties":{"score":{"type":"integer"}},"type":"object"}'
     )
+    named = InferenceOptions(base_url="http://h/v1", model="Qwen/Qwen2.5-7B-Instruct")
+    assert named.backend == "openai"  # an endpoint named without a backend is backend openai
     with pytest.raises(ValidationError, match="backend openai needs base_url"):
         InferenceOptions(backend="openai", model="m")
     with pytest.raises(ValidationError, match="base_url is for backend openai"):
-        InferenceOptions(model=str(model_dir), base_url="http://h/v1")
+        InferenceOptions(backend="vllm", model=str(model_dir), base_url="http://h/v1")
     remote = InferenceOptions(backend="vllm", model="gs://bucket/models/llama")
     assert remote.model == "gs://bucket/models/llama"

@@ -179,7 +179,12 @@ class InferenceOptions(StageConfig):
         description="a JSON Schema the output must follow: vllm and openai send it as "
         "response_format json_schema (constrained decoding); transformers cannot",
     )
-    batch_size: int = Field(16, ge=1, description="prompts per generate call")
+    batch_size: int = Field(
+        16,
+        ge=1,
+        description="prompts per generate call; openai, vllm: prompts handed to the HTTP "
+        "client at once, at least 8 x concurrency",
+    )
     tensor_parallel_size: int = Field(1, ge=1, description="vllm: GPUs one engine spans")
     gpu_memory_utilization: float = Field(
         0.9, gt=0, le=1, description="vllm: share of GPU memory for weights and KV cache"
@@ -198,7 +203,8 @@ class InferenceOptions(StageConfig):
     base_url: str | None = Field(
         None,
         description="openai: the endpoint's base URL, e.g. https://api.openai.com/v1 or "
-        "http://HOST:8000/v1 (a vLLM, SGLang or TGI server)",
+        "http://HOST:8000/v1 (a vLLM, SGLang or TGI server); with no backend key, it sets "
+        "backend openai",
     )
     api_key_env: str | None = Field(
         None,
@@ -239,6 +245,15 @@ class InferenceOptions(StageConfig):
     chat_endpoint: ClassVar[bool] = True
 
     _location = field_validator("model", "tokenizer")(_model_location)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _endpoint_means_openai(cls, data: Any) -> Any:
+        # Naming an endpoint is choosing it: a stage with base_url and no backend is openai, so
+        # one changed line (backend: vllm -> base_url: ...) moves a stage onto an endpoint.
+        if isinstance(data, dict) and data.get("base_url") and "backend" not in data:
+            return {**data, "backend": "openai"}
+        return data
 
     @field_validator("api_key_env")
     @classmethod

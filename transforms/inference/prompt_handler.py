@@ -53,9 +53,15 @@ class PromptHandler(ModelHandler):
     def __init__(self, spec: ModelSpec, namespace: str | None = None):
         # Full batches (a bundle's last one may be short): BatchElements' adaptive sizing would
         # start at 1 and waste the first generate calls, which dominate on a GPU.
-        super().__init__(min_batch_size=spec.batch_size, max_batch_size=spec.batch_size)
+        size = self.batch_size(spec)
+        super().__init__(min_batch_size=size, max_batch_size=size)
         self.spec = spec
         self.namespace = namespace
+
+    @staticmethod
+    def batch_size(spec: ModelSpec) -> int:
+        """Prompts per `run_inference` call."""
+        return spec.batch_size
 
     @abstractmethod
     def tokenizer_of(self, model: Any) -> Any:
