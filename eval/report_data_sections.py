@@ -66,7 +66,30 @@ def ledger_section(stats: dict[str, Any], timings: dict[str, Any] | None = None)
             rows,
         )
         + f'<div class="chart">{hbar_chart_svg("Records kept and dropped per stage", bars)}</div>'
+        + model_calls_table(stats)
         + "</section>"
+    )
+
+
+MODEL_COLUMNS = (
+    ("cache_hits", "from the cache"), ("prompts", "prompts"), ("failed", "failed"),
+    ("prompt_tokens", "prompt tokens"), ("new_tokens", "new tokens"), ("http_requests", "HTTP requests"),
+    ("http_retries", "retries"), ("server_restarts", "server restarts"),
+)  # fmt: skip
+
+
+def model_calls_table(stats: dict[str, Any]) -> str:
+    """What each model stage asked of its model (Beam counters the runner copies into
+    stats.json): answers the cache had, prompts, tokens, and for servers the HTTP requests, retries and restarts."""
+    rows = [
+        [name, *(row["model"].get(key, 0) for key, _ in MODEL_COLUMNS)]
+        for name, row in stats["stages"].items()
+        if row.get("model")
+    ]
+    if not rows:
+        return ""
+    return "<h3>Model calls</h3>" + html_table(
+        ["stage", *(label for _, label in MODEL_COLUMNS)], rows
     )
 
 

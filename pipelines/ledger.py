@@ -177,8 +177,8 @@ def summary_table(stats: dict[str, Any], seconds: dict[str, float]) -> str:
 
     lines = [line(r) for r in rows]
     for name, row in stats["stages"].items():
-        if "generation" in row:  # a model stage: what it asked the model, what the cache had
-            counts = row["generation"]
+        counts = row.get("model", {})
+        if "cache_misses" in counts:  # a model stage: what it asked the model, what the cache had
             lines.append(
                 f"{name}: {counts.get('cache_misses', 0)} generated, "
                 f"{counts.get('cache_hits', 0)} from the cache"

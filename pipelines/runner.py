@@ -35,12 +35,11 @@ from iptkit.pipelines.reports import (
 from iptkit.pipelines.spec import Plan
 from iptkit.rundir import RunDir
 from iptkit.transforms.inference.cache import HITS, MISSES
+from iptkit.transforms.inference.core import MODEL_COUNTER_PREFIX
 from iptkit.transforms.stage import EXCEPTION, metrics_namespace
 
 # RunInference's batch latency, reported in the model stage's namespace (inference/core.py).
 INFERENCE_LATENCY = "inference_batch_latency_micro_secs"
-# Model stages' counters that stats.json keeps per stage (row `generation`).
-GENERATION_COUNTERS = (HITS, MISSES)
 
 
 def option_flags(options: dict[str, Any]) -> list[str]:
@@ -68,7 +67,8 @@ def _stage_metrics(
 
     - seconds: the stage's own code (`process_us`) and, for model stages, its batches'
       inference (RunInference's latency);
-    - `GENERATION_COUNTERS` of model stages (cache hits and misses), for stats.json.
+    - model stages' counters (`model.<name>` in their namespace: cache hits and misses,
+      prompts, tokens, HTTP requests, retries, server restarts), for stats.json's `model` row.
     """
     try:
         metrics = result.metrics().query()
@@ -87,10 +87,15 @@ def _stage_metrics(
             if name == "process_us" or name.endswith(INFERENCE_LATENCY):
                 micros = getattr(value, "sum", value) or 0
                 seconds[stage] = seconds.get(stage, 0.0) + micros / 1e6
-            elif kind == "counters" and name in GENERATION_COUNTERS:
+            elif kind == "counters" and name.startswith(MODEL_COUNTER_PREFIX):
                 row = counts.setdefault(stage, {})
-                row[name] = row.get(name, 0) + (value or 0)
-    return seconds, counts
+                key = name[len(MODEL_COUNTER_PREFIX) :]
+                row[key] = row.get(key, 0) + int(value or 0)
+    for row in counts.values():  # with the cache on, both of its counts, even a zero
+        if HITS in row or MISSES in row:
+            row.setdefault(HITS, 0)
+            row.setdefault(MISSES, 0)
+    return seconds, {stage: dict(sorted(row.items())) for stage, row in counts.items()}
 
 
 def _pipeline(plan: Plan, beam_args: list[str]) -> beam.Pipeline:
@@ -155,11 +160,9 @@ def execute(plan: Plan, beam_args: list[str], force: bool = False) -> RunResult:
     over = over_exception_ceiling(stats, plan.spec.max_exception_share)
     stats["exception_ceiling"] = list(over.values())
     stats["files"] = run.index({stage.name: stage.files() for stage in stages})
-    seconds, generation = _stage_metrics(result, ["read", *stage_names])
-    for stage, row in generation.items():  # a counter never incremented is not reported
-        stats["stages"][stage]["generation"] = {
-            name: row.get(name, 0) for name in GENERATION_COUNTERS
-        }
+    seconds, model_counts = _stage_metrics(result, ["read", *stage_names])
+    for stage, row in model_counts.items():  # a counter never incremented is not reported
+        stats["stages"][stage]["model"] = row
     timings = {"wall_seconds": round(wall, 3), "stage_seconds": seconds}
     atomic_write(run.timings, json.dumps(timings, indent=2, sort_keys=True).encode() + b"\n")
     write_contamination_report(run, stats)

@@ -113,7 +113,8 @@ def _outputs(run: Path) -> dict[str, bytes]:
 
 
 def _generation(run: Path) -> dict[str, int]:
-    return json.loads((run / "stats.json").read_text())["stages"]["respond"]["generation"]
+    counts = json.loads((run / "stats.json").read_text())["stages"]["respond"]["model"]
+    return {name: counts[name] for name in ("cache_hits", "cache_misses")}
 
 
 def test_a_killed_run_resumes_sending_only_what_has_no_answer(tmp_path, model, capsys):
@@ -157,7 +158,8 @@ def test_cache_false_keeps_nothing_and_a_shared_folder_serves_other_runs(tmp_pat
     off = tmp_path / "off"
     assert run_cli("run", _spec(tmp_path, model, "false"), "--out", off) == 0
     assert not (off / "cache").exists()
-    assert "generation" not in json.loads((off / "stats.json").read_text())["stages"]["respond"]
+    counts = json.loads((off / "stats.json").read_text())["stages"]["respond"]["model"]
+    assert "cache_hits" not in counts and "cache_misses" not in counts
 
     shared = tmp_path / "shared-cache"
     spec = _spec(tmp_path, model, str(shared))

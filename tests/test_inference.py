@@ -160,43 +160,57 @@ def test_options(tmp_path, model_dir):
         TransformersHandler(ModelSpec("transformers", str(model_dir), device="cpu")).load_model()
 
 
-def test_vllm_is_imported_only_when_a_vllm_handler_loads(model_dir, monkeypatch):
-    """vLLM cannot run here (no GPU): this checks the lazy import and what the handler asks of
-    vllm.LLM and SamplingParams, through stand-in modules that record the calls."""
-    import sys
-    import types
-
-    from iptkit.transforms.inference.prompt_handler import make_handler
-
-    handler = make_handler(ModelSpec(
-        "vllm", str(model_dir), max_model_len=128, add_special_tokens=False,
-        tensor_parallel_size=2, sampling=SamplingSpec(max_new_tokens=8, temperature=0.7),
-    ))  # fmt: skip
-    assert "vllm" not in sys.modules and handler.share_model_across_processes()
-    calls = {}
-
-    class LLM:
-        def __init__(self, **kw):
-            calls["llm"] = kw
-
-        def generate(self, prompts, params, use_tqdm):
-            calls["generate"] = (prompts, params)
-            out = types.SimpleNamespace(text=" ok", token_ids=[5, 6])
-            return [types.SimpleNamespace(outputs=[out]) for _ in prompts]
-
-    fake = types.ModuleType("vllm")
-    fake.LLM, fake.SamplingParams = LLM, lambda **kw: kw
-    inputs = types.ModuleType("vllm.inputs")
-    inputs.TokensPrompt = lambda prompt_token_ids: {"prompt_token_ids": prompt_token_ids}
-    monkeypatch.setitem(sys.modules, "vllm", fake)
-    monkeypatch.setitem(sys.modules, "vllm.inputs", inputs)
-    engine = handler.load_model()
-    assert calls["llm"]["tensor_parallel_size"] == 2 and calls["llm"]["max_model_len"] == 128
-    seeds = [sampling_seed(1, "a"), sampling_seed(1, "b")]
-    out = handler.run_inference([GenerationRequest("the cat", s) for s in seeds], engine)
-    assert [(g.text, g.new_tokens) for g in out] == [(" ok", 2), (" ok", 2)]
-    prompts, params = calls["generate"]
+def test_stop_strings_end_the_output_and_are_cut(model_dir):
+    handler = TransformersHandler(spec(model_dir, max_new_tokens=12))
+    model = handler.load_model()
     ids = AutoTokenizer.from_pretrained(model_dir)("the cat", add_special_tokens=False)["input_ids"]
-    assert prompts[0] == {"prompt_token_ids": ids} and out[0].prompt_tokens == len(ids)
-    assert [p["seed"] for p in params] == seeds and params[0]["max_tokens"] == 8
-    assert params[0]["temperature"] == 0.7 and params[0]["top_k"] == -1
+    ((full, n_full),) = handler.generate_ids(model, [ids], [0])
+    word = full.split()[1]  # a word the greedy output writes, not at its start
+    stopped = SamplingSpec(max_new_tokens=12, stop=(f" {word}",))
+    ((cut, n_cut),) = handler.generate_ids(model, [ids], [0], stopped)
+    assert cut == full[: full.index(f" {word}")] and n_cut < n_full
+    # In a batch, a row that stops early leaves the others untouched.
+    other = AutoTokenizer.from_pretrained(model_dir)("a dog", add_special_tokens=False)["input_ids"]
+    together = handler.generate_ids(model, [ids, other], [0, 0], stopped)
+    assert together[0] == (cut, n_cut)
+    assert together[1] == handler.generate_ids(model, [other], [0], stopped)[0]
+
+
+def test_repetition_penalty_changes_greedy_output_and_ignores_padding(model_dir):
+    handler = TransformersHandler(spec(model_dir, max_new_tokens=16))
+    model = handler.load_model()
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    prompts = [tok(q, add_special_tokens=False)["input_ids"] for q in PROMPTS]
+    plain = handler.generate_ids(model, prompts, [0] * 4)
+    penalized = SamplingSpec(max_new_tokens=16, repetition_penalty=5.0)
+    strong = handler.generate_ids(model, prompts, [0] * 4, penalized)
+    assert strong != plain
+    # Fewer repeated tokens in each output, and a row's output does not depend on its padding.
+    for (text, _), ids in zip(strong, prompts, strict=True):
+        assert handler.generate_ids(model, [ids], [0], penalized)[0][0] == text
+
+
+def test_generation_options_reach_the_spec_and_are_checked(model_dir):
+    opts = InferenceOptions(
+        model=str(model_dir), stop=["\n\n"], repetition_penalty=1.1, top_k=5, temperature=0.7
+    )
+    sampling = opts.model_spec().sampling
+    assert sampling.stop == ("\n\n",) and sampling.repetition_penalty == 1.1
+    with pytest.raises(ValidationError, match="json_schema: backend transformers cannot"):
+        InferenceOptions(model=str(model_dir), json_schema={"type": "object"})
+    schema = {"type": "object", "properties": {"score": {"type": "integer"}}}
+    served = InferenceOptions(
+        backend="openai", model="served-name", base_url="http://h/v1", json_schema=schema
+    )
+    assert served.model == "served-name"  # a name, not a folder
+    assert served.model_spec().sampling.json_schema == (
+        '{"properties":{"score":{"type":"integer"}},"type":"object"}'
+    )
+    named = InferenceOptions(base_url="http://h/v1", model="Qwen/Qwen2.5-7B-Instruct")
+    assert named.backend == "openai"  # an endpoint named without a backend is backend openai
+    with pytest.raises(ValidationError, match="backend openai needs base_url"):
+        InferenceOptions(backend="openai", model="m")
+    with pytest.raises(ValidationError, match="base_url is for backend openai"):
+        InferenceOptions(backend="vllm", model=str(model_dir), base_url="http://h/v1")
+    remote = InferenceOptions(backend="vllm", model="gs://bucket/models/llama")
+    assert remote.model == "gs://bucket/models/llama"

@@ -12,7 +12,7 @@ Each request is looked up before inference (`Lookup`, in `Generate`): a hit skip
 generation, byte for byte what the model gave, so a rerun (after a crash, a SIGKILL, a failed
 bundle) sends only the prompts without an answer and writes the same outputs as an uninterrupted
 run. Failed generations (errors) are not stored: a timeout or a dead server is worth a retry.
-Hits and misses are counted per stage (`cache_hits`, `cache_misses`) in stats.json.
+Hits and misses are counted per stage (`cache_hits`, `cache_misses` in stats.json's `model` row).
 """
 
 from __future__ import annotations
@@ -28,10 +28,26 @@ from apache_beam.metrics import Metrics
 
 from iptkit.files import atomic_write, is_local, read_bytes
 from iptkit.hashing import digest
-from iptkit.transforms.inference.core import Generation, GenerationRequest, ModelSpec
+from iptkit.transforms.inference.core import (
+    MODEL_COUNTER_PREFIX,
+    Generation,
+    GenerationRequest,
+    ModelSpec,
+)
 
-# Fields of ModelSpec that never change what a model writes (how many prompts share a call).
-NOT_IN_IDENTITY = ("batch_size",)
+# Fields of ModelSpec that never change what a model writes: how many prompts share a call, and
+# how a server is reached (a served model is its name: a server moved to another host, or asked
+# with more patience, keeps its answers).
+NOT_IN_IDENTITY = (
+    "batch_size",
+    "gpu_memory_utilization",
+    "base_url",
+    "api_key_env",
+    "concurrency",
+    "timeout_s",
+    "max_retries",
+    "retry_backoff_s",
+)
 HITS, MISSES = "cache_hits", "cache_misses"
 FORMAT = "iptkit-generation/1"
 
@@ -102,8 +118,8 @@ class Lookup(beam.DoFn):
 
     def __init__(self, root: str, spec: ModelSpec, namespace: str):
         self._root, self._identity = root, model_identity(spec)
-        self._hits = Metrics.counter(namespace, HITS)
-        self._misses = Metrics.counter(namespace, MISSES)
+        self._hits = Metrics.counter(namespace, MODEL_COUNTER_PREFIX + HITS)
+        self._misses = Metrics.counter(namespace, MODEL_COUNTER_PREFIX + MISSES)
 
     def process(self, item: tuple[Any, GenerationRequest]):
         key, request = item

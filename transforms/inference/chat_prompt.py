@@ -17,7 +17,13 @@ from typing import Any
 
 import apache_beam as beam
 
-from iptkit.transforms.inference.core import Generate, GenerationRequest, ModelSpec, spec_tokenizer
+from iptkit.transforms.inference.core import (
+    Generate,
+    GenerationRequest,
+    Messages,
+    ModelSpec,
+    spec_tokenizer,
+)
 
 # (user, assistant) turns shown before the real request.
 Shots = Sequence[tuple[str, str]]
@@ -29,6 +35,14 @@ def has_chat_template(tokenizer: Any) -> bool:
     return bool(getattr(tokenizer, "chat_template", None))
 
 
+def chat_messages(user: str, system: str | None = None, shots: Shots = ()) -> Messages:
+    """The turns of one request as (role, content) pairs: system, few-shot pairs, the user."""
+    turns = [("system", system)] if system else []
+    for question, answer in shots:
+        turns += [("user", question), ("assistant", answer)]
+    return (*turns, ("user", user))
+
+
 def chat_prompt(tokenizer: Any, user: str, system: str | None = None, shots: Shots = ()) -> str:
     """The prompt text for one user turn, in the model's chat format when it has one.
 
@@ -36,13 +50,9 @@ def chat_prompt(tokenizer: Any, user: str, system: str | None = None, shots: Sho
     when encoding (`add_special_tokens`), and a doubled BOS degrades many models.
     """
     if has_chat_template(tokenizer):
-        messages = [{"role": "system", "content": system}] if system else []
-        for question, answer in shots:
-            messages += [
-                {"role": "user", "content": question},
-                {"role": "assistant", "content": answer},
-            ]
-        messages.append({"role": "user", "content": user})
+        messages = [
+            {"role": role, "content": text} for role, text in chat_messages(user, system, shots)
+        ]
         text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         bos = getattr(tokenizer, "bos_token", None)
         return text[len(bos) :] if bos and text.startswith(bos) else text
@@ -50,6 +60,16 @@ def chat_prompt(tokenizer: Any, user: str, system: str | None = None, shots: Sho
     parts += [f"{question}\n\n{answer}" for question, answer in shots]
     parts.append(user)
     return "\n\n".join(parts) + "\n\n"
+
+
+def chat_request(
+    tokenizer: Any, user: str, seed: int, system: str | None = None, shots: Shots = ()
+) -> GenerationRequest:
+    """A request with both forms of the turns: the prompt rendered here (for completions and
+    local models) and the messages (for a chat endpoint, which applies its own template)."""
+    return GenerationRequest(
+        chat_prompt(tokenizer, user, system, shots), seed, chat_messages(user, system, shots)
+    )
 
 
 class _Requests(beam.DoFn):

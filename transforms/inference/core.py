@@ -7,11 +7,12 @@ Three pieces, each with one job:
   so every model stage spells these keys the same way. `model_spec()` turns them into the plain
   `ModelSpec` the handlers take (handlers know nothing of pydantic or stages).
 - `PromptHandler` (in `prompt_handler`, which alone imports Beam's torch-loading `ml` package):
-  a Beam `ModelHandler` taking `GenerationRequest`s (a prompt and its sampling
-  seed) and giving `Generation`s. It tokenizes, applies the length policy, generates, and isolates
-  failures: when a batch raises, its elements are retried one by one and only those that still
-  fail come back as `Generation(error=...)`. Backends (`inference_transformers`,
-  `inference_vllm`) write only loading and `generate_ids`.
+  a Beam `ModelHandler` taking `GenerationRequest`s (a prompt, its sampling seed and, for chat
+  endpoints, its messages) and giving `Generation`s. It tokenizes, applies the length policy,
+  generates, and isolates failures: when a batch raises, its elements are retried one by one
+  and only those that still fail come back as `Generation(error=...)`. Backends
+  (`backend_transformers`, `backend_vllm`: a vLLM server per worker, `backend_openai`: any
+  OpenAI-compatible endpoint) write only loading and generating.
 - `Generate`: `(key, GenerationRequest) -> (key, Generation)` through Beam's `RunInference` with
   a `KeyedModelHandler`, so a stage keeps its record (or group of records) as the key. Failures
   that escape a handler (a crash in the whole call) reach RunInference's dead-letter output and
@@ -23,11 +24,13 @@ Prompt building stays in the stages: a handler generates from whatever text it i
 
 from __future__ import annotations
 
+import json
 import os
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import apache_beam as beam
 from pydantic import Field, ValidationInfo, field_validator, model_validator
@@ -39,9 +42,18 @@ from iptkit.transforms.stage_config import BASE_DIR, StageConfig
 if TYPE_CHECKING:  # Beam's ml package imports torch: loaded only when a model stage runs
     from apache_beam.ml.inference.base import ModelHandler
 
-MODEL_BACKENDS = ("transformers", "vllm")
+MODEL_BACKENDS = ("transformers", "vllm", "openai")
+# Backends that talk to an OpenAI-compatible server (an endpoint, or a vLLM server per worker).
+SERVER_BACKENDS = ("vllm", "openai")
 PROMPT_TOO_LONG = "prompt_too_long"
 INFERENCE_FAILED = "inference_failed"
+# A server that did not answer within `timeout_s` (after `max_retries`), or kept failing.
+REQUEST_TIMEOUT = "request_timeout"
+REQUEST_FAILED = "request_failed"
+# Beam counters a model handler adds in its stage's metrics namespace (`model.<name>`); the
+# runner copies them into stats.json (`stages.STAGE.model`).
+MODEL_COUNTER_PREFIX = "model."
+_ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
 
 
 @dataclass(frozen=True)
@@ -52,6 +64,11 @@ class SamplingSpec:
     temperature: float = 0.0
     top_p: float = 1.0
     top_k: int = 0
+    # Strings that end the output (not included in it).
+    stop: tuple[str, ...] = ()
+    repetition_penalty: float = 1.0
+    # A JSON Schema the output must follow, as canonical JSON (servers constrain decoding).
+    json_schema: str | None = None
 
     @property
     def greedy(self) -> bool:
@@ -75,6 +92,15 @@ class ModelSpec:
     gpu_memory_utilization: float = 0.9
     prompt_too_long: str = "truncate"
     sampling: SamplingSpec = SamplingSpec()
+    # Servers (backend openai: an endpoint; vllm: a server per worker started by iptkit).
+    base_url: str | None = None
+    api_key_env: str | None = None
+    endpoint: str = "completions"
+    concurrency: int = 8
+    timeout_s: float = 600.0
+    max_retries: int = 4
+    retry_backoff_s: float = 1.0
+    vllm_args: tuple[str, ...] = ()
 
     @property
     def prompt_budget(self) -> int:
@@ -83,13 +109,16 @@ class ModelSpec:
 
 
 def _model_location(value: str | None, info: ValidationInfo) -> str | None:
-    """A local folder (relative to the spec's folder) made absolute, else a hub id as given.
+    """A local folder (relative to the spec's folder) made absolute, else a hub id or a remote
+    folder (gs://, s3://) as given; for backend openai, `model` is the served model's name.
 
     A value that looks like a path (./, ../, /, ~) must exist, so a typo is a spec error rather
     than a failed download on a worker.
     """
-    if value is None:
-        return None
+    if value is None or "://" in value:
+        return value
+    if info.field_name == "model" and info.data.get("backend") == "openai":
+        return value
     base = (info.context or {}).get(BASE_DIR, os.getcwd())
     local = os.path.normpath(os.path.join(base, os.path.expanduser(value)))
     if os.path.exists(local):
@@ -102,16 +131,23 @@ def _model_location(value: str | None, info: ValidationInfo) -> str | None:
 class InferenceOptions(StageConfig):
     """Model options shared by every model stage; a stage's options model derives from this."""
 
-    backend: Literal["transformers", "vllm"] = Field(
+    backend: Literal["transformers", "vllm", "openai"] = Field(
         "transformers",
-        description="transformers (CPU or one GPU) or vllm (GPU worker, pip install iptkit[vllm])",
+        description="transformers (CPU or one GPU), vllm (a vLLM server per GPU worker, pip "
+        "install iptkit[vllm]) or openai (any OpenAI-compatible endpoint at base_url)",
     )
     model: str | None = Field(
         None,
-        description="model folder (relative to the spec's folder) or hub id; trust_remote_code "
-        "stays off unless set",
+        description="model folder (relative to the spec's folder; gs:// or s3:// folders are "
+        "copied once per worker) or hub id; backend openai: the served model's name; "
+        "trust_remote_code stays off unless set",
     )
-    tokenizer: str | None = Field(None, description="tokenizer folder or hub id; default: model")
+    tokenizer: str | None = Field(
+        None,
+        description="tokenizer folder or hub id; default: model. Backend openai: optional, the "
+        "served model's tokenizer for length fitting and token-id prompts (without it, prompts "
+        "go as text and are not fitted)",
+    )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="weights dtype; auto: the checkpoint's own"
     )
@@ -129,7 +165,26 @@ class InferenceOptions(StageConfig):
     temperature: float = Field(0.0, ge=0, description="0: greedy; > 0: sampling")
     top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling (temperature > 0)")
     top_k: int = Field(0, ge=0, description="top-k sampling, 0 for off (temperature > 0)")
-    batch_size: int = Field(16, ge=1, description="prompts per generate call")
+    stop: list[str] = Field(
+        [], description="strings that end a generation; the output stops before the first one"
+    )
+    repetition_penalty: float = Field(
+        1.0,
+        gt=0,
+        description="divide the scores of tokens already in the prompt or output by this "
+        "(> 1 discourages repeats; 1: off); openai: sent only when not 1 (a vLLM extension)",
+    )
+    json_schema: dict[str, Any] | None = Field(
+        None,
+        description="a JSON Schema the output must follow: vllm and openai send it as "
+        "response_format json_schema (constrained decoding); transformers cannot",
+    )
+    batch_size: int = Field(
+        16,
+        ge=1,
+        description="prompts per generate call; openai, vllm: prompts handed to the HTTP "
+        "client at once, at least 8 x concurrency",
+    )
     tensor_parallel_size: int = Field(1, ge=1, description="vllm: GPUs one engine spans")
     gpu_memory_utilization: float = Field(
         0.9, gt=0, le=1, description="vllm: share of GPU memory for weights and KV cache"
@@ -142,7 +197,48 @@ class InferenceOptions(StageConfig):
     prompt_too_long: Literal["truncate", "reject"] = Field(
         "truncate",
         description="a prompt over max_model_len - max_new_tokens tokens: truncate drops its "
-        "earliest tokens, reject makes the record a reject with reason prompt_too_long",
+        "earliest tokens, reject makes the record a reject with reason prompt_too_long "
+        "(endpoint chat: always reject, messages are not cut)",
+    )
+    base_url: str | None = Field(
+        None,
+        description="openai: the endpoint's base URL, e.g. https://api.openai.com/v1 or "
+        "http://HOST:8000/v1 (a vLLM, SGLang or TGI server); with no backend key, it sets "
+        "backend openai",
+    )
+    api_key_env: str | None = Field(
+        None,
+        description="openai: the NAME of the environment variable holding the API key, read on "
+        "each worker (the key never enters the spec, the run directory or logs); null: no key",
+    )
+    endpoint: Literal["completions", "chat"] = Field(
+        "completions",
+        description="openai, vllm: /v1/completions (the prompt as built here, token ids when "
+        "there is a tokenizer) or /v1/chat/completions (the messages; the server applies the "
+        "chat template)",
+    )
+    concurrency: int = Field(
+        8, ge=1, description="openai, vllm: requests in flight per worker process and stage"
+    )
+    timeout_s: float = Field(
+        600.0,
+        gt=0,
+        description="openai, vllm: seconds to wait for a server's answer; a request that "
+        "times out is retried, then rejected with reason request_timeout",
+    )
+    max_retries: int = Field(
+        4,
+        ge=0,
+        description="openai, vllm: retries of a request after a 429, a 5xx, a connection error "
+        "or a timeout, with exponential backoff (Retry-After honoured)",
+    )
+    retry_backoff_s: float = Field(
+        1.0, ge=0, description="openai, vllm: the first retry's wait in seconds, doubled each time"
+    )
+    vllm_args: list[str] = Field(
+        [],
+        description="vllm: extra command-line arguments of the server, e.g. "
+        "[--max-num-seqs, '256']",
     )
 
     cache: bool | str = Field(
@@ -152,7 +248,30 @@ class InferenceOptions(StageConfig):
         "to turn it off",
     )
 
+    # Stages whose prompts are not chat turns (synthesize) set this to False.
+    chat_endpoint: ClassVar[bool] = True
+
     _location = field_validator("model", "tokenizer")(_model_location)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _endpoint_means_openai(cls, data: Any) -> Any:
+        # Naming an endpoint is choosing it: a stage with base_url and no backend is openai, so
+        # one changed line (backend: vllm -> base_url: ...) moves a stage onto an endpoint.
+        if isinstance(data, dict) and data.get("base_url") and "backend" not in data:
+            return {**data, "backend": "openai"}
+        return data
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _env_name(cls, value: str | None) -> str | None:
+        # The value is never echoed: a key pasted here must not reach an error message.
+        if value is not None and not _ENV_NAME.fullmatch(value):
+            raise ValueError(
+                "api_key_env names an environment variable (upper case, e.g. OPENAI_API_KEY), "
+                "not the key itself"
+            )
+        return value
 
     @field_validator("cache")
     @classmethod
@@ -168,12 +287,29 @@ class InferenceOptions(StageConfig):
             raise ValueError(f"backend {self.backend} runs no model; drop model or change backend")
         if self.backend in MODEL_BACKENDS:
             if self.model is None:
-                raise ValueError(f"backend {self.backend} needs a model (a folder or hub id)")
+                what = (
+                    "the served model's name" if self.backend == "openai" else "a folder or hub id"
+                )
+                raise ValueError(f"backend {self.backend} needs a model ({what})")
             if self.max_new_tokens >= self.max_model_len:
                 raise ValueError(
                     f"max_new_tokens {self.max_new_tokens} leaves no room for a prompt in "
                     f"max_model_len {self.max_model_len}"
                 )
+        if self.backend == "openai" and not self.base_url:
+            raise ValueError("backend openai needs base_url (e.g. http://HOST:8000/v1)")
+        if self.backend != "openai":
+            for key in ("base_url", "api_key_env"):
+                if getattr(self, key) is not None:
+                    raise ValueError(f"{key} is for backend openai (backend is {self.backend})")
+        if self.json_schema is not None and self.backend == "transformers":
+            raise ValueError(
+                "json_schema: backend transformers cannot constrain its output; use vllm or openai"
+            )
+        if self.endpoint == "chat" and not self.chat_endpoint:
+            raise ValueError(
+                "endpoint chat: this stage's prompts are not chat turns; use completions"
+            )
         return self
 
     def model_spec(self) -> ModelSpec:
@@ -193,8 +329,28 @@ class InferenceOptions(StageConfig):
             tensor_parallel_size=self.tensor_parallel_size,
             gpu_memory_utilization=self.gpu_memory_utilization,
             prompt_too_long=self.prompt_too_long,
-            sampling=SamplingSpec(self.max_new_tokens, self.temperature, self.top_p, self.top_k),
+            sampling=SamplingSpec(
+                self.max_new_tokens,
+                self.temperature,
+                self.top_p,
+                self.top_k,
+                tuple(self.stop),
+                self.repetition_penalty,
+                None if self.json_schema is None else canonical_json(self.json_schema),
+            ),
+            base_url=self.base_url,
+            api_key_env=self.api_key_env,
+            endpoint=self.endpoint,
+            concurrency=self.concurrency,
+            timeout_s=self.timeout_s,
+            max_retries=self.max_retries,
+            retry_backoff_s=self.retry_backoff_s,
+            vllm_args=tuple(self.vllm_args),
         )
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def sampling_seed(seed: int, record_id: str) -> int:
@@ -202,12 +358,19 @@ def sampling_seed(seed: int, record_id: str) -> int:
     return seeded_int(seed, record_id) >> 1  # fits a signed 64-bit int
 
 
+# Chat turns as (role, content) pairs: hashable, and the same in every process.
+Messages = tuple[tuple[str, str], ...]
+
+
 @dataclass(frozen=True)
 class GenerationRequest:
-    """One prompt and the seed its sampling uses (ignored when greedy)."""
+    """One prompt and the seed its sampling uses (ignored when greedy). `messages` are the chat
+    turns the prompt was rendered from (`chat_prompt.chat_request`), sent instead of the prompt
+    to a chat endpoint; None for prompts that are not chat turns."""
 
     prompt: str
     seed: int = 0
+    messages: Messages | None = None
 
 
 @dataclass(frozen=True)
@@ -241,8 +404,35 @@ def load_tokenizer(location: str, trust_remote_code: bool = False) -> Any:
     return AutoTokenizer.from_pretrained(location, trust_remote_code=trust_remote_code)
 
 
+class NoTokenizer:
+    """Backend openai without a `tokenizer`: prompts go as text, unfitted, and chat prompts use
+    the plain layout (a chat endpoint applies the server's template to the messages). Anything
+    that needs token counts fails with a message naming the spec key."""
+
+    chat_template = None
+    bos_token = None
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise ValueError(
+            "this stage counts tokens, and backend openai has no tokenizer: set tokenizer: to "
+            "the served model's tokenizer folder or hub id"
+        )
+
+    encode = __call__
+    apply_chat_template = __call__
+
+
+NO_TOKENIZER = NoTokenizer()
+
+
 def spec_tokenizer(spec: ModelSpec) -> Any:
-    return load_tokenizer(spec.tokenizer or spec.model, spec.trust_remote_code)
+    """The tokenizer prompts are built and fitted with; `NO_TOKENIZER` for an endpoint named
+    without one."""
+    if spec.backend == "openai" and spec.tokenizer is None:
+        return NO_TOKENIZER
+    from iptkit.transforms.inference.model_files import local_model_path
+
+    return load_tokenizer(local_model_path(spec.tokenizer or spec.model), spec.trust_remote_code)
 
 
 def encode(tokenizer: Any, text: str, add_special_tokens: bool) -> list[int]:
@@ -315,7 +505,7 @@ class Generate(beam.PTransform):
         from iptkit.transforms.inference.cache import HITS, Lookup
         from iptkit.transforms.inference.prompt_handler import StoringHandler, make_handler
 
-        handler = self._handler or make_handler(self._spec)
+        handler = self._handler or make_handler(self._spec, self._namespace)
         hits = None
         if self._cache is not None:
             looked = requests | "Cache lookup" >> beam.ParDo(

@@ -33,7 +33,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from iptkit.hashing import seeded_int
-from iptkit.transforms.inference.chat_prompt import chat_prompt
+from iptkit.transforms.inference.chat_prompt import chat_request
 from iptkit.transforms.inference.core import Generation, GenerationRequest, InferenceOptions
 from iptkit.transforms.inference.core import sampling_seed as _seed
 from iptkit.transforms.record import Record
@@ -179,8 +179,8 @@ class Judge(
 
     def request(self, record: Record, tokenizer: Any) -> GenerationRequest:
         cfg = self.config
-        prompt = chat_prompt(tokenizer, rubric_text(cfg.rubric, judged_pair(record)), cfg.system)
-        return GenerationRequest(prompt, _seed(self.seed, record.id))
+        user = rubric_text(cfg.rubric, judged_pair(record))
+        return chat_request(tokenizer, user, _seed(self.seed, record.id), cfg.system)
 
     def parse(self, record: Record, generation: Generation) -> Record | Drop:
         return scored(record, generation, self.config)

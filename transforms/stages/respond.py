@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from iptkit.transforms.inference.chat_prompt import chat_prompt
+from iptkit.transforms.inference.chat_prompt import chat_request
 from iptkit.transforms.inference.core import (
     Generation,
     GenerationRequest,
@@ -131,9 +131,7 @@ class Respond(
 
     def request(self, record: Record, tokenizer: Any) -> GenerationRequest:
         cfg = self.config
-        return GenerationRequest(
-            chat_prompt(tokenizer, record.text, cfg.system), sampling_seed(self.seed, record.id)
-        )
+        return chat_request(tokenizer, record.text, sampling_seed(self.seed, record.id), cfg.system)
 
     def parse(self, record: Record, generation: Generation) -> Record | Drop:
         seed = sampling_seed(self.seed, record.id)

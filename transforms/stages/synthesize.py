@@ -30,7 +30,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import apache_beam as beam
 from pydantic import Field
@@ -65,6 +65,8 @@ DONE = "done"  # chains that leave a round without a request (their prompt canno
 
 class SynthesizeConfig(InferenceOptions):
     """Options of the synthesize stage (model options are shared with every model stage)."""
+
+    chat_endpoint: ClassVar[bool] = False  # LMOps' prompts are plain text, not chat turns
 
     backend: Literal["rules", "transformers", "vllm"] = Field(  # type: ignore[assignment]
         "rules",

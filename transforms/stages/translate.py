@@ -41,7 +41,7 @@ from typing import Any, Literal
 import apache_beam as beam
 from pydantic import BaseModel, ConfigDict, Field
 
-from iptkit.transforms.inference.chat_prompt import chat_prompt
+from iptkit.transforms.inference.chat_prompt import Shots, chat_prompt, chat_request
 from iptkit.transforms.inference.core import (
     Generation,
     GenerationRequest,
@@ -154,15 +154,22 @@ def request_text(record: Record, cfg: TranslateConfig) -> str | Drop:
     return template.replace("{text}", record.text)
 
 
-def build_prompt(record: Record, cfg: TranslateConfig, tokenizer: Any) -> str | Drop:
-    """The full prompt (chat template, few-shot turns) for a record's translation."""
+def translation_turns(record: Record, cfg: TranslateConfig) -> tuple[str, Shots] | Drop:
+    """The user turn asking for a record's translation and the few-shot turns before it."""
     user = request_text(record, cfg)
     if isinstance(user, Drop):
         return user
     source = record.lang or cfg.source_lang or ""
     template = cfg.template(source, cfg.target) or "{text}"
-    shots = [(template.replace("{text}", s), t) for s, t in cfg.shots(source, cfg.target)]
-    return chat_prompt(tokenizer, user, cfg.system, shots)
+    return user, [(template.replace("{text}", s), t) for s, t in cfg.shots(source, cfg.target)]
+
+
+def build_prompt(record: Record, cfg: TranslateConfig, tokenizer: Any) -> str | Drop:
+    """The full prompt (chat template, few-shot turns) for a record's translation."""
+    turns = translation_turns(record, cfg)
+    return (
+        turns if isinstance(turns, Drop) else chat_prompt(tokenizer, turns[0], cfg.system, turns[1])
+    )
 
 
 def retry_seed(seed: int, record_id: str, attempt: int) -> int:
@@ -279,10 +286,11 @@ class Translate(
         return needs_translation(record, self.config)
 
     def request(self, pending: Pending, tokenizer: Any) -> GenerationRequest | Drop:
-        prompt = build_prompt(pending.record, self.config, tokenizer)
-        if isinstance(prompt, Drop):
-            return prompt
-        return GenerationRequest(prompt, retry_seed(self.seed, pending.record.id, pending.attempt))
+        turns = translation_turns(pending.record, self.config)
+        if isinstance(turns, Drop):
+            return turns
+        seed = retry_seed(self.seed, pending.record.id, pending.attempt)
+        return chat_request(tokenizer, turns[0], seed, self.config.system, turns[1])
 
     def parse(self, pending: Pending, generation: Generation) -> Any:
         spec = attempt_spec(self.model_spec(), pending.attempt, self.config.retry_temperature)
