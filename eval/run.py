@@ -51,13 +51,8 @@ def run_generation(
 ) -> list[Row]:
     """Answer the prompt set, measure the answers, write generations.jsonl; the summary rows."""
     from iptkit.eval.generate import generate, read_prompts
-    from iptkit.eval.generation_metrics import (
-        DEFAULT_MIN_RATIO,
-        answer_metrics,
-        fasttext_predictor,
-        language_rows,
-    )
-    from iptkit.transforms.text.scripts import base_lang
+    from iptkit.eval.generation_metrics import answer_metrics, fasttext_predictor, language_rows
+    from iptkit.transforms.text.language_checks import MIN_SCRIPT_RATIO, min_ratio
 
     prompts = read_prompts(options.prompts)
     generations = generate(
@@ -67,11 +62,9 @@ def run_generation(
         batch_size=options.batch_size,
         device=device,
     )
-    min_ratios = DEFAULT_MIN_RATIO if options.min_ratios is None else options.min_ratios
+    min_ratios = MIN_SCRIPT_RATIO if options.min_ratios is None else options.min_ratios
     predict = fasttext_predictor(options.langid_model)
-    metrics = [
-        answer_metrics(g, predict, min_ratios.get(base_lang(g.lang) or g.lang)) for g in generations
-    ]
+    metrics = [answer_metrics(g, predict, min_ratio(min_ratios, g.lang)) for g in generations]
     write_jsonl(
         out / "generations.jsonl",
         [

@@ -12,7 +12,7 @@ from eval_helpers import SMOKE, write_tiny_model
 
 from iptkit.eval.offline import OFFLINE_ENV
 from iptkit.pipelines.cli import main
-from iptkit.transforms.text.scripts import target_script_ratio
+from iptkit.transforms.text.language_checks import target_char_ratio
 
 
 @pytest.fixture(scope="module")
@@ -71,8 +71,9 @@ def test_generation_metrics_recomputed_from_the_answers(smoke_run: Path) -> None
     for g in generations:
         assert 0 < g["new_tokens"] <= 24
         assert g["chars"] == len(g["answer"])
-        ratio = target_script_ratio(g["answer"], g["lang"]) if g["letters"] else None
-        assert g["target_char_ratio"] == (None if ratio is None else round(ratio, 4))
+        # The respond stage's measurement (language_checks), prose letters only, 4 decimals.
+        assert g["target_char_ratio"] == target_char_ratio(g["answer"], g["lang"])
+        assert g["letters"] or g["target_char_ratio"] is None
     rows = {
         (r["task"], r["metric"]): r
         for r in json.loads((smoke_run / "summary.json").read_text())["rows"]

@@ -1,5 +1,5 @@
 """judge: score parsing on crafted judge outputs, options, and the selection (top N, threshold,
-ties); the stage with real tiny models runs in test_llm_stages.py."""
+ties, best-of-n per instruction); the stage with real tiny models runs in test_llm_stages.py."""
 
 import pytest
 from pydantic import ValidationError
@@ -12,6 +12,7 @@ from iptkit.transforms.stages.judge import (
     NOT_TOP,
     UNPARSED,
     JudgeConfig,
+    group_of,
     judged_pair,
     parse_score,
     rubric_text,
@@ -125,3 +126,55 @@ def test_ties_are_broken_by_hash_not_order():
     assert first == again and len(first) == 5
     assert first != other  # the seed decides, not the ids' order
     assert first != ["r0", "r1", "r2", "r3", "r4"]
+
+
+def candidate(of, k, score, source="a"):
+    """Respond's sample k of instruction `of`, scored."""
+    meta = {"respond": {"sample": k, "of": of, "n": 3}, "judge": {"score": score}}
+    return Record(
+        id=f"{of}#r{k}", source=source, text="q", kind="instruction",
+        pairs=[{"instruction": "q", "response": f"answer {k}"}], meta=meta,
+    )  # fmt: skip
+
+
+def _best_of_n(records, seed=0, top_n=1, threshold=None):
+    """The stage's selection per instruction: records grouped by `group_of`, each group chosen
+    by `select` (what Judge.run's ByGroup does)."""
+    groups = {}
+    for r in records:
+        groups.setdefault(group_of(r, "instruction"), []).append(r)
+    kept, dropped = [], {}
+    for key in sorted(groups):
+        k, d = _split(select(groups[key], seed, threshold, top_n))
+        kept += k
+        dropped.update(d)
+    return kept, dropped
+
+
+def test_per_instruction_keeps_the_best_response_of_each_instruction():
+    cfg = JudgeConfig(model="/tmp", per="instruction", top_n=1)
+    assert cfg.per == "instruction"
+    records = [
+        candidate("q1", 0, 6), candidate("q1", 1, 9), candidate("q1", 2, 4),
+        candidate("q2", 0, 8, source="b"), candidate("q2", 2, 3, source="b"),  # q2#r1 was dropped
+        rec(7, 5),  # one response, no samples: a group of its own, so it stays
+    ]  # fmt: skip
+    assert [group_of(r, "instruction") for r in records] == ["q1", "q1", "q1", "q2", "q2", "r7"]
+    assert group_of(records[3], "source") == "b" and group_of(records[3], "overall") == ""
+    kept, dropped = _best_of_n(records)
+    assert kept == ["q1#r1", "q2#r0", "r7"]
+    assert dropped == {"q1#r0": NOT_TOP, "q1#r2": NOT_TOP, "q2#r2": NOT_TOP}
+    # Top 2 of each, or a threshold within each instruction's candidates.
+    assert _best_of_n(records, top_n=2)[0] == ["q1#r1", "q1#r0", "q2#r0", "q2#r2", "r7"]
+    assert _best_of_n(records, top_n=None, threshold=5)[1] == {"q1#r2": BELOW, "q2#r2": BELOW}
+
+
+def test_best_of_n_ties_are_broken_by_hash():
+    records = [candidate(f"q{i}", k, 7) for i in range(8) for k in range(3)]
+    first, _ = _best_of_n(records, seed=1)
+    again, _ = _best_of_n(list(reversed(records)), seed=1)
+    other, _ = _best_of_n(records, seed=2)
+    assert first == again and len(first) == 8
+    assert {r.split("#")[0] for r in first} == {f"q{i}" for i in range(8)}
+    assert first != other  # the seed decides which tied sample stays, not arrival order
+    assert {r.split("#")[1] for r in first} != {"r0"}

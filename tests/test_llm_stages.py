@@ -13,13 +13,17 @@ import pytest
 from conftest import REPO, run_cli
 from llm_helpers import tiny_models
 
+from iptkit.hashing import seeded_int
+
 DATA = REPO / "pipelines" / "examples" / "data"
 TRANSLATION_REASONS = {
     "empty_output", "code_changed", "placeholder_lost", "echo_prompt", "echo_source",
     "untranslated", "no_language", "wrong_language", "low_lang_score", "script_ratio",
     "length_ratio", "truncated", "no_prompt",
 }  # fmt: skip
-RESPONSE_REASONS = {"empty_response", "response_too_long"}
+RESPONSE_REASONS = {
+    "empty_response", "response_too_long", "off_target_script", "off_target_lang", "low_lang_score",
+}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -163,3 +167,74 @@ def test_xcit_example(tmp_path, models):
     assert think["lang"] == "ja" and think["pairs"][0]["response"].endswith("評価：[[7]]")
     assert all("difficulty" in r["meta"] for r in output)
     assert {r["origin"] for r in built} == {"synthetic"}
+
+
+INSTRUCTIONS = [
+    ("q1", "ja", "日本の首都はどこですか？"),
+    ("q2", "ja", "猫と犬の違いを教えてください。"),
+    ("q3", "ja", "富士山の高さは？"),
+    ("q4", "ja", "おすすめの本を三冊挙げてください。"),
+    ("q5", "en", "What is the capital of France?"),
+]
+
+
+def test_best_of_n_responses_through_the_judge(tmp_path, models):
+    """respond asks the model three times per instruction (sampled, seeded), every sample is a
+    record or a reject of its own; judge keeps the best of each instruction's candidates."""
+    rows = [{"id": i, "lang": lang, "text": text} for i, lang, text in INSTRUCTIONS]
+    data = tmp_path / "instructions.jsonl"
+    data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    model = models["constant"]
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        textwrap.dedent(f"""\
+        seed: 5
+        output: {tmp_path / "run"}
+        sources:
+          - {{name: asks, format: jsonl, path: {data}, id_field: id, lang_field: lang, kind: instruction}}
+        stages:
+          - respond: {{model: {model}, max_model_len: 512, max_new_tokens: 24, max_response_tokens: 20, n: 3, temperature: 1.0, checks: {{lang_id: true}}}}
+          - judge: {{model: {model}, max_model_len: 1024, max_new_tokens: 16, per: instruction, top_n: 1}}
+        """)
+    )
+    assert run_cli("run", spec) == 0
+    run = tmp_path / "run"
+    stats = json.loads((run / "stats.json").read_text())
+    assert stats["violations"] == []
+    respond, judge = stats["stages"]["respond"], stats["stages"]["judge"]
+    # Five instructions, three samples each: two added per instruction, every sample accounted.
+    assert respond["in"] == 5 and respond["added"] == {"response_sample": 10}
+    assert respond["out"] + sum(respond["dropped"].values()) == 15
+    assert set(respond["dropped"]) <= RESPONSE_REASONS
+    rejects = _rows(run / "rejects" / "respond", "*.jsonl")
+    by_instruction = Counter(r["record"]["meta"]["respond"]["of"] for r in rejects)
+    # The model answers in Japanese: the English instruction's three samples are off target.
+    assert by_instruction["q5"] == 3 and respond["dropped"]["off_target_lang"] == 3
+    assert {r["id"] for r in rejects if r["record"]["meta"]["respond"]["of"] == "q5"} == {
+        "q5#r0", "q5#r1", "q5#r2",
+    }  # fmt: skip
+    # A sample that fails alone leaves its siblings: with this seed, one of q3's three samples
+    # runs past max_response_tokens (temperature 1.0) and the other two stay candidates.
+    assert [of for of, n in by_instruction.items() if 0 < n < 3] == ["q3"]
+    assert respond["dropped"]["response_too_long"] == 1
+    # judge: one record per instruction that kept a candidate, the rest not_top_n.
+    output = _rows(run / "output", "*.jsonl.gz")
+    assert sorted(r["meta"]["respond"]["of"] for r in output) == ["q1", "q2", "q3", "q4"]
+    assert judge == {
+        "in": respond["out"], "out": 4, "dropped": {"not_top_n": respond["out"] - 4},
+    }  # fmt: skip
+    losers = _rows(run / "rejects" / "judge", "*.jsonl")
+    for r in output:
+        info = r["meta"]["respond"]
+        assert r["id"] == f"{info['of']}#r{info['sample']}" and info["n"] == 3
+        assert r["pairs"][0]["instruction"] == r["text"] and r["meta"]["judge"]["score"] == 7.0
+        # Every candidate scores 7 with this judge: the seeded hash picks, never the order.
+        candidates = [r["id"]] + [
+            x["id"] for x in losers if x["record"]["meta"]["respond"]["of"] == info["of"]
+        ]
+        assert r["id"] == min(candidates, key=lambda i: (seeded_int(5, i), i))
+    # The samples of one instruction were drawn with distinct seeds.
+    seeds = [r["meta"]["respond"]["seed"] for r in output] + [
+        x["record"]["meta"]["respond"]["seed"] for x in losers
+    ]
+    assert len(set(seeds)) == len(seeds) == respond["out"]

@@ -1,10 +1,23 @@
-"""Translation and response checks on crafted good and bad outputs, with the real fastText model."""
+"""Translation, response and the shared language checks on crafted good and bad outputs, with
+the real fastText model."""
 
 import pytest
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
 from iptkit.transforms.stages.langid import LangId, LangidConfig
-from iptkit.transforms.text.response_checks import check_response
+from iptkit.transforms.text.language_checks import (
+    MIN_SCRIPT_RATIO,
+    LanguageChecks,
+    check_language,
+    check_script_ratio,
+    min_ratio,
+    target_char_ratio,
+)
+from iptkit.transforms.text.response_checks import (
+    RESPONSE_LANGUAGE_REASONS,
+    ResponseChecks,
+    check_response,
+)
 from iptkit.transforms.text.text_stats import word_units
 from iptkit.transforms.text.translation_checks import (
     TranslationChecks,
@@ -142,3 +155,31 @@ def test_response_checks_count_with_a_real_tokenizer():
     long = "word " * 30
     drop = check_response(long, count, 20)
     assert drop.reason == "response_too_long" and drop.detail.startswith("30 tokens")
+
+
+def test_language_checks_are_one_piece_for_translations_and_responses(predict):
+    # The lowest ratio of a tag is its own, else its base language's (Ma et al.: ja 0.60).
+    assert min_ratio(MIN_SCRIPT_RATIO, "ja-JP") == min_ratio(MIN_SCRIPT_RATIO, "ja") == 0.6
+    assert min_ratio(MIN_SCRIPT_RATIO, "en") is None and min_ratio({"ja-JP": 0.9}, "ja") is None
+    # Prose letters only; none, or a language of unknown scripts: no ratio, and no failure.
+    assert target_char_ratio("日本 https://example.com/path `code` NAME_1", "ja") == 1.0
+    assert target_char_ratio("```\nprint(1)\n``` 12", "ja") is None
+    assert target_char_ratio("text", "xx") is None
+    assert check_script_ratio("```\nprint(1)\n```", "ja", 0.6) is None
+    drop = check_script_ratio("日本 is big", "ja", 0.6, reason="off_target_script")
+    assert drop.reason == "off_target_script" and drop.detail.startswith("0.2857 of letters")
+    # One language-ID check, its outcomes named by each stage.
+    code_only = "```\nprint(1)\n```"
+    assert check_language(code_only, "ja", predict, 0.5).reason == "no_language"
+    assert check_language(code_only, "ja", predict, 0.5, RESPONSE_LANGUAGE_REASONS) is None
+    chinese = "东京是日本的首都，也是最大的城市。"
+    assert check_language(chinese, "ja", predict, 0.5).reason == "wrong_language"
+    assert (
+        check_language(chinese, "ja", predict, 0.5, RESPONSE_LANGUAGE_REASONS).reason
+        == "off_target_lang"
+    )
+    assert check_language("東京は日本の首都です。", "ja", predict, 0.5) is None
+    # translate's thresholds are LanguageChecks', as respond's are.
+    assert issubclass(TranslationChecks, LanguageChecks)
+    assert issubclass(ResponseChecks, LanguageChecks)
+    assert TranslationChecks().script_ratio == ResponseChecks().script_ratio == {"ja": 0.6}

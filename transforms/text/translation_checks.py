@@ -14,6 +14,8 @@ translate stage retries on and finally rejects with; `check_translation` runs th
   model) does not say the target language with at least `min_lang_score`.
 - `script_ratio`: too few letters in the target language's script (Japanese: kana + Han, at
   least 0.60, the threshold Ma et al. use), measured with code, URLs and placeholders left out.
+  These two are `language_checks`' (the respond stage and eval's generation metrics measure
+  the same way).
 - `length_ratio`: the output is too short (truncated) or too long (rambling) for its source,
   lengths in `text_stats.word_units` so that English and Japanese compare.
 - `truncated`: the source ends a sentence and the output stops mid-way.
@@ -26,49 +28,30 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Callable, Sequence
-from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
 from iptkit.transforms.stage import Drop
-from iptkit.transforms.text.scripts import (
-    base_lang,
-    check_script_ratios,
-    target_script_ratio,
+from iptkit.transforms.text.language_checks import (
+    CODE_BLOCK,
+    PLACEHOLDER,
+    LanguageChecks,
+    Predict,
+    check_language,
+    check_script_ratio,
+    prose,
 )
 from iptkit.transforms.text.text_stats import TERMINAL_PUNCT, word_units
 
-# `[[label, score], ...]`, best first, as `LangId.predict` returns them.
-Prediction = Sequence[Sequence[Any]]
-Predict = Callable[[str], Prediction]
-
-CODE_BLOCK = re.compile(r"```[^\n`]*\n(.*?)```", re.DOTALL)
 _FENCE = re.compile(r"```")
-PLACEHOLDER = re.compile(
-    r"https?://[A-Za-z0-9._~:/?#@!$&*+;=%-]*[A-Za-z0-9_~/#=%-]"  # URLs, no trailing punctuation
-    r"|`[^`\n]+`"  # inline code
-    r"|\{[A-Za-z_][A-Za-z0-9_]*\}|\{\d*\}"  # str.format / template fields
-    r"|%\([A-Za-z_]\w*\)[sdifr]|%[sdif]"  # printf-style
-    r"|(?<![A-Za-z0-9_])[A-Z]+_\d+(?![A-Za-z0-9_])"  # LMSYS redactions: NAME_1, ORGANIZATION_2
-)
 _SENTENCE_END = re.compile(r"(?<=[.!?。！？])\s+|\n+")
 _CLOSERS = (")", "）", "]", "】", "」", "』", "```")
 
 
-class TranslationChecks(BaseModel):
-    """Thresholds of the translation checks; the translate stage's `checks` option."""
+class TranslationChecks(LanguageChecks):
+    """Thresholds of the translation checks; the translate stage's `checks` option (the
+    language thresholds, `min_lang_score` and `script_ratio`, are `LanguageChecks`')."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    min_lang_score: float = Field(
-        0.5, ge=0.0, le=1.0, description="lowest language-ID score of the target language"
-    )
-    script_ratio: dict[str, float] = Field(
-        default_factory=lambda: {"ja": 0.6},
-        description="per target language, the lowest share of letters in its script (Ma et "
-        "al.: 0.60 for Japanese)",
-    )
     length_ratio: tuple[float, float] = Field(
         (0.4, 3.0),
         description="bounds of output length / source length, both in word units (CJK "
@@ -92,22 +75,12 @@ class TranslationChecks(BaseModel):
             raise ValueError("length_ratio is [low, high] with 0 <= low < high")
         return value
 
-    @field_validator("script_ratio")
-    @classmethod
-    def _known_scripts(cls, value: dict[str, float]) -> dict[str, float]:
-        return check_script_ratios(value)
-
 
 def protected_spans(text: str) -> list[str]:
     """The code blocks and placeholders of a text, in order."""
     return [m.group(0) for m in CODE_BLOCK.finditer(text)] + PLACEHOLDER.findall(
         CODE_BLOCK.sub(" ", text)
     )
-
-
-def prose(text: str) -> str:
-    """The text without code blocks and placeholders: what language and script checks read."""
-    return PLACEHOLDER.sub(" ", CODE_BLOCK.sub(" ", text))
 
 
 def _squash(text: str) -> str:
@@ -158,29 +131,6 @@ def check_echo(source: str, output: str, min_chars: int, prompt: str | None = No
     return None
 
 
-def check_language(output: str, target: str, predict: Predict, min_score: float) -> Drop | None:
-    """Language ID of the output's prose says the target language, with enough confidence."""
-    top = predict(prose(output))
-    if not top:
-        return Drop("no_language", "no letters outside code and placeholders")
-    label, score = top[0][0], float(top[0][1])
-    if base_lang(label) != base_lang(target):
-        return Drop("wrong_language", f"predicted {label} ({score:.3f}), expected {target}")
-    if score < min_score:
-        return Drop("low_lang_score", f"{label} at {score:.3f}, below {min_score}")
-    return None
-
-
-def check_script(output: str, target: str, min_ratio: float) -> Drop | None:
-    """At least `min_ratio` of the prose's letters are in the target language's script."""
-    ratio = target_script_ratio(prose(output), target)
-    if ratio is not None and ratio < min_ratio:
-        return Drop(
-            "script_ratio", f"{ratio:.3f} of letters in {target}'s script, below {min_ratio}"
-        )
-    return None
-
-
 def check_length(source: str, output: str, bounds: tuple[float, float]) -> Drop | None:
     """Output length over source length, in word units, within `bounds`."""
     src, out = word_units(prose(source)), word_units(prose(output))
@@ -215,7 +165,7 @@ def check_translation(
     `predict` is a language-ID function such as `LangId.predict` (fastText, loaded once per
     worker by the stage); `prompt` is the full prompt the model was given, if any.
     """
-    floor = checks.script_ratio.get(target, checks.script_ratio.get(base_lang(target) or ""))
+    floor = checks.min_ratio(target)
     for outcome in (
         lambda: check_empty(output),
         lambda: check_code(source, output) if checks.code else None,
@@ -223,7 +173,7 @@ def check_translation(
         lambda: check_echo(source, output, checks.min_echo_chars, prompt),
         lambda: check_length(source, output, checks.length_ratio),
         lambda: check_ending(source, output) if checks.ending else None,
-        lambda: check_script(output, target, floor) if floor is not None else None,
+        lambda: check_script_ratio(output, target, floor),
         lambda: check_language(output, target, predict, checks.min_lang_score),
     ):
         drop = outcome()
