@@ -167,3 +167,26 @@ def test_cache_false_keeps_nothing_and_a_shared_folder_serves_other_runs(tmp_pat
     assert run_cli("run", spec, "--out", tmp_path / "b") == 0
     assert _generation(tmp_path / "b") == {"cache_hits": PROMPTS, "cache_misses": 0}
     assert _outputs(tmp_path / "a") == _outputs(tmp_path / "b")
+
+
+def test_a_stage_outside_a_run_keeps_no_cache_in_the_working_directory(model, tmp_path):
+    """A model stage built without a run directory (a library call, a unit test) must not write
+    `cache/STAGE/` into whatever folder it runs from; a named cache folder is still used."""
+    from iptkit.rundir import RunDir
+    from iptkit.transforms.stage import StageContext, generation_step
+    from iptkit.transforms.stages.respond import Respond, RespondConfig
+
+    options = {
+        "model": str(model),
+        "max_model_len": 256,
+        "max_new_tokens": 8,
+        "max_response_tokens": 4,
+    }
+    loose = Respond(RespondConfig(**options), StageContext("respond", seed=1))
+    assert generation_step(loose, loose.model_spec())._cache is None
+    named = Respond(RespondConfig(**options, cache=str(tmp_path / "c")), StageContext("respond"))
+    assert generation_step(named, named.model_spec())._cache == str(tmp_path / "c")
+    in_run = Respond(RespondConfig(**options), StageContext("respond", run=RunDir(str(tmp_path))))
+    assert generation_step(in_run, in_run.model_spec())._cache == str(
+        tmp_path / "cache" / "respond"
+    )

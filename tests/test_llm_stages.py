@@ -220,9 +220,10 @@ def test_best_of_n_responses_through_the_judge(tmp_path, models):
     # judge: one record per instruction that kept a candidate, the rest not_top_n.
     output = _rows(run / "output", "*.jsonl.gz")
     assert sorted(r["meta"]["respond"]["of"] for r in output) == ["q1", "q2", "q3", "q4"]
-    assert judge == {
+    assert {key: judge[key] for key in ("in", "out", "dropped")} == {
         "in": respond["out"], "out": 4, "dropped": {"not_top_n": respond["out"] - 4},
     }  # fmt: skip
+    assert judge["model"]["prompts"] == judge["model"]["cache_misses"] == respond["out"]
     losers = _rows(run / "rejects" / "judge", "*.jsonl")
     for r in output:
         info = r["meta"]["respond"]

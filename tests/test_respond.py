@@ -123,7 +123,7 @@ def test_one_sample_asks_and_writes_what_a_single_response_always_did(count):
     assert one == Sample(rec(), "s1", 0) and one.record is not None
     stage = Respond(cfg(), StageContext("respond", seed=7))
     assert stage.request(one, tok) == GenerationRequest(
-        chat_prompt(tok, INSTRUCTION, None), sampling_seed(7, "s1")
+        chat_prompt(tok, INSTRUCTION, None), sampling_seed(7, "s1"), (("user", INSTRUCTION),)
     )
     out = decide(one.record, Generation("東京です。", 9, 4), cfg(), cfg().model_spec(), 5, count)
     assert out.id == "s1" and "sample" not in out.meta["respond"]

@@ -517,10 +517,14 @@ class ModelStage(Stage):
 
 def generation_step(stage: Stage, spec: Any) -> beam.PTransform:
     """`(key, request) -> (key, Generation)` for a model stage: RunInference reporting into the
-    stage's metrics, behind the generation cache unless the stage's `cache` is false."""
+    stage's metrics, behind the generation cache unless the stage's `cache` is false. A stage
+    built outside a run (no run directory: a library call, a unit test) keeps answers only in a
+    folder its `cache` names, never in the working directory."""
     from iptkit.transforms.inference.core import Generate
 
     where = stage.config.cache
+    if where is True and not stage.context.run.root:
+        where = False
     root = where if isinstance(where, str) else stage.context.run.cache_dir(stage.name)
     return Generate(spec, namespace=metrics_namespace(stage.name), cache=root if where else None)
 
