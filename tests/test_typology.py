@@ -167,8 +167,9 @@ def test_model_stages_mark_what_the_model_wrote_synthetic():
         id="c1", source="chats", text="How tall is Mount Fuji?", kind="instruction", lang="en",
         origin="organic", pairs=[{"instruction": "How tall is Mount Fuji?", "response": "3,776 m."}],
     )  # fmt: skip
-    spec = TranslateConfig(model="/tmp").model_spec()
-    out = translated(rec, "富士山の高さは？", "ja", "/tmp", 0, spec, Generation("x"))
+    tcfg = TranslateConfig(model="/tmp")
+    texts = {"text": "富士山の高さは？", "pairs[0].response": "3,776 m です。"}
+    out = translated(rec, texts, "ja", "/tmp", 0, tcfg.model_spec(), 5, tcfg)
     assert out.origin == "synthetic" and out.meta["origin_before"] == "organic"
     cfg = RespondConfig(model="/tmp")
     answered = responded(rec, "3,776 m です。", cfg, cfg.model_spec(), 1, Generation("x"))
