@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO, run_cli
-from llm_helpers import tiny_models
 
 from iptkit.hashing import seeded_int
 
@@ -27,8 +26,8 @@ RESPONSE_REASONS = {
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory) -> dict[str, Path]:
-    return tiny_models().make_tiny_models(tmp_path_factory.mktemp("tiny-models"))
+def models(tiny_chat_models) -> dict[str, Path]:
+    return tiny_chat_models
 
 
 def _spec(tmp_path: Path, model: Path) -> Path:
@@ -108,8 +107,7 @@ def test_random_model_outputs_are_rejected_with_the_checks_reasons(tmp_path, mod
 def _example(tmp_path: Path, name: str, model: Path) -> tuple[dict, list[dict], Path]:
     run = tmp_path / name
     spec = REPO / "pipelines" / "examples" / f"{name}.yaml"
-    stages = ("translate",) if name == "xcit" else ("translate", "respond", "judge")
-    sets = [f"stages.{stage}.model={model}" for stage in stages]
+    sets = [f"stages.{stage}.model={model}" for stage in ("translate", "respond", "judge")]
     args = ["run", spec, "--out", run]
     for item in sets:
         args += ["--set", item]
@@ -151,8 +149,10 @@ def test_swallow_ja_example(tmp_path, models):
     assert model_time > 5 * sum(seconds[s] for s in ("read", "extract", "categorize"))
 
 
-def test_xcit_example(tmp_path, models):
-    stats, output, _ = _example(tmp_path, "xcit", models["constant"])
+def test_xcit_example(xcit_example_run):
+    stats = json.loads((xcit_example_run / "stats.json").read_text())
+    assert stats["violations"] == []
+    output = _rows(xcit_example_run / "output", "*.jsonl.gz")
     st = stats["stages"]
     assert st["translate"]["added"] == {
         "translation": st["translate"]["out"]
