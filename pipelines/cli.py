@@ -86,6 +86,10 @@ def _parser() -> argparse.ArgumentParser:
         report.add_argument(flag, action="append", default=[], metavar="DIR", help=what)
     _add_inspect(commands)
     _add_tokenizer(commands)
+    from iptkit.pipelines.export import add_arguments as export_arguments
+
+    export_help = "a run's instruction records as chat data (messages, ShareGPT, Alpaca) + card"
+    export_arguments(commands.add_parser("export", help=export_help, description=export_help))
     # Its arguments go, unparsed and in order, to iptkit.eval.cli (which has its own --help).
     commands.add_parser(
         "eval", add_help=False, help="evaluate a model (lm-eval, generation metrics); compare runs"
@@ -331,6 +335,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_cli(args)
         if args.command == "inspect":
             return _inspect(args)
+        if args.command == "export":
+            from iptkit.pipelines.export import run_cli as export_cli
+
+            return export_cli(args)
         if args.command == "tokenizer":
             return _tokenizer_train(args)
         return _run(args, extra) if args.command == "run" else _validate(args)

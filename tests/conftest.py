@@ -83,3 +83,22 @@ def spec_with_test_stage(corpus: Path, monkeypatch, stage_class) -> Path:
     spec = corpus.parent / f"{name}.yaml"
     spec.write_text(corpus.read_text() + f"  - {name}: {{}}\n")
     return spec
+
+
+@pytest.fixture(scope="session")
+def tiny_chat_models(tmp_path_factory) -> dict[str, Path]:
+    """The tiny local chat models (scripts/make_tiny_models.py), built once per session."""
+    from llm_helpers import tiny_models
+
+    return tiny_models().make_tiny_models(tmp_path_factory.mktemp("tiny-models"))
+
+
+@pytest.fixture(scope="session")
+def xcit_example_run(tmp_path_factory, tiny_chat_models) -> Path:
+    """pipelines/examples/xcit.yaml, run on the DirectRunner with the tiny constant chat model
+    (translate's outputs pass the checks for short sources): read by the xcit and export tests."""
+    run = tmp_path_factory.mktemp("xcit-example") / "run"
+    spec = REPO / "pipelines" / "examples" / "xcit.yaml"
+    model = tiny_chat_models["constant"]
+    assert run_cli("run", spec, "--out", run, "--set", f"stages.translate.model={model}") == 0
+    return run

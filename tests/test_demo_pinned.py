@@ -4,10 +4,17 @@ The figures were taken from main before the stage-contract refactor (issue 14). 
 absolute paths (the read rejects name their file; manifests name the tokenizer and carry the
 spec hash, which covers the resolved source paths) are compared without those fields, so the
 test holds in any clone.
+
+Re-pinned for issue 15 (typology): the 22 augmented records synthesize writes are synthetic
+(they were labelled with their head's `organic`), with `origin_before: organic` in meta; the
+output and the mix's rejects (which hold augmented records) changed by those fields only. The
+shards are the same bytes.
 """
 
+import gzip
 import hashlib
 import json
+from collections import Counter
 
 from conftest import DEMO_SPEC, run_cli
 
@@ -29,12 +36,12 @@ LEDGER = {
 
 SHA256 = {
     "data/normalize/part-00000-of-00001.jsonl.gz": "71fb22d6fc1a0b9fe31c3a56a86e802e2a2b699fa9d1f8e95f9edb462dcd91c0",
-    "output/part-00000-of-00001.jsonl.gz": "26883b5c1d5562e6e98bb28d0cc3b02d3494c6b729567a7a0e066e660e724782",
+    "output/part-00000-of-00001.jsonl.gz": "3db829a015d5d01085263629d834951642eb3fec535b44a0e93e3dd2023b8356",
     "rejects/dedup_exact/part-00000-of-00001.jsonl": "e3caf54a4d42c7135499e528484f45b6d60c461326bb9848048ba1f8ab99653b",
     "rejects/dedup_near/part-00000-of-00001.jsonl": "bbe2d611d4f922aac759e79a4dfb273eb0fb83d9b1df705521e2836ea24c3167",
     "rejects/filters/part-00000-of-00001.jsonl": "60e96c855f7151db3844ffea9a3448d60859ee016bbe192bb9d92b60d5e4898f",
     "rejects/langid/part-00000-of-00001.jsonl": "74dcd08a065142fa3fb816154436329e4ffda4bb814899f3a8a2ade7b53a8aca",
-    "rejects/mix/part-00000-of-00001.jsonl": "1dabe70f9d29cfb0e60a1a786d2cb1a563330c40c8716b9b211bb2f5a35f0a08",
+    "rejects/mix/part-00000-of-00001.jsonl": "ae04c1e8aa682670e2fae56becd99cc36cb1b3effbfc61e3ae20bfc56a3b5029",
     "rejects/normalize/part-00000-of-00001.jsonl": "1d1c8d02c387b513d3c68bd5adefc4dbc8e224e0a24c0de97efd9ac1a3e5c7d3",
     "rejects/synthesize/part-00000-of-00001.jsonl": "efcc99b607dd9e67c32696e4d286efda9e9c030d536f4d3b0af8a6821d330a1c",
     "shards/train/train-b00000-00000.docidx.bin": "b255ae543fd59403b03124e60c749a6f106b6c0c5bab53a3d4802e56341ad071",
@@ -80,6 +87,12 @@ def test_demo_ledger_and_bytes_are_pinned(tmp_path):
         assert (run / "rejects" / stage / "part-00000-of-00001.jsonl").read_bytes() == b""
     read_rejects = (run / "rejects/read/part-00000-of-00001.jsonl").read_text().splitlines()
     assert len(read_rejects) == 11
+    # PLLuM's typology: every augmented record is model- (here rule-) written, so synthetic.
+    with gzip.open(run / "output/part-00000-of-00001.jsonl.gz", "rt", encoding="utf-8") as f:
+        rows = [json.loads(line) for line in f]
+    origins = Counter((r["kind"], r["origin"]) for r in rows)
+    assert origins == {("raw", "organic"): 66, ("instruction", "organic"): 28,
+                       ("augmented", "synthetic"): 22}  # fmt: skip
     manifest = json.loads((run / "shards/train/manifest.json").read_text())
     assert manifest["totals"] == TRAIN_TOTALS
     assert manifest["tokenizer"]["sha256"] == (

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO, run_cli
-from llm_helpers import tiny_models
 
 from iptkit.hashing import seeded_int
 
@@ -27,8 +26,8 @@ RESPONSE_REASONS = {
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory) -> dict[str, Path]:
-    return tiny_models().make_tiny_models(tmp_path_factory.mktemp("tiny-models"))
+def models(tiny_chat_models) -> dict[str, Path]:
+    return tiny_chat_models
 
 
 def _spec(tmp_path: Path, model: Path) -> Path:
@@ -109,8 +108,6 @@ def _example(tmp_path: Path, name: str, model: Path) -> tuple[dict, list[dict], 
     run = tmp_path / name
     spec = REPO / "pipelines" / "examples" / f"{name}.yaml"
     sets = [f"stages.{stage}.model={model}" for stage in ("translate", "respond", "judge")]
-    if name == "xcit":
-        sets.pop()
     args = ["run", spec, "--out", run]
     for item in sets:
         args += ["--set", item]
@@ -152,8 +149,10 @@ def test_swallow_ja_example(tmp_path, models):
     assert model_time > 5 * sum(seconds[s] for s in ("read", "extract", "categorize"))
 
 
-def test_xcit_example(tmp_path, models):
-    stats, output, _ = _example(tmp_path, "xcit", models["constant"])
+def test_xcit_example(xcit_example_run):
+    stats = json.loads((xcit_example_run / "stats.json").read_text())
+    assert stats["violations"] == []
+    output = _rows(xcit_example_run / "output", "*.jsonl.gz")
     st = stats["stages"]
     assert st["translate"]["added"] == {
         "translation": st["translate"]["out"]
@@ -163,10 +162,35 @@ def test_xcit_example(tmp_path, models):
     built = [r for r in output if "xcit" in r["meta"]]
     tasks = Counter(r["meta"]["xcit"]["task"] for r in built)
     assert tasks["translation"] >= 2 and tasks["think"] >= 1
-    think = next(r for r in built if r["meta"]["xcit"]["task"] == "think")
-    assert think["lang"] == "ja" and think["pairs"][0]["response"].endswith("評価：[[7]]")
     assert all("difficulty" in r["meta"] for r in output)
     assert {r["origin"] for r in built} == {"synthetic"}
+    # Every built record pairs true translations: its source and target are the same segment's
+    # English original (the link) and the translate stage's translation of it, never an answer
+    # written afresh. The Japanese record it came from was written by translate alone.
+    by_id = {r["id"]: r for r in output}
+    for r in built:
+        info = r["meta"]["xcit"]
+        ja = by_id[info["from"]]
+        link = ja["meta"]["parallel"]
+        assert ja["id"] == link["id"] + "#ja" and link["pairs_aligned"] is True
+        assert "respond" not in ja["meta"] and ja["meta"]["translate"]["segments"] >= 1
+        assert len(ja["pairs"]) == len(link["pairs"])
+        if info["task"] == "think":
+            assert info["segment"] == "pairs[0]" and r["text"] == ja["pairs"][0]["instruction"]
+            en_pair, ja_pair = link["pairs"][0], ja["pairs"][0]
+            assert r["pairs"][0]["response"] == (
+                f"{en_pair['instruction']}\n\n{en_pair['response']}\n\n{ja_pair['response']}"
+            )
+            continue
+        if info["segment"] == "text":
+            en, jp = link["text"], ja["text"]
+        else:
+            k = int(info["segment"][len("pairs[") : info["segment"].index("]")])
+            en, jp = link["pairs"][k]["response"], ja["pairs"][k]["response"]
+        source, target = (en, jp) if info["source_lang"] == "en" else (jp, en)
+        assert r["text"].endswith("\n\n" + source) and r["pairs"][0]["response"] == target
+    segments = Counter(r["meta"]["xcit"]["segment"] for r in built)
+    assert segments["text"] >= 2 and segments["pairs[0].response"] >= 2
 
 
 INSTRUCTIONS = [

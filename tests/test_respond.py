@@ -232,3 +232,16 @@ def test_the_ratio_is_one_measurement_in_respond_translate_and_eval(count, predi
             assert isinstance(out, Record)
             assert translation is None or translation.reason != "script_ratio"
     assert below == 3
+
+
+def test_a_fresh_response_unaligns_the_parallel_link(count):
+    """A translated instruction answered afresh: its response translates nothing on the other
+    side, so the link says its pairs are no longer aligned (xcit then pairs the texts only)."""
+    link = {"lang": "en", "text": "Where is Japan's capital?", "pairs_aligned": True,
+            "pairs": [{"instruction": "Where is Japan's capital?", "response": "Tokyo."}]}  # fmt: skip
+    linked = Record(id="s1#ja", source="sg", text=INSTRUCTION, kind="instruction", lang="ja",
+                    meta={"parallel": link})  # fmt: skip
+    c = cfg()
+    out = decide(linked, Generation("東京です。"), c, c.model_spec(), 1, count)
+    assert out.meta["parallel"] == {**link, "pairs_aligned": False}
+    assert linked.meta["parallel"]["pairs_aligned"] is True  # the input is not changed

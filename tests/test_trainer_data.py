@@ -16,6 +16,7 @@ from trainer_helpers import (
     write_config,
     write_data,
 )
+from transformers import AutoConfig
 
 from iptkit.shards import open_shards
 from iptkit.trainer.__main__ import main
@@ -81,7 +82,10 @@ def test_config_errors_name_file_line_and_key_all_at_once(tmp_path: Path) -> Non
     message = str(err.value)
     assert message.startswith("invalid run config (5 problems):")
     assert f"{config}:3: model.config: 'mistral-50m' is neither a file nor a name in " in message
-    assert "configs/models (shipped: llama-tiny, llama3-8b, mistral-1.3b, mistral-500m)" in message
+    assert (
+        "configs/models (shipped: llama-tiny, llama3-8b, mistral-1.3b, mistral-500m, mistral-7b)"
+        in message
+    )
     assert f"{config}:11: stages.1.lr: Input should be greater than 0 (got -1)" in message
     # Fixed by overrides: a stage is named by its name or its index.
     config.write_text(RUN_YAML.replace("  atn_implementation: sdpa\n", ""))
@@ -227,7 +231,7 @@ def test_shipped_run_configs_are_valid(path: Path) -> None:
     ds = deepspeed_config(run)
     assert ds["train_micro_batch_size_per_gpu"] == run.micro_batch_size
     assert ds["bf16"]["enabled"] is (run.precision == "bf16")
-    if run.model.config:  # the Table 14 presets are Mistral; the demo's is a tiny Llama
+    if run.model.config and not run.model.pretrained:  # Table 14: Mistral; demo: tiny Llama
         assert architecture(run.model).model_type == ("llama" if "demo" in path.name else "mistral")
 
 
@@ -269,3 +273,75 @@ def test_only_step_folders_with_trainer_json_are_checkpoints(tmp_path: Path) -> 
         if complete:
             (folder / "trainer.json").write_text("{}")
     assert latest_checkpoint(tmp_path) == tmp_path / "step-00000020"
+
+
+def _padded_shards(out: Path, tok: Path, special: dict[str, int]) -> Path:
+    """Two rows: documents then padding (pad id `special["pad"]`), and one row with none."""
+    from iptkit.shards import ShardWriter, sha256_file
+
+    pad, eos = special["pad"], special["eos"]
+    doc = [1, 5, 6, 7, 8, eos]
+    rows = [
+        (doc + [pad] * (SEQ_LEN - 6), [0]),
+        (doc + doc + [pad] * (SEQ_LEN - 12), [0, 6]),
+        ((doc * 6)[:SEQ_LEN], [0, 6, 12, 18, 24, 30]),
+    ]
+    with ShardWriter(
+        out, seq_len=SEQ_LEN, vocab_size=VOCAB, tokenizer_path=str(tok),
+        tokenizer_sha256=sha256_file(tok), special_tokens=special, spec_hash="t", seed=0,
+        has_loss_mask=False, sequences_per_shard=16,
+    ) as writer:  # fmt: skip
+        for tokens, starts in rows:
+            writer.add(np.array(tokens), None, starts)
+    return out
+
+
+@pytest.mark.parametrize("pad", [0, 2], ids=["own_pad", "pad_is_eos"])
+def test_padding_is_never_a_target_in_pretrain_mode(
+    tmp_path: Path, data: dict[str, Path], pad: int
+) -> None:
+    shards_dir = _padded_shards(tmp_path / "pad", data["tok"], {"bos": 1, "eos": 2, "pad": pad})
+    b = StageBatches(open_shards(shards_dir), "pretrain", 0, 0, Layout(3, 1, 1, 0), shuffle=False)
+    batch = b.micro_batch(0, 0)
+    targets = (batch["labels"] != IGNORE_INDEX).sum(dim=1).tolist()
+    # Every document token (its EOS included) is a target; not one pad cell is.
+    assert targets == [6, 12, SEQ_LEN]
+    kept = batch["labels"] != IGNORE_INDEX
+    assert torch.equal(batch["labels"][kept], batch["input_ids"][kept])
+
+
+@pytest.mark.parametrize(
+    ("name", "table"), [("synthesizer", "Table 8"), ("continual-then-sft", "Table 14")]
+)
+def test_a_pretrained_start_trains_with_the_papers_dropout(
+    tmp_path: Path, name: str, table: str
+) -> None:
+    """Cheng et al. train with dropout 0.1 (Tables 8 and 14); released checkpoints ship 0.0.
+    The shipped configs name their architecture's preset next to the checkpoint, and its
+    dropout is what the model trains with."""
+    from iptkit.trainer.models import _preset_data
+
+    run = load_config(REPO / "configs" / "train" / f"{name}.yaml")
+    assert run.model.pretrained and run.model.config
+    preset = _preset_data(REPO / "configs" / "models" / f"{run.model.config}.yaml")
+    # The checkpoint: the same network, with its own dropout 0.0.
+    checkpoint = AutoConfig.for_model(**{**preset, "attention_dropout": 0.0})
+    checkpoint.save_pretrained(tmp_path / "ckpt")
+    model = ModelConfig(config=run.model.config, pretrained=str(tmp_path / "ckpt"))
+    assert architecture(model).attention_dropout == 0.1, table
+    # Without the preset the checkpoint's value stays; overrides still come last.
+    assert architecture(ModelConfig(pretrained=str(tmp_path / "ckpt"))).attention_dropout == 0.0
+    last = ModelConfig(
+        config=run.model.config, pretrained=str(tmp_path / "ckpt"),
+        overrides={"attention_dropout": 0.05},
+    )  # fmt: skip
+    assert architecture(last).attention_dropout == 0.05
+
+
+def test_a_preset_of_another_network_is_refused_on_a_checkpoint(tmp_path: Path) -> None:
+    cfg = ModelConfig(config="llama-tiny")
+    architecture(cfg).save_pretrained(tmp_path / "tiny")
+    with pytest.raises(TrainConfigError, match="sets hidden_size=4096, the checkpoint has 32"):
+        architecture(ModelConfig(config="llama3-8b", pretrained=str(tmp_path / "tiny")))
+    with pytest.raises(TrainConfigError, match="is a mistral preset, the checkpoint is llama"):
+        architecture(ModelConfig(config="mistral-500m", pretrained=str(tmp_path / "tiny")))

@@ -7,16 +7,20 @@ from pydantic import ValidationError
 from transformers import AutoTokenizer
 
 from iptkit.transforms.inference.chat_prompt import chat_prompt
-from iptkit.transforms.inference.core import Generation, ModelSpec, SamplingSpec, sampling_seed
+from iptkit.transforms.inference.core import ModelSpec, SamplingSpec, sampling_seed
 from iptkit.transforms.record import Record
 from iptkit.transforms.stage import Drop
 from iptkit.transforms.stages.translate import (
+    Settled,
     TranslateConfig,
+    assembled,
     attempt_spec,
     build_prompt,
     needs_translation,
     request_text,
     retry_seed,
+    seed_key,
+    segments,
     translated,
 )
 
@@ -93,15 +97,66 @@ def test_retries_sample_when_the_first_attempt_is_greedy():
 def test_translated_record_is_synthetic_and_linked():
     source = rec(pairs=[{"instruction": TEXT, "response": "Happy birthday!"}])
     source.meta = {"langid": [["en", 0.9]], "language": "English"}
-    spec = cfg().model_spec()
-    out = translated(source, " 誕生日 ", "ja", "/tmp", 1, spec, Generation("x", new_tokens=3))
-    assert out.id == "c1#ja" and out.text == "誕生日" and out.lang == "ja" and out.pairs == []
+    c = cfg()
+    texts = {"text": " 誕生日 ", "pairs[0].response": "お誕生日おめでとう！"}
+    out = translated(source, texts, "ja", "/tmp", 1, c.model_spec(), 3, c)
+    assert out.id == "c1#ja" and out.text == "誕生日" and out.lang == "ja"
+    # The pair is translated too: the instruction is the text, so it reuses its translation.
+    assert out.pairs == [{"instruction": "誕生日", "response": "お誕生日おめでとう！"}]
     assert out.origin == "synthetic" and out.meta["origin_before"] == "organic"
     assert out.meta["parallel"] == {
         "lang": "en", "text": TEXT, "pairs": source.pairs, "id": "c1", "origin": "organic",
+        "pairs_aligned": True,
     }  # fmt: skip
     assert "langid" not in out.meta and out.meta["language"] == "English"  # the source's
     assert out.meta["translate"]["attempts"] == 2 and out.meta["translate"]["new_tokens"] == 3
+    # pairs: drop (Ma et al.): the text alone; the link says the pairs are not mirrored.
+    dropped = translated(source, {"text": "誕生日"}, "ja", "/tmp", 0, c.model_spec(), 1,
+                         cfg(pairs="drop"))  # fmt: skip
+    assert dropped.pairs == [] and dropped.meta["parallel"]["pairs_aligned"] is False
+
+
+PAIRED = rec(
+    text="Summarise this.",
+    pairs=[
+        {"instruction": "Summarise this.", "response": "A short summary."},
+        {"instruction": "And in one word?", "response": ""},
+    ],
+)
+
+
+def test_segments_are_the_text_and_each_pairs_parts():
+    assert segments(PAIRED, cfg()) == [
+        ("text", "Summarise this."),
+        ("pairs[0].response", "A short summary."),
+        ("pairs[1].instruction", "And in one word?"),
+    ]
+    assert segments(PAIRED, cfg(pairs="drop")) == [("text", "Summarise this.")]
+    # A pair's seed differs from the text's; the text keeps the record's plain seed.
+    assert seed_key("c1", "text") == "c1" and seed_key("c1", "pairs[0].response") != "c1"
+
+
+def test_a_record_is_translated_whole_or_rejected_naming_the_segment():
+    c = cfg()
+    spec = c.model_spec()
+    done = [
+        Settled("text", "これを要約して。"),
+        Settled("pairs[0].response", "短い要約です。", attempt=2, new_tokens=4),
+        Settled("pairs[1].instruction", "一言で言うと？", new_tokens=3),
+    ]
+    out = assembled(PAIRED, done, c, spec)
+    assert out.pairs == [
+        {"instruction": "これを要約して。", "response": "短い要約です。"},
+        {"instruction": "一言で言うと？", "response": ""},
+    ]
+    assert out.meta["translate"]["attempts"] == 3 and out.meta["translate"]["segments"] == 3
+    failed = [done[0], Settled("pairs[0].response", Drop("length_ratio", "after 3 attempt(s): x"))]
+    failed.append(done[2])
+    assert assembled(PAIRED, failed, c, spec) == Drop(
+        "length_ratio", "pairs[0].response: after 3 attempt(s): x"
+    )
+    with pytest.raises(ValueError, match="segments"):
+        assembled(PAIRED, done[:2], c, spec)
 
 
 def test_what_is_translated_and_options():

@@ -181,7 +181,7 @@ def test_installed_package_runs_from_outside_the_source_tree(installed: dict) ->
     assert "typo.yaml:2: model.config: 'mistral-50m' is neither a file nor a name in " in (
         done.stderr
     )
-    assert "(shipped: llama-tiny, llama3-8b, mistral-1.3b, mistral-500m)" in done.stderr
+    assert "(shipped: llama-tiny, llama3-8b, mistral-1.3b, mistral-500m, mistral-7b)" in done.stderr
     # A run config shipped in configs/train, by name.
     done = _run([*trainer, "demo", "--validate"], cwd, env)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

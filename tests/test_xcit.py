@@ -1,6 +1,7 @@
 """xcit: translation tasks both ways, think-native/answer-target chats, difficulty, and a
 DirectRunner run from Japanese chat logs with English parallels through extract and xcit."""
 
+import dataclasses
 import gzip
 import json
 import textwrap
@@ -62,8 +63,12 @@ def test_translation_both_ways_and_think(chats):
         "task": "think",
         "native_lang": "en",
         "target_lang": "ja",
+        "segment": "pairs[0]",
         "from": "p1",
     }
+    assert [r.meta["xcit"]["segment"] for r in result.records[1:5]] == [
+        "text", "text", "pairs[0].response", "pairs[0].response",
+    ]  # fmt: skip
     # Organic on both sides: template-built records are converted; the input stays organic.
     assert think.origin == "converted" and by_id["p1"].origin == "organic"
     assert all(isinstance(r.meta["difficulty"], float) for r in result.records)
@@ -81,6 +86,20 @@ def test_options_select_tasks_and_directions(chats):
     assert [r.id for r in one_way.records] == ["p1", "p1#xcit-tr0-en-ja", "p1#xcit-tr1-en-ja"]
     texts_only = xcit(chats["p1"], XcitConfig(tasks=["translation"], translate_responses=False))
     assert len(texts_only.records) == 3
+
+
+def test_pairs_that_are_not_translations_of_each_other_are_never_paired(chats):
+    """respond replaced the Japanese side's response (pairs_aligned: false): that answer
+    translates nothing, so only the texts, which are translations, make tasks."""
+    link = {**chats["p1"].meta["parallel"], "pairs_aligned": False}
+    fresh = dataclasses.replace(chats["p1"], meta={**chats["p1"].meta, "parallel": link})
+    result = xcit(fresh, XcitConfig())
+    assert [r.id for r in result.records] == ["p1", "p1#xcit-tr0-en-ja", "p1#xcit-tr0-ja-en"]
+    # Pairs of different lengths cannot be matched one to one either.
+    more = {**chats["p1"].meta["parallel"]}
+    more["pairs"] = more["pairs"] * 2
+    uneven = dataclasses.replace(chats["p1"], meta={**chats["p1"].meta, "parallel": more})
+    assert len(xcit(uneven, XcitConfig()).records) == 3
 
 
 def test_text_only_parallel_gives_translation_tasks_only(chats):

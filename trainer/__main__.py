@@ -93,11 +93,11 @@ def describe(path: Path, run: RunConfig) -> str:
     with torch.device("meta"):
         params = sum(p.numel() for p in AutoModelForCausalLM.from_config(config).parameters())
     ds = deepspeed_config(run)
+    source = f"pretrained {run.model.pretrained}" if run.model.pretrained else ""
     if run.model.config is not None:
         file = find_config_file(run.model.config, "models", MODEL_SUFFIXES, "model.config")
-        source = f"config {run.model.config} = {_shown(file, CONFIGS_DIR)}"
-    else:
-        source = f"pretrained {run.model.pretrained}"
+        preset = f"config {run.model.config} = {_shown(file, CONFIGS_DIR)}"
+        source = f"{source}, dropout from {preset}" if source else preset
     ds_file = find_config_file(run.deepspeed, "deepspeed", DEEPSPEED_SUFFIXES, "deepspeed")
     lines = [
         f"run config {path}: valid",

@@ -41,23 +41,24 @@ class TrainConfigError(ConfigError):
 
 @dataclass(config=_STRICT)
 class ModelConfig:
-    """Which model to train: a fresh one from an architecture, or a checkpoint to continue."""
+    """Which model to train: a fresh one from an architecture, or a checkpoint to continue
+    (with the preset's training values, such as the papers' dropout, applied onto it)."""
 
     config: str | None = None
-    """Architecture for training from scratch: a preset in configs/models (e.g. `mistral-500m`) or a path to a YAML/JSON Hugging Face config with a `model_type`."""
+    """Architecture for training from scratch: a preset in configs/models (e.g. `mistral-500m`) or a path to a YAML/JSON Hugging Face config with a `model_type`. With `pretrained`, the preset of the checkpoint's architecture: its training values (dropout: Cheng et al. Tables 8 and 14 train with 0.1; released checkpoints ship 0.0) are applied onto the checkpoint's config, and its architecture keys must match the checkpoint's."""
     pretrained: str | None = None
-    """A Hugging Face checkpoint directory to continue training (continual pre-training, SFT); instead of `config`."""
+    """A Hugging Face checkpoint directory to continue training (continual pre-training, SFT)."""
     overrides: dict[str, Any] = Field(default_factory=dict)
-    """Config attributes to change, e.g. `{attention_dropout: 0.0, max_position_embeddings: 4096}`."""
+    """Config attributes to change, e.g. `{attention_dropout: 0.0, max_position_embeddings: 4096}`; applied last."""
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2", "flex_attention"] = "sdpa"
     """Attention kernel. All of these confine attention to each packed document (transformers derives the block-diagonal mask from the position ids)."""
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelConfig:
-        if (self.config is None) == (self.pretrained is None):
+        if self.config is None and self.pretrained is None:
             raise ValueError(
-                "set exactly one of model.config (train from scratch) and model.pretrained "
-                "(continue a checkpoint)"
+                "set model.config (train from scratch) or model.pretrained (continue a "
+                "checkpoint; with model.config too, the preset's dropout applies onto it)"
             )
         return self
 
@@ -71,7 +72,7 @@ class StageConfig:
     data: str
     """Shard directory written by the pack stage (holds manifest.json)."""
     mode: Mode = "pretrain"
-    """`pretrain`: loss on every token. `sft`: loss on tokens whose loss mask is 1 (responses). `synth_tune`: the same mechanism for the instruction synthesizer, whose mask marks the instruction-response pairs."""
+    """`pretrain`: loss on every token but padding. `sft`: loss on tokens whose loss mask is 1 (responses). `synth_tune`: the same mechanism for the instruction synthesizer, whose mask marks the instruction-response pairs. Padding (the trailing pad ids of a row, `trainer.data.padding`) is never a target in any mode."""
     steps: int | None = Field(None, ge=1)
     """Optimizer steps in this stage; give this or `epochs`."""
     epochs: float | None = Field(None, gt=0)

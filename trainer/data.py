@@ -25,6 +25,27 @@ IGNORE_INDEX = -100
 """Label value that cross_entropy skips: positions outside the loss mask."""
 
 
+def padding(
+    tokens: np.ndarray, doc_starts: np.ndarray, pad: int | None, eos: int | None
+) -> np.ndarray:
+    """Where a packed row is padding: the trailing run of `pad` ids after its last document
+    piece begins (the packer pads only a row's end, `transforms/tail/packing.py`). When the pad
+    id is also the EOS id (a tokenizer without a pad token), the run's first token is the last
+    document's own EOS and stays a target. A row that ends in its content, or shards whose
+    manifest names no pad id, have none."""
+    out = np.zeros(len(tokens), dtype=bool)
+    if pad is None:
+        return out
+    first = int(doc_starts[-1]) + 1 if len(doc_starts) else 1  # a piece holds >= 1 token
+    end = len(tokens)
+    while end > first and tokens[end - 1] == pad:
+        end -= 1
+    if pad == eos and end < len(tokens):
+        end += 1
+    out[end:] = True
+    return out
+
+
 class DataMismatchError(IptkitError):
     """Shards do not fit the run: wrong tokenizer, vocabulary, or mode for their loss mask."""
 
@@ -74,6 +95,15 @@ class StageBatches:
         if self.mode != "pretrain":
             mask = np.stack([np.asarray(self.shards[i].loss_mask) for i in rows])
             labels[mask == 0] = IGNORE_INDEX
+        # Padding is never a target, in any mode (pretrain has no mask to say so).
+        special = self.shards.manifest.special_tokens
+        pads = np.stack(
+            [
+                padding(row, self.shards[i].doc_starts, special.get("pad"), special.get("eos"))
+                for row, i in zip(tokens, rows, strict=True)
+            ]
+        )
+        labels[pads] = IGNORE_INDEX
         positions = np.stack([self.shards.position_ids(i) for i in rows])
         return {
             "input_ids": torch.from_numpy(tokens),

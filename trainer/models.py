@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
@@ -23,8 +24,44 @@ from iptkit.trainer.config import (
 )
 
 
+def is_training_key(key: str) -> bool:
+    """A config attribute that sets how a model trains, not what it is: the dropout ratios
+    (`attention_dropout`, `hidden_dropout`, GPT-style `resid_pdrop`, ...)."""
+    return "dropout" in key or key.endswith("pdrop")
+
+
+def apply_preset(config: PretrainedConfig, preset: dict[str, Any], where: str) -> None:
+    """A preset's training values onto a checkpoint's config (in place). The preset must
+    describe the checkpoint's architecture: a key both set differently is a wrong preset."""
+    if preset["model_type"] != config.model_type:
+        raise TrainConfigError(
+            f"model.config: {where} is a {preset['model_type']} preset, the checkpoint is "
+            f"{config.model_type}; name the preset of the checkpoint's architecture"
+        )
+    for key, value in preset.items():
+        if is_training_key(key):
+            setattr(config, key, value)
+        elif key in ARCHITECTURE_KEYS and getattr(config, key, value) != value:
+            raise TrainConfigError(
+                f"model.config: {where} sets {key}={value!r}, the checkpoint has "
+                f"{getattr(config, key)!r}; name the preset of the checkpoint's architecture"
+            )
+
+
+# The keys that say which network a preset describes (checked against a checkpoint's).
+ARCHITECTURE_KEYS = (
+    "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+    "num_key_value_heads", "vocab_size",
+)  # fmt: skip
+
+
 def architecture(cfg: ModelConfig) -> PretrainedConfig:
-    """The Hugging Face config of the model, overrides applied."""
+    """The Hugging Face config of the model: the preset's, or the checkpoint's with the
+    preset's training values (dropout) when both are named; overrides applied last."""
+    preset, where = None, ""
+    if cfg.config is not None:
+        path = find_config_file(cfg.config, "models", MODEL_SUFFIXES, "model.config")
+        preset, where = _preset_data(path), str(path)
     if cfg.pretrained is not None:
         if not (Path(cfg.pretrained) / "config.json").is_file():
             raise TrainConfigError(
@@ -32,11 +69,11 @@ def architecture(cfg: ModelConfig) -> PretrainedConfig:
                 "checkpoint directory (as written by save_pretrained or this trainer's export)"
             )
         config = AutoConfig.from_pretrained(cfg.pretrained)
+        if preset is not None:
+            apply_preset(config, preset, where)
     else:
-        assert cfg.config is not None
-        config = _config_from_file(
-            find_config_file(cfg.config, "models", MODEL_SUFFIXES, "model.config")
-        )
+        assert preset is not None
+        config = _config_from_data(dict(preset), where)
     for key, value in cfg.overrides.items():
         if not hasattr(config, key):
             raise TrainConfigError(
@@ -70,7 +107,8 @@ def flops_per_token(config: PretrainedConfig, parameters: int, seq_len: int) -> 
     return 6 * parameters + 12 * config.num_hidden_layers * config.hidden_size * seq_len
 
 
-def _config_from_file(path: Path) -> PretrainedConfig:
+def _preset_data(path: Path) -> dict[str, Any]:
+    """A preset file's keys, `model_type` among them."""
     text = path.read_text(encoding="utf-8")
     if path.suffix == ".json":
         data = json.loads(text)
@@ -80,8 +118,12 @@ def _config_from_file(path: Path) -> PretrainedConfig:
         raise TrainConfigError(
             f"model.config: {path} must be a mapping with a `model_type` (e.g. mistral, llama)"
         )
+    return data
+
+
+def _config_from_data(data: dict[str, Any], where: str) -> PretrainedConfig:
     model_type = data.pop("model_type")
     try:
         return AutoConfig.for_model(model_type, **data)
     except ValueError as exc:
-        raise TrainConfigError(f"model.config: {path}: {exc}") from None
+        raise TrainConfigError(f"model.config: {where}: {exc}") from None

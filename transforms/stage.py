@@ -504,13 +504,17 @@ class ModelStage(Stage):
         return merge([asked, parsed], "Model", passed=others)
 
     def generate(
-        self, items: Any, request: Callable[[Any, Any], Any], label: str, spec: Any = None
-    ) -> tuple[Any, dict[str, Any]]:
+        self, items: Any, request: Callable[[Any, Any], Any], label: str, spec: Any = None,
+        request_fn: type[RequestFn] | None = None, tags: tuple[str, ...] = (),
+    ) -> tuple[Any, dict[str, Any]]:  # fmt: skip
         """`(item, Generation)` for each item `request` asks, and the outputs of the asking
         step (the items it dropped). Items are records, or a stage's own state for a record
-        (with the record as `.record`); `spec` defaults to the stage's model."""
+        (with the record as `.record`); `spec` defaults to the stage's model. A stage whose
+        items are parts of a record (translate's segments) passes its own `request_fn`, which
+        hands a part that cannot be asked on under one of `tags` instead of rejecting it."""
         spec = spec or self.model_spec()
-        asked = outputs(items, RequestFn(self, spec, request), f"Prompts{label}")
+        fn = (request_fn or RequestFn)(self, spec, request)
+        asked = outputs(items, fn, f"Prompts{label}", tags=tags)
         generated = asked.pop(KEPT) | f"Generate{label}" >> generation_step(self, spec)
         return generated, asked
 
@@ -543,11 +547,16 @@ class RequestFn(StageFn):
         super().setup()
         self._tokenizer = spec_tokenizer(self._spec)
 
-    def process(self, item: Any):
+    def asked(self, item: Any) -> Any:
+        """The item's request, or the Drop saying why it cannot be asked."""
         with self.timed():
             (result,) = self.decide(
                 lambda items: [self._request(items[0], self._tokenizer)], [item]
             )
+        return result
+
+    def process(self, item: Any):
+        result = self.asked(item)
         if isinstance(result, Drop):
             yield from self.emit([(record_of(item), result)])
         else:

@@ -3,12 +3,21 @@
 - organic: written by people (chat users' turns, annotators' instructions, web pages);
 - converted: made from existing resources by rules or templates (task datasets turned into
   instruction pairs, parallel corpora turned into translation tasks);
-- synthetic: written by a model (translations, synthesized pairs, generated responses).
+- synthetic: written by a model (translations, synthesized pairs, generated responses), or
+  by a program from unannotated text (the AdaptLLM rule miner's reading-comprehension tasks).
+
+Why the rule miner's pairs are synthetic, not converted: PLLuM's converted instructions come
+from annotated corpora and structured knowledge sources, where people wrote the answers and
+a template only rephrases them; its synthetic ones are generated, by knowledge distillation or
+by NLP task conversion. The miner annotates nothing that people annotated: it invents the
+tasks and their answers from raw text, so its output is generated data (and the augmented
+text it joins mixes that with the raw text, as the model backend's does).
 
 The rules, in order: a source's declared `origin` wins (it is set on the record at read time);
 otherwise the record's kind decides (`DEFAULT_BY_KIND`: chat turns and web text are organic,
 context-based tuning data is converted, synthesizer output is synthetic). A stage that writes
-text with a model calls `mark_synthetic`; a stage that builds records from others by templates
+text with a model, or synthesizes pairs by rules, calls `mark_synthetic` (translate, respond,
+synthesize); a stage that builds records from others by templates
 calls `derived_origin`, so a template over machine-translated text stays synthetic.
 
 The mix report counts by `origin`, and extract's per-resource cap applies to converted records

@@ -9,7 +9,10 @@ short and kept, `max_new_tokens` must exceed `max_response_tokens` (the default 
 
 A kept record gets `pairs = [{instruction: text, response}]` (any logged pair replaced) and
 `meta["respond"]`: the model, the sampling parameters, the seed and the token counts, so the
-data says what wrote it. The record becomes synthetic (`typology.mark_synthetic`): its
+data says what wrote it. A record linked to a parallel one (`meta["parallel"]`, from
+translate) gets `pairs_aligned: false` in the link: its new response is no translation of the
+other side's, so xcit builds no response translation or think record from it. The record
+becomes synthetic (`typology.mark_synthetic`): its
 response is model-written; `meta["origin_before"]` keeps the instruction's own origin
 (organic for a real user's turn), so the two can still be told apart.
 
@@ -208,9 +211,11 @@ def responded(
     if cfg.n > 1:
         info.update({key: record.meta["respond"][key] for key in SAMPLE_KEYS})
     pairs = [{"instruction": record.text, "response": response}]
-    return mark_synthetic(
-        dataclasses.replace(record, pairs=pairs, meta={**record.meta, "respond": info})
-    )
+    meta = {**record.meta, "respond": info}
+    if isinstance(meta.get("parallel"), dict):
+        # The new response translates nothing: the link's pairs no longer mirror this record's.
+        meta["parallel"] = {**meta["parallel"], "pairs_aligned": False}
+    return mark_synthetic(dataclasses.replace(record, pairs=pairs, meta=meta))
 
 
 def decide(

@@ -19,7 +19,9 @@ How records go through:
 4. Joining: as LMOps' `cook_pt_entries`, a chain splits where a record did not inherit from the
    one before (it was prompted alone, or produced no pairs); each run of records with pairs
    becomes ONE augmented record (kind `augmented`, id `aug:` + its first member's id, text =
-   the members' texts and pairs in diverse templates, `pairs` = all pairs, meta["synth"]), and
+   the members' texts and pairs in diverse templates, `pairs` = all pairs, meta["synth"],
+   origin synthetic whichever backend wrote the pairs: `typology.mark_synthetic`, the head's
+   own origin kept in meta["origin_before"]), and
    its other members leave as rejects with reason `joined` naming it, so the ledger balances
    and nothing is lost. A record that got no pairs stays a raw record, unchanged. A record whose
    inference failed is a reject with the reason (`prompt_too_long`, `inference_failed`).
@@ -57,6 +59,7 @@ from iptkit.transforms.synth.lmops_format import (
 )
 from iptkit.transforms.synth.rule_miner import mine
 from iptkit.transforms.synth.templates import render_augmented
+from iptkit.transforms.typology import mark_synthetic
 
 JOINED = "joined"
 AUGMENTED_PREFIX = "aug:"
@@ -296,17 +299,19 @@ def assemble(chain: Chain, seed: int, model: str) -> Iterator[tuple[Record, Reco
         }
         yield (
             head,
-            replace(
-                head,
-                id=aug_id,
-                kind="augmented",
-                text=render_augmented(
-                    [(m.text, r.pairs) for m, r in zip(members, results, strict=True)],
-                    head.lang,
-                    f"{seed}:{aug_id}",
-                ),
-                pairs=[p for r in results for p in r.pairs],
-                meta={**head.meta, "synth": synth},
+            mark_synthetic(
+                replace(
+                    head,
+                    id=aug_id,
+                    kind="augmented",
+                    text=render_augmented(
+                        [(m.text, r.pairs) for m, r in zip(members, results, strict=True)],
+                        head.lang,
+                        f"{seed}:{aug_id}",
+                    ),
+                    pairs=[p for r in results for p in r.pairs],
+                    meta={**head.meta, "synth": synth},
+                )
             ),
         )
         for member in members[1:]:

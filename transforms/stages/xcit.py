@@ -12,9 +12,16 @@ on the target language with two kinds of data built from translated, parallel in
   (`think_template`; the paper gives no exact layout in its abstract, so this one is ours).
 
 A record takes part when it carries the other side of its pair in `meta["parallel"]`:
-`{"lang": "en", "text": "...", "pairs": [...], "id": "...", "origin": "..."}` (lang and text
-required; the translate stage writes this link, and a bilingual JSONL source can hold it as a
-field). One of the two languages must be `native`. Built records are added next to the input
+`{"lang": "en", "text": "...", "pairs": [...], "id": "...", "origin": "...", "pairs_aligned":
+true}` (lang and text required; the translate stage writes this link, and a bilingual JSONL
+source can hold it as a field). One of the two languages must be `native`.
+
+Only truly parallel text is paired: the texts always (one is the other's translation); the
+pairs only when the link says they are aligned (`pairs_aligned`, true unless a stage replaced
+one side's pairs: respond writes a fresh answer, which translates nothing) and both sides have
+as many. Response translation tasks and think records come from aligned pairs alone, and each
+built record names what it was built from in `meta["xcit"]["segment"]` ("text" or
+"pairs[K]"), so it can be checked against the link. Built records are added next to the input
 (`added` by reason `xcit` in the ledger; `keep_input: false` replaces the input), get ids
 `ID#xcit-...`, and are converted data, or synthetic when either side is machine-written
 (`typology.derived_origin`).
@@ -143,16 +150,23 @@ def parallel_side(record: Record) -> Side | str:
     ):
         return "meta.parallel.pairs must be a list of {instruction, response} strings"
     origin = link.get("origin") or resolve_origin(record)
+    if link.get("pairs_aligned") is False:
+        pairs = []  # the other side's pairs are not translations of this record's
     return Side(lang, text, pairs, origin)
 
 
-def segments(native: Side, target: Side, with_responses: bool) -> list[tuple[str, str]]:
-    """The parallel (native, target) texts to build translation tasks from."""
-    out = [(native.text, target.text)]
-    if with_responses and len(native.pairs) == len(target.pairs):
-        for a, b in zip(native.pairs, target.pairs, strict=True):
+def aligned(native: Side, target: Side) -> bool:
+    """Both sides have pairs, as many, so pair K of one translates pair K of the other."""
+    return bool(native.pairs) and len(native.pairs) == len(target.pairs)
+
+
+def segments(native: Side, target: Side, with_responses: bool) -> list[tuple[str, str, str]]:
+    """The parallel (segment, native, target) texts to build translation tasks from."""
+    out = [("text", native.text, target.text)]
+    if with_responses and aligned(native, target):
+        for k, (a, b) in enumerate(zip(native.pairs, target.pairs, strict=True)):
             if a["response"].strip() and b["response"].strip():
-                out.append((a["response"], b["response"]))
+                out.append((f"pairs[{k}].response", a["response"], b["response"]))
     return out
 
 
@@ -213,21 +227,31 @@ def build(record: Record, cfg: XcitConfig) -> list[Record] | Drop:
             "to_target": [(native, target)],
             "to_native": [(target, native)],
         }[cfg.directions]
-        for k, (a, b) in enumerate(segments(native, target, cfg.translate_responses)):
+        for k, (segment, a, b) in enumerate(segments(native, target, cfg.translate_responses)):
             texts = {native.lang: a, target.lang: b}
             for src, dst in ways:
                 prompt = translation_prompt(texts[src.lang], src.lang, dst.lang, cfg)
                 if isinstance(prompt, Drop):
                     return prompt
-                meta = {"task": TRANSLATION, "source_lang": src.lang, "target_lang": dst.lang}
+                meta = {
+                    "task": TRANSLATION,
+                    "source_lang": src.lang,
+                    "target_lang": dst.lang,
+                    "segment": segment,
+                }
                 add(f"tr{k}-{src.lang}-{dst.lang}", prompt, texts[dst.lang], dst.lang, meta)
-    if THINK in cfg.tasks and native.pairs and target.pairs:
+    if THINK in cfg.tasks and aligned(native, target):
         response = (cfg.think_template or DEFAULT_THINK).format(
             native_instruction=native.pairs[0]["instruction"],
             native_response=native.pairs[0]["response"],
             target_response=target.pairs[0]["response"],
         )
-        meta = {"task": THINK, "native_lang": native.lang, "target_lang": target.lang}
+        meta = {
+            "task": THINK,
+            "native_lang": native.lang,
+            "target_lang": target.lang,
+            "segment": "pairs[0]",
+        }
         add("think", target.pairs[0]["instruction"], response, target.lang, meta)
     return built
 
