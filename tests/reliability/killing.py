@@ -142,12 +142,14 @@ def _from_tail(stats: dict, stage: str) -> bool:
 
 
 def wait_for(predicate, timeout: float, proc: subprocess.Popen | None = None) -> bool:
-    """Poll `predicate` as fast as Python can (a checkpoint write may last milliseconds) until
-    it holds (True), the timeout passes or `proc` exits (False)."""
+    """Poll `predicate` every half millisecond (a checkpoint write may last a few, and a busy
+    loop would take the CPU the polled process needs) until it holds (True), the timeout
+    passes or `proc` exits (False)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
             return True
         if proc is not None and proc.poll() is not None:
             return False
+        time.sleep(0.0005)
     return False
