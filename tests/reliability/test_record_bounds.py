@@ -9,8 +9,9 @@ import textwrap
 from conftest import run_cli
 
 from iptkit.transforms.record import Record, record_chars
-from iptkit.transforms.stage import stage_types
+from iptkit.transforms.stage import Drop, Expand, stage_types
 from iptkit.transforms.stage_config import MAX_RECORD_CHARS
+from iptkit.transforms.stages.extract import ExtractConfig, extract
 
 
 def test_record_chars_counts_text_pairs_and_meta_and_stops_at_the_limit():
@@ -85,3 +86,21 @@ def test_a_record_too_large_for_a_stage_is_its_reject_and_the_ledger_holds(tmp_p
         "medium": ("dedup_exact", "record_too_large", texts["medium"].strip()),  # normalized
         "other-large": ("dedup_exact", "record_too_large", rows[3]["text"]),
     }
+
+
+def test_every_turn_with_its_history_is_bounded_before_it_is_built():
+    """`turns: all` copies each turn's history into its record: the output grows with the
+    square of the turns, so a long conversation is judged by what it would write."""
+    turns = [
+        {"role": r, "content": c}
+        for _ in range(1500)
+        for r, c in (("user", "hi"), ("assistant", "ok"))
+    ]
+    record = Record(id="c", source="s", text="hi", kind="instruction", meta={"conversation": turns})
+    drop = extract(record, ExtractConfig(turns="all", max_record_chars=100_000))
+    assert isinstance(drop, Drop) and drop.reason == "record_too_large"
+    short = Record(
+        id="d", source="s", text="hi", kind="instruction", meta={"conversation": turns[:6]}
+    )
+    assert len(extract(short, ExtractConfig(turns="all", max_record_chars=100)).records) == 3
+    assert isinstance(extract(short, ExtractConfig(turns="all", max_record_chars=100)), Expand)
