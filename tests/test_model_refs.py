@@ -88,3 +88,13 @@ def test_eval_model_is_a_path_unless_hub(tmp_path, no_network):
         model_location("some/name")
     with pytest.raises(EvalError, match="not a model in the local Hugging Face cache"):
         model_location("hub:no-such-org/no-such-model")
+
+
+def test_synth_tokenizer_is_a_path_unless_hub(tmp_path, capsys, no_network):
+    data = tmp_path / "task.jsonl"
+    data.write_text("")
+    args = ["synth", "tuning-data", str(data), "--out", str(tmp_path / "o.jsonl")]
+    assert main([*args, "--tokenizer", "some/name"]) == 2
+    err = capsys.readouterr().err
+    assert "--tokenizer: no such folder" in err and "hub:some/name" in err
+    assert "Traceback" not in err

@@ -295,7 +295,9 @@ class InferenceOptions(StageConfig):
         if self.backend in MODEL_BACKENDS:
             if self.model is None:
                 what = (
-                    "the served model's name" if self.backend == "openai" else "a folder or hub id"
+                    "the served model's name"
+                    if self.backend == "openai"
+                    else "a folder or hub:ORG/NAME"
                 )
                 raise ValueError(f"backend {self.backend} needs a model ({what})")
             if self.max_new_tokens >= self.max_model_len:
