@@ -77,7 +77,7 @@ def draw_corpus(round_seed: int) -> dict:
         suppress_health_check=list(HealthCheck),
     )
     @given(
-        jsonl=st.lists(lines(), min_size=10, max_size=80),
+        jsonl=st.lists(lines(), min_size=60, max_size=200),
         parquet=parquet_files(),
         ids=st.booleans(),
     )
