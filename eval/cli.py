@@ -58,7 +58,11 @@ def _run_parser() -> argparse.ArgumentParser:
         description="Evaluate a model offline: lm-eval tasks of a suite and generation metrics "
         "on a prompt set. Other commands: iptkit eval compare|cache|suites --help.",
     )
-    parser.add_argument("model", help="Hugging Face model directory (e.g. the trainer's RUN/hf)")
+    parser.add_argument(
+        "model",
+        help="Hugging Face model directory (e.g. the trainer's RUN/hf), or hub:ORG/NAME from the "
+        "local Hugging Face cache",
+    )
     parser.add_argument("--suite", help="suite name (iptkit eval suites) or suite YAML file")
     parser.add_argument("--tasks", nargs="+", metavar="TASK", help="only these tasks of the suite")
     parser.add_argument("--limit", type=_limit, help="examples per task (testing only)")

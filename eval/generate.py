@@ -94,11 +94,16 @@ def load_model(model: str, device: str | None) -> tuple[Any, Any, str]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    tokenizer = AutoTokenizer.from_pretrained(model)
+    # Local folders or the local Hugging Face cache only (evaluation is offline).
+    tokenizer = AutoTokenizer.from_pretrained(model, local_files_only=True)
     tokenizer.padding_side = "left"  # generation continues on the right of every row
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    lm = AutoModelForCausalLM.from_pretrained(model, dtype="auto").to(device).eval()
+    lm = (
+        AutoModelForCausalLM.from_pretrained(model, dtype="auto", local_files_only=True)
+        .to(device)
+        .eval()
+    )
     return lm, tokenizer, device
 
 

@@ -16,6 +16,7 @@ from typing import Any
 from iptkit.errors import EvalError
 from iptkit.eval.offline import offline_mode, unavailable, unavailable_error
 from iptkit.eval.suites import Suite, SuiteTask
+from iptkit.transforms.inference.model_files import HUB_PREFIX
 
 # The inline group's name in lm-eval's results; the summary reports its members only.
 GROUP_PREFIX = "iptkit_suite_"
@@ -129,25 +130,32 @@ def samples_by_task(results: dict) -> dict[str, list[dict]]:
 
 
 def model_location(model: str) -> str:
-    """The model as lm-eval and transformers load it: a local HF directory, or a hub id that
-    is already in the local cache (the run is offline)."""
-    path = Path(model)
-    if path.exists():
-        if not (path / "config.json").is_file():
-            raise EvalError(
-                f"{model}: no config.json; name a Hugging Face model directory (the trainer's "
-                "export, RUN/hf)"
-            )
-        return str(path.resolve())
-    from huggingface_hub import try_to_load_from_cache
-    from huggingface_hub.errors import HFValidationError
+    """The model as lm-eval and transformers load it: a local HF directory, or `hub:ORG/NAME`
+    already in the local Hugging Face cache (the run is offline). A name without `hub:` is a
+    path, never a Hub lookup."""
+    if model.startswith(HUB_PREFIX):
+        from huggingface_hub import try_to_load_from_cache
+        from huggingface_hub.errors import HFValidationError
 
-    try:
-        if isinstance(try_to_load_from_cache(model, "config.json"), str):
-            return model
-    except HFValidationError:  # not a hub id either
-        pass
-    raise EvalError(
-        f"{model}: no such directory, and not a model in the local Hugging Face cache "
-        "(evaluation runs offline: download it first, e.g. `hf download ORG/NAME`)"
-    )
+        hub_id = model[len(HUB_PREFIX) :]
+        try:
+            if isinstance(try_to_load_from_cache(hub_id, "config.json"), str):
+                return hub_id
+        except HFValidationError:  # not a hub id
+            pass
+        raise EvalError(
+            f"{model}: not a model in the local Hugging Face cache (evaluation runs offline: "
+            f"download it first, e.g. `hf download {hub_id}`)"
+        )
+    path = Path(model)
+    if not path.exists():
+        raise EvalError(
+            f"{model}: no such directory ({path.resolve()}); a model in the local Hugging Face "
+            f"cache is written {HUB_PREFIX}ORG/NAME"
+        )
+    if not (path / "config.json").is_file():
+        raise EvalError(
+            f"{model}: no config.json; name a Hugging Face model directory (the trainer's "
+            "export, RUN/hf)"
+        )
+    return str(path.resolve())

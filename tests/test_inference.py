@@ -148,8 +148,8 @@ def test_options(tmp_path, model_dir):
         InferenceOptions(backend="transformers")
     with pytest.raises(ValidationError, match="no such folder"):
         InferenceOptions(model="./missing", context={"base_dir": str(tmp_path)})
-    hub = InferenceOptions(backend="vllm", model="instruction-pretrain/instruction-synthesizer")
-    assert hub.model == "instruction-pretrain/instruction-synthesizer"
+    hub = InferenceOptions(backend="vllm", model="hub:instruction-pretrain/instruction-synthesizer")
+    assert hub.model == "hub:instruction-pretrain/instruction-synthesizer"
     local = InferenceOptions.model_validate(
         {"model": model_dir.name}, context={"base_dir": str(model_dir.parent)}
     )

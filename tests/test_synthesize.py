@@ -71,7 +71,7 @@ def test_options():
     with pytest.raises(ValidationError, match="backend vllm needs a model"):
         SynthesizeConfig(backend="vllm")
     with pytest.raises(ValidationError, match="backend rules runs no model"):
-        SynthesizeConfig(model="instruction-pretrain/instruction-synthesizer")
+        SynthesizeConfig(model="hub:instruction-pretrain/instruction-synthesizer")
     with pytest.raises(ValidationError, match="greater than or equal to 1"):
         SynthesizeConfig(rounds=0)
 

@@ -89,6 +89,8 @@ def save_checkpoint(
         (temp / "trainer.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
         temp.replace(final)
         for old in _complete_checkpoints(root)[:-keep_last]:
+            # trainer.json first: a kill while deleting leaves debris, never a checkpoint.
+            (old / "trainer.json").unlink()
             shutil.rmtree(old)
     dist.barrier()
     return final

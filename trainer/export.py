@@ -51,7 +51,7 @@ def load_tokenizer(tokenizer_file: Path, manifest: Manifest) -> PreTrainedTokeni
     A bare tokenizer.json is wrapped, with the special tokens the pack stage recorded.
     """
     if (tokenizer_file.parent / "tokenizer_config.json").is_file():
-        return AutoTokenizer.from_pretrained(tokenizer_file.parent)
+        return AutoTokenizer.from_pretrained(tokenizer_file.parent, local_files_only=True)
     tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(tokenizer_file))
     for role, token_id in manifest.special_tokens.items():
         if role in ("bos", "eos", "pad", "unk"):

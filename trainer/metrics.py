@@ -37,7 +37,10 @@ class MetricsLog:
         if not enabled:
             return
         kept = _records(self.path, up_to_step=resumed_step)
-        self.path.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
+        # Through a temporary file and a rename: a kill here must not cost the earlier steps.
+        temp = self.path.with_name(f".{self.path.name}.tmp")
+        temp.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
+        temp.replace(self.path)
         if cfg.progress_bar:
             self._bar = tqdm(
                 total=total_steps,

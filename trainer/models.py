@@ -68,7 +68,8 @@ def architecture(cfg: ModelConfig) -> PretrainedConfig:
                 f"model.pretrained: {cfg.pretrained} has no config.json; give a Hugging Face "
                 "checkpoint directory (as written by save_pretrained or this trainer's export)"
             )
-        config = AutoConfig.from_pretrained(cfg.pretrained)
+        # A local folder only: never a Hub lookup, whatever the folder holds.
+        config = AutoConfig.from_pretrained(cfg.pretrained, local_files_only=True)
         if preset is not None:
             apply_preset(config, preset, where)
     else:
@@ -91,6 +92,7 @@ def build_model(cfg: ModelConfig, config: PretrainedConfig, seed: int) -> PreTra
         return AutoModelForCausalLM.from_pretrained(
             cfg.pretrained,
             config=config,
+            local_files_only=True,
             dtype=torch.float32,
             attn_implementation=cfg.attn_implementation,
         )

@@ -45,7 +45,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from iptkit.rundir import RunDir
-from iptkit.transforms.record import Record, Reject
+from iptkit.transforms.record import Record, Reject, record_chars
 from iptkit.transforms.stage_config import StageConfig
 
 KEPT = "kept"
@@ -54,6 +54,8 @@ REJECTS = "rejects"
 # per record it added, so the ledger can tell an announced expansion from invented records.
 ADDED = "added"
 EXCEPTION = "exception"
+# The reason of a record refused by a stage's size bound (`max_record_chars`), before its work.
+RECORD_TOO_LARGE = "record_too_large"
 # A stage's input is its records, or a mapping of them under this key to named outputs of the
 # stage before it (mix hands its report to pack).
 RECORDS = "records"
@@ -297,11 +299,22 @@ class Stage(beam.PTransform):
             inputs = inputs[RECORDS]
         cfg = self.config
         if cfg.sources is None and cfg.kinds is None:
-            return self.run(inputs, **upstream)
+            return self._bounded(inputs, upstream)
         chosen, others = inputs | "Select" >> beam.Partition(
             lambda r, _: 0 if cfg.selects(r.source, r.kind) else 1, 2
         )
-        return merge([self.run(chosen, **upstream)], "Rejoin", passed=others)
+        return merge([self._bounded(chosen, upstream)], "Rejoin", passed=others)
+
+    def _bounded(self, records: Any, upstream: dict[str, Any]) -> dict[str, Any]:
+        """`run` over the records within the size bound; the others are `record_too_large`
+        rejects of this stage. One check for every stage, so no stage's work (shingles,
+        n-grams, tokens, turns) grows past what `max_record_chars` allows. Tail stages see
+        tokenized documents, bounded by format."""
+        if self.tail:
+            return self.run(records, **upstream)
+        gate = _SizeGateFn(self.name, self.config.max_record_chars)
+        split = records | "Bound" >> beam.ParDo(gate).with_outputs(REJECTS, main=KEPT)
+        return merge([self.run(split[KEPT], **upstream), {REJECTS: split[REJECTS]}], "Bounded")
 
     @abstractmethod
     def run(self, records: Any) -> dict[str, Any]:
@@ -312,6 +325,29 @@ class Stage(beam.PTransform):
         """The side files this stage leaves in the run directory, by label (paths from its
         context); the runner indexes the ones that exist in stats.json."""
         return {}
+
+
+class _SizeGateFn(beam.DoFn):
+    """A stage's size bound: a plain DoFn (not a `StageFn`), so it loads none of the stage's
+    models and leaves the stage's `in` and time counters to its work."""
+
+    def __init__(self, stage: str, limit: int):
+        self.stage, self.limit = stage, limit
+        self._dropped = Metrics.counter(metrics_namespace(stage), f"dropped.{RECORD_TOO_LARGE}")
+
+    def process(self, record):
+        size = record_chars(record, self.limit)
+        if size <= self.limit:
+            yield record
+            return
+        self._dropped.inc()
+        detail = (
+            f"more than {self.limit:,} characters (text, pairs and meta); the stage's "
+            "max_record_chars bounds each record's work"
+        )
+        yield beam.pvalue.TaggedOutput(
+            REJECTS, reject(record, self.stage, Drop(RECORD_TOO_LARGE, detail))
+        )
 
 
 def stage_types() -> dict[str, type[Stage]]:

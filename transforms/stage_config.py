@@ -28,9 +28,15 @@ def _existing_path(value: str, info: ValidationInfo) -> str:
 ExistingPath = Annotated[str, AfterValidator(_existing_path)]
 
 
+# Far above any document a corpus means to keep (a long novel is ~1 M characters), far below
+# what takes a worker's memory (one 50 MB record took 9 GB in near-dedup before its cap).
+MAX_RECORD_CHARS = 10_000_000
+
+
 class StageConfig(BaseModel):
-    """Base of every stage's options: unknown keys are errors; `save`, `sources` and `kinds` are
-    common to all stages (the builder applies the selection, so no stage re-implements it)."""
+    """Base of every stage's options: unknown keys are errors; `save`, `sources`, `kinds` and
+    `max_record_chars` are common to all stages (the base applies the selection and the size
+    bound, so no stage re-implements them)."""
 
     # NaN and infinity are never a meaningful option value: a spec error, not hours of work.
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
@@ -43,6 +49,14 @@ class StageConfig(BaseModel):
     )
     kinds: list[str] | None = Field(
         None, description="apply only to records of these kinds (raw, instruction, ...)"
+    )
+
+    max_record_chars: int = Field(
+        MAX_RECORD_CHARS,
+        ge=1,
+        description="a record carrying more characters than this (text, pairs and meta) is "
+        "rejected as `record_too_large` before the stage's work: bounds each record's memory "
+        "and time in every record stage and in format (no effect on mix and pack)",
     )
 
     def selects(self, source: str, kind: str) -> bool:

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from iptkit.transforms.inference.core import SamplingSpec, spec_tokenizer
-from iptkit.transforms.inference.model_files import local_model_path
+from iptkit.transforms.inference.model_files import is_hub, local_model_path
 from iptkit.transforms.inference.prompt_handler import PromptHandler
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -118,6 +118,7 @@ class TransformersHandler(PromptHandler):
             local_model_path(spec.model),
             dtype=_DTYPES.get(spec.dtype, "auto"),
             trust_remote_code=spec.trust_remote_code,
+            local_files_only=not is_hub(spec.model),
         )
         limit = getattr(model.config, "max_position_embeddings", None)
         if limit is not None and spec.max_model_len > limit:

@@ -38,7 +38,7 @@ from typing import Any
 
 from iptkit.transforms.inference.backend_openai import EndpointClient, OpenAIHandler
 from iptkit.transforms.inference.core import ModelSpec
-from iptkit.transforms.inference.model_files import local_model_path
+from iptkit.transforms.inference.model_files import is_hub, local_model_path
 
 # The server's command before iptkit's arguments (--model, --port, ...); tests substitute theirs.
 SERVER_COMMAND: list[str] = [sys.executable, "-m", "vllm.entrypoints.openai.api_server"]
@@ -91,6 +91,12 @@ class VllmServer:
             cmd.append("--trust-remote-code")
         return cmd + list(spec.vllm_args)
 
+    def env(self) -> dict[str, str]:
+        """The server's environment: offline unless the spec names a `hub:` model or tokenizer,
+        so a local folder never turns into a Hub request."""
+        hub = any(is_hub(p) for p in (self.spec.model, self.spec.tokenizer) if p)
+        return dict(os.environ) if hub else {**os.environ, "HF_HUB_OFFLINE": "1"}
+
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
@@ -121,7 +127,7 @@ class VllmServer:
         with os.fdopen(fd, "wb") as log:
             self._process = subprocess.Popen(
                 self.command(self.port), stdout=log, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
+                stdin=subprocess.DEVNULL, env=self.env(),
             )  # fmt: skip
         self.epoch += 1
         deadline = time.monotonic() + START_TIMEOUT_S

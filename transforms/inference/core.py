@@ -36,6 +36,7 @@ import apache_beam as beam
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from iptkit.hashing import seeded_int
+from iptkit.transforms.inference.model_files import HUB_PREFIX, is_hub, local_model_path
 from iptkit.transforms.record import _JsonCoder, shallow_dict
 from iptkit.transforms.stage_config import BASE_DIR, StageConfig
 
@@ -109,23 +110,29 @@ class ModelSpec:
 
 
 def _model_location(value: str | None, info: ValidationInfo) -> str | None:
-    """A local folder (relative to the spec's folder) made absolute, else a hub id or a remote
-    folder (gs://, s3://) as given; for backend openai, `model` is the served model's name.
+    """A local folder (relative to the spec's folder) made absolute; `hub:ORG/NAME` (the
+    Hugging Face Hub, only when the spec says so) and remote folders (gs://, s3://) as given;
+    for backend openai, `model` is the served model's name.
 
-    A value that looks like a path (./, ../, /, ~) must exist, so a typo is a spec error rather
-    than a failed download on a worker.
+    Anything else is a local path and must exist, so a typo is a spec error naming the key and
+    the resolved path, never a Hub lookup (issue 18: a missing `some/name` went to the Hub).
     """
     if value is None or "://" in value:
         return value
     if info.field_name == "model" and info.data.get("backend") == "openai":
         return value
+    if value.startswith(HUB_PREFIX):
+        if not value[len(HUB_PREFIX) :].strip():
+            raise ValueError(f"{HUB_PREFIX} needs a model id, as in {HUB_PREFIX}ORG/NAME")
+        return value
     base = (info.context or {}).get(BASE_DIR, os.getcwd())
     local = os.path.normpath(os.path.join(base, os.path.expanduser(value)))
-    if os.path.exists(local):
-        return local
-    if value.startswith((".", "/", "~")):
-        raise ValueError(f"no such folder: {local} (paths are relative to the spec's folder)")
-    return value
+    if not os.path.exists(local):
+        raise ValueError(
+            f"no such folder: {local} (paths are relative to the spec's folder; a model on the "
+            f"Hugging Face Hub is written {HUB_PREFIX}{value})"
+        )
+    return local
 
 
 class InferenceOptions(StageConfig):
@@ -138,13 +145,13 @@ class InferenceOptions(StageConfig):
     )
     model: str | None = Field(
         None,
-        description="model folder (relative to the spec's folder; gs:// or s3:// folders are "
-        "copied once per worker) or hub id; backend openai: the served model's name; "
-        "trust_remote_code stays off unless set",
+        description="model folder (relative to the spec's folder; it must exist; gs:// or "
+        "s3:// folders are copied once per worker) or hub:ORG/NAME for the Hugging Face Hub; "
+        "backend openai: the served model's name; trust_remote_code stays off unless set",
     )
     tokenizer: str | None = Field(
         None,
-        description="tokenizer folder or hub id; default: model. Backend openai: optional, the "
+        description="tokenizer folder or hub:ORG/NAME; default: model. Backend openai: optional, the "
         "served model's tokenizer for length fitting and token-id prompts (without it, prompts "
         "go as text and are not fitted)",
     )
@@ -288,7 +295,9 @@ class InferenceOptions(StageConfig):
         if self.backend in MODEL_BACKENDS:
             if self.model is None:
                 what = (
-                    "the served model's name" if self.backend == "openai" else "a folder or hub id"
+                    "the served model's name"
+                    if self.backend == "openai"
+                    else "a folder or hub:ORG/NAME"
                 )
                 raise ValueError(f"backend {self.backend} needs a model ({what})")
             if self.max_new_tokens >= self.max_model_len:
@@ -401,7 +410,11 @@ def load_tokenizer(location: str, trust_remote_code: bool = False) -> Any:
     """The model's tokenizer, loaded once per process (prompt builders and handlers share it)."""
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(location, trust_remote_code=trust_remote_code)
+    return AutoTokenizer.from_pretrained(
+        local_model_path(location),
+        trust_remote_code=trust_remote_code,
+        local_files_only=not is_hub(location),
+    )
 
 
 class NoTokenizer:
@@ -415,7 +428,7 @@ class NoTokenizer:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         raise ValueError(
             "this stage counts tokens, and backend openai has no tokenizer: set tokenizer: to "
-            "the served model's tokenizer folder or hub id"
+            "the served model's tokenizer folder or hub:ORG/NAME"
         )
 
     encode = __call__
@@ -430,9 +443,7 @@ def spec_tokenizer(spec: ModelSpec) -> Any:
     without one."""
     if spec.backend == "openai" and spec.tokenizer is None:
         return NO_TOKENIZER
-    from iptkit.transforms.inference.model_files import local_model_path
-
-    return load_tokenizer(local_model_path(spec.tokenizer or spec.model), spec.trust_remote_code)
+    return load_tokenizer(spec.tokenizer or spec.model, spec.trust_remote_code)
 
 
 def encode(tokenizer: Any, text: str, add_special_tokens: bool) -> list[int]:

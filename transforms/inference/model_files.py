@@ -1,4 +1,4 @@
-"""Model folders on object stores (gs://, s3://, any scheme Beam's FileSystems reads), copied
+"""Where a model reference points, and model folders on object stores (gs://, s3://, any scheme Beam's FileSystems reads), copied
 once per worker to local disk before a tokenizer, a transformers model or a vLLM server loads
 them, as Beam's vLLM examples do.
 
@@ -6,6 +6,10 @@ The copy goes to `$IPTKIT_MODEL_CACHE` (default: the temporary folder's `iptkit-
 folder named by a hash of the remote path; it is written under a temporary name and renamed
 when whole, so a worker process that starts later (or a second stage naming the same model)
 finds the finished copy and copies nothing.
+
+A reference is local unless it says otherwise: `hub:ORG/NAME` is the Hugging Face Hub (the only
+form that may reach the network), a scheme (gs://, s3://) a remote folder, anything else a
+local path; local and copied folders load with `local_files_only`, so no Hub request is made.
 """
 
 from __future__ import annotations
@@ -20,6 +24,14 @@ import uuid
 _LOCK = threading.Lock()
 
 
+HUB_PREFIX = "hub:"
+
+
+def is_hub(path: str) -> bool:
+    """Whether `path` names a model on the Hugging Face Hub (`hub:ORG/NAME`, said explicitly)."""
+    return path.startswith(HUB_PREFIX)
+
+
 def is_remote(path: str) -> bool:
     """Whether `path` names a folder outside the local file system (a scheme other than file)."""
     return "://" in path and not path.startswith("file://")
@@ -32,8 +44,11 @@ def cache_root() -> str:
 
 
 def local_model_path(path: str) -> str:
-    """`path` itself when local (or a hub id); else the local copy of the remote folder, made
-    on the first call in this worker."""
+    """What `from_pretrained` (or a vLLM server) is given for `path`: a local folder itself, the
+    Hub id of `hub:ORG/NAME`, else the local copy of the remote folder, made on the first call
+    in this worker."""
+    if is_hub(path):
+        return path[len(HUB_PREFIX) :]
     if not is_remote(path):
         return path
     name = path.rstrip("/").rsplit("/", 1)[-1] or "model"

@@ -43,7 +43,17 @@ from pydantic import Field
 
 from iptkit.hashing import seeded_int
 from iptkit.transforms.record import ORIGINS, Record
-from iptkit.transforms.stage import ADDED, KEPT, REJECTS, ByGroup, Drop, Expand, RecordStage, merge
+from iptkit.transforms.stage import (
+    ADDED,
+    KEPT,
+    RECORD_TOO_LARGE,
+    REJECTS,
+    ByGroup,
+    Drop,
+    Expand,
+    RecordStage,
+    merge,
+)
 from iptkit.transforms.stage_config import StageConfig
 from iptkit.transforms.typology import with_origin
 
@@ -211,6 +221,19 @@ def turn_records(record: Record, cfg: ExtractConfig) -> list[Record]:
     return out
 
 
+def expanded_chars(turns: list[Any]) -> int:
+    """What `turns: all` writes for a conversation, in characters: each user turn carries every
+    turn before it as history, so the sum grows with the square of the turns (each turn counts
+    at least one, for the empty ones). Counted before any record is built."""
+    total = before = 0
+    for turn in turns:
+        size = len(turn["content"]) + 1
+        if turn["role"] == "user":
+            total += before + size
+        before += size
+    return total
+
+
 def extract(record: Record, cfg: ExtractConfig) -> Record | Drop | Expand:
     """The stage's per-record decision: moderation, then the turns, each with its origin."""
     if cfg.drop_flagged:
@@ -219,6 +242,14 @@ def extract(record: Record, cfg: ExtractConfig) -> Record | Drop | Expand:
             return drop
     if not isinstance(record.meta.get("conversation"), list):
         return with_origin(record)
+    if cfg.turns == "all":
+        size = expanded_chars(record.meta["conversation"])
+        if size > cfg.max_record_chars:
+            return Drop(
+                RECORD_TOO_LARGE,
+                f"turns: all would write {size:,} characters of turns and history, more than "
+                f"max_record_chars ({cfg.max_record_chars:,})",
+            )
     records = [with_origin(r) for r in turn_records(record, cfg)]
     if len(records) == 1:
         return records[0]

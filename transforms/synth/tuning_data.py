@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from iptkit.errors import ConfigError
 from iptkit.files import atomic_write
 from iptkit.hashing import seeded_int
 from iptkit.transforms.synth.lmops_format import (
@@ -249,7 +250,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--out", required=True, help="output JSONL of tuning sequences")
     parser.add_argument(
-        "--tokenizer", required=True, help="the synthesizer's tokenizer (folder or hub id)"
+        "--tokenizer",
+        required=True,
+        help="the synthesizer's tokenizer: a folder, or hub:ORG/NAME for the Hugging Face Hub",
     )
     parser.add_argument(
         "--max-len", type=int, default=4096, help="tokens per sequence (paper: 4096)"
@@ -263,7 +266,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run_cli(args: argparse.Namespace) -> int:
     """`iptkit synth tuning-data`: write the sequences and OUT.report.json; print the report."""
     from iptkit.transforms.inference.core import load_tokenizer
+    from iptkit.transforms.inference.model_files import is_hub
 
+    if not is_hub(args.tokenizer) and not Path(args.tokenizer).exists():
+        raise ConfigError(
+            f"--tokenizer: no such folder: {Path(args.tokenizer).resolve()} (a tokenizer on the "
+            f"Hugging Face Hub is written hub:{args.tokenizer})"
+        )
     tokenizer = load_tokenizer(args.tokenizer)
     inputs = []
     for item in args.inputs:
