@@ -199,9 +199,7 @@ def calibrate_japanese(pairs: list[tuple[str, str]], base: FiltersConfig) -> dic
     en_pass = pass_rates(verdicts(en_texts, "en", base))
     scale_rows = []
     for cpw in (2, 3, 4, 5, 6):
-        cfg = base.model_copy(
-            update={"overrides": {**base.overrides, "ja": {"chars_per_word": cpw}}}
-        )
+        cfg = with_entry(base, "ja", {"chars_per_word": cpw})
         ja_pass = pass_rates(verdicts(ja_texts, "ja", cfg))
         gap = sum(abs(en_pass[n] - ja_pass[n]) for n in NGRAM_CHECKS) / len(NGRAM_CHECKS)
         scale_rows.append(
@@ -214,9 +212,7 @@ def calibrate_japanese(pairs: list[tuple[str, str]], base: FiltersConfig) -> dic
     en_q = np.percentile(en_short, QUANTILES)
     short_rows = []
     for chars in range(6, 31, 2):
-        cfg = base.model_copy(
-            update={"overrides": {**base.overrides, "ja": {"short_line_chars": chars}}}
-        )
+        cfg = with_entry(base, "ja", {"short_line_chars": chars})
         ja_short = [v.values["max_short_line_frac"] for v in verdicts(ja_texts, "ja", cfg)]
         short_rows.append(
             {"chars": chars, "gap": float(np.abs(np.percentile(ja_short, QUANTILES) - en_q).mean())}
@@ -246,7 +242,7 @@ def calibrate_polish(pairs: list[tuple[str, str]], base: FiltersConfig) -> dict[
     rows = []
     for factor in (1.0, 0.9, 0.8, 0.7, 0.6, 0.5):
         update = {n: round(getattr(base, n) * factor, 3) for n in NGRAM_CHECKS}
-        cfg = base.model_copy(update={"overrides": {**base.overrides, "pl": update}})
+        cfg = with_entry(base, "pl", update)
         pl_pass = pass_rates(verdicts([p[1] for p in pairs], "pl", cfg))
         gap = sum(abs(en_pass[n] - pl_pass[n]) for n in NGRAM_CHECKS) / len(NGRAM_CHECKS)
         rows.append({"factor": factor, "mean_gap": gap, "thresholds": update,
@@ -254,6 +250,24 @@ def calibrate_polish(pairs: list[tuple[str, str]], base: FiltersConfig) -> dict[
     best = max((r for r in rows if r["mean_gap"] <= GAP), key=lambda r: r["factor"], default=None)
     best = best or min(rows, key=lambda r: r["mean_gap"])
     return {"en_pass": {n: en_pass[n] for n in NGRAM_CHECKS}, "factors": rows, "chosen": best}
+
+
+def before_calibration(now: FiltersConfig) -> FiltersConfig:
+    """The defaults as they were: Japanese with character mode's two characters a word, 100 to
+    200,000 characters and FineWeb's 30-character short line; Polish with Gopher's thresholds
+    and no stop words."""
+    gopher = {n: getattr(now, n) for n in NGRAM_CHECKS}
+    old_ja = {"chars_per_word": 2, "min_chars": 100, "max_chars": 200_000, "short_line_chars": 30}
+    return FiltersConfig(
+        overrides={"ja": old_ja, "pl": gopher},
+        stop_words={lang: now.stop_words[lang] for lang in ("en", "ja")},
+    )
+
+
+def with_entry(cfg: FiltersConfig, key: str, update: dict[str, Any]) -> FiltersConfig:
+    """`cfg` with `update` over its `key` entry of overrides."""
+    overrides = {**cfg.overrides, key: {**cfg.overrides.get(key, {}), **update}}
+    return cfg.model_copy(update={"overrides": overrides})
 
 
 def table(cfg: FiltersConfig, groups: dict[str, tuple[list[str], str]], rng_seed: int):
@@ -276,12 +290,9 @@ def main() -> None:
     man = parallel_manpages()
     held = heldout_japanese()
     now = FiltersConfig()
-    gopher_units = FiltersConfig(
-        overrides={"char": {"min_chars": 100, "max_chars": 200_000}},
-        stop_words={"en": now.stop_words["en"], "ja": now.stop_words["ja"]},
-    )
+    gopher_units = before_calibration(now)
     calibration = calibrate_japanese(ref, gopher_units)
-    calibration["pl"] = calibrate_polish(man, now.model_copy(update={"overrides": {}}))
+    calibration["pl"] = calibrate_polish(man, gopher_units)
     groups = {
         "Debian Reference en": ([p[0] for p in ref], "en"),
         "Debian Reference ja": ([p[1] for p in ref], "ja"),
