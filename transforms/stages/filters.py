@@ -233,7 +233,8 @@ class FiltersConfig(StageConfig):
     overrides: dict[str, dict[str, Any]] = Field(
         OVERRIDES,
         description="thresholds that differ by mode (char, word) or language (ja, pl; a "
-        "language's entry wins over its mode's); by default character mode takes Gopher's "
+        "language's entry wins over its mode's); a spec's entries go over the defaults "
+        "threshold by threshold (null switches a check off); by default character mode takes Gopher's "
         "word limits at two characters a word, Japanese has its calibrated units (4 characters "
         "a word in n-grams, 200 to 400,000 characters, short lines of 18), Polish n-gram "
         "repetition thresholds at 0.7 times Gopher's, and Thai, which "
@@ -268,8 +269,12 @@ class FiltersConfig(StageConfig):
         return checked
 
     def for_text(self, mode: Mode, lang: str | None) -> FiltersConfig:
-        """These options with the overrides of the mode, then of the language, applied."""
-        update = {**self.overrides.get(mode, {}), **self.overrides.get(lang or "", {})}
+        """These options with the overrides of the mode, then of the language, applied; the
+        spec's entries go over the calibrated defaults (`OVERRIDES`) threshold by threshold, so
+        a spec that tunes one language does not lose the others' calibration."""
+        update = {}
+        for key in (mode, lang or ""):
+            update.update({**OVERRIDES.get(key, {}), **self.overrides.get(key, {})})
         return self.model_copy(update=update) if update else self
 
 
