@@ -3,7 +3,7 @@ recall of planted benchmark items, per window length.
 
     apt-get install -y --no-install-recommends debian-reference-ja developers-reference-ja \
         maint-guide-ja debian-faq-ja manpages-ja
-    .venv/bin/python benchmarks/bench_contamination_ja.py      # about 2 minutes on one core
+    .venv/bin/python benchmarks/bench_contamination_ja.py      # about 10 minutes on one core
 
 Everything is generated here from installed Debian packages (nothing is committed):
 - the benchmark-like set: paragraphs of the Japanese Debian guides (Reference, Developer's
