@@ -7,7 +7,10 @@ inline SVG charts, no script, no fetch), and every piece of corpus or benchmark 
 through `html.escape`. `contamination_section` is the HTML without the page around it, so the
 run's one-page report can embed it next to its other sections.
 
-Table 9's columns, per benchmark (an example counts once, whichever detector found it):
+Table 9's columns, per benchmark, each twice: by the paper's method alone (the `substring`
+detector: Cheng et al. Appendix D use the GPT-4 report's substring match), so the counts compare
+with the paper's, and by the union of the detectors the stages ran (an example counts once,
+whichever detector found it):
 - total: examples in the benchmark set;
 - raw corpora: examples found in the text of `raw` records;
 - instruction-augmented corpora: examples found in raw text, augmented text or synthesized
@@ -15,6 +18,7 @@ Table 9's columns, per benchmark (an example counts once, whichever detector fou
 - introduced by synthesized pairs: found in augmented text or pairs but not in raw text (the
   paper's "augmented minus raw");
 - instruction data (not in the paper): found in `instruction` or `tuning` records.
+The paper's columns read "n/a" when no decontaminate stage ran the substring detector.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ from iptkit.eval.html_parts import Bar, hbar_chart_svg, html_page, html_table
 AUGMENTED_LABELS = ("augmented", "pairs")
 INSTRUCTION_LABELS = ("instruction", "tuning")
 EVIDENCE_SHOWN = 10  # per benchmark, in the Markdown and HTML
+PAPER_DETECTOR = "substring"  # the method of Cheng et al. Appendix D (Table 9)
+GROUPS = {"raw": ("raw",), "aug": AUGMENTED_LABELS, "instruction": INSTRUCTION_LABELS}
 COLUMNS = (
     ("raw", "Contam in raw corpora"),
     ("ins_aug", "Contam in ins-aug corpora"),
@@ -35,45 +41,63 @@ COLUMNS = (
 )
 
 
-def _ids(summary: dict[str, Any], bench: str, labels: tuple[str, ...]) -> set[str]:
+def _ids(
+    summary: dict[str, Any], bench: str, labels: tuple[str, ...], detector: str | None = None
+) -> set[str]:
+    """Examples of `bench` found in texts of `labels`, by `detector` (None: by any)."""
     found = summary.get("contaminated", {}).get(bench, {})
-    return {i for label in labels for ids in found.get(label, {}).values() for i in ids}
+    return {
+        i
+        for label in labels
+        for name, ids in found.get(label, {}).items()
+        if detector is None or name == detector
+        for i in ids
+    }
+
+
+def _table9(raw: set[str], aug: set[str], instruction: set[str]) -> dict[str, list[str]]:
+    """The example ids of each Table 9 column from those found in raw, augmented and
+    instruction texts."""
+    return {
+        "raw": sorted(raw),
+        "ins_aug": sorted(raw | aug),
+        "introduced": sorted(aug - raw),
+        "instruction": sorted(instruction),
+    }
 
 
 def combine(summaries: list[dict[str, Any]]) -> dict[str, Any]:
     """The report's data from every decontaminate stage's summary (in stage order)."""
     benchmarks: dict[str, dict[str, Any]] = {}
+    paper_ran = any(PAPER_DETECTOR in s.get("detectors", ()) for s in summaries)
     for summary in summaries:
         for name, info in summary["benchmarks"].items():
             entry = benchmarks.setdefault(
                 name,
                 {"examples": info["examples"], "source": info["source"], "sets": {}, "det": {}},
             )
-            sets = entry["sets"]
-            sets.setdefault("raw", set()).update(_ids(summary, name, ("raw",)))
-            sets.setdefault("aug", set()).update(_ids(summary, name, AUGMENTED_LABELS))
-            sets.setdefault("instruction", set()).update(_ids(summary, name, INSTRUCTION_LABELS))
+            for method, detector in (("all", None), ("paper", PAPER_DETECTOR)):
+                sets = entry["sets"].setdefault(method, {})
+                for group, labels in GROUPS.items():
+                    sets.setdefault(group, set()).update(_ids(summary, name, labels, detector))
             for labels in summary.get("contaminated", {}).get(name, {}).values():
                 for detector, ids in labels.items():
                     entry["det"].setdefault(detector, set()).update(ids)
     rows = []
     for name in sorted(benchmarks):
         entry = benchmarks[name]
-        raw, aug = entry["sets"]["raw"], entry["sets"]["aug"]
-        ids = {
-            "raw": sorted(raw),
-            "ins_aug": sorted(raw | aug),
-            "introduced": sorted(aug - raw),
-            "instruction": sorted(entry["sets"]["instruction"]),
-        }
+        ids = _table9(*(entry["sets"]["all"][g] for g in GROUPS))
+        paper = _table9(*(entry["sets"]["paper"][g] for g in GROUPS)) if paper_ran else None
         rows.append(
             {
                 "benchmark": name,
                 "source": entry["source"],
                 "examples": entry["examples"],
                 **{key: len(value) for key, value in ids.items()},
+                "paper": {k: len(v) for k, v in paper.items()} if paper else None,
                 "by_detector": {d: len(v) for d, v in sorted(entry["det"].items())},
                 "example_ids": ids,
+                "paper_example_ids": paper,
             }
         )
     evidence = sorted(
@@ -91,6 +115,33 @@ def combine(summaries: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------------------------
+# The table, shared by Markdown and HTML
+
+TABLE_NOTE = (
+    "Each column twice: *substring (paper)* counts what the paper's method alone found (the "
+    "GPT-4 report's 50-character substrings, Cheng et al. Appendix D), comparable with its "
+    "Table 9; *all detectors* counts an example once whichever detector found it. "
+    "*Introduced by synthesized pairs* = found in augmented text or pairs but not in raw text."
+)
+
+
+def table_header() -> list[str]:
+    header = ["benchmark", "total examples"]
+    for _, title in COLUMNS:
+        header += [f"{title}: substring (paper)", f"{title}: all detectors"]
+    return header
+
+
+def table_cells(row: dict[str, Any]) -> list[Any]:
+    """One benchmark's cells; the paper's are "n/a" where no stage ran the substring detector."""
+    paper = row.get("paper")
+    cells: list[Any] = [row["benchmark"], row["examples"]]
+    for key, _ in COLUMNS:
+        cells += [paper[key] if paper else "n/a", row[key]]
+    return cells
+
+
+# --------------------------------------------------------------------------------------------
 # Markdown
 
 
@@ -104,16 +155,14 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines = [
         "# Contamination report",
         "",
-        "Benchmark examples found in the training data (Cheng et al. 2024, Table 9 layout). An "
-        "example counts once whichever detector found it; *introduced by synthesized pairs* "
-        "= found in augmented text or pairs but not in raw text.",
+        f"Benchmark examples found in the training data (Cheng et al. 2024, Table 9 layout). "
+        f"{TABLE_NOTE}",
         "",
-        "| benchmark | total examples | " + " | ".join(title for _, title in COLUMNS) + " |",
-        "|---|---:|" + "---:|" * len(COLUMNS),
+        "| " + " | ".join(table_header()) + " |",
+        "|---|" + "---:|" * (len(table_header()) - 1),
     ]
     for row in report["table"]:
-        cells = [_md_cell(row["benchmark"]), str(row["examples"])]
-        cells += [str(row[key]) for key, _ in COLUMNS]
+        cells = [_md_cell(row["benchmark"]), *map(str, table_cells(row)[1:])]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "## Stages", ""]
     for stage in report["stages"]:
@@ -155,13 +204,7 @@ def bar_chart_svg(row: dict[str, Any]) -> str:
 
 
 def table_html(report: dict[str, Any]) -> str:
-    return html_table(
-        ["benchmark", "total examples", *(title for _, title in COLUMNS)],
-        [
-            [row["benchmark"], row["examples"], *(row[key] for key, _ in COLUMNS)]
-            for row in report["table"]
-        ],
-    )
+    return html_table(table_header(), [table_cells(row) for row in report["table"]])
 
 
 def evidence_html(report: dict[str, Any]) -> str:
@@ -209,8 +252,7 @@ def contamination_section(report: dict[str, Any]) -> str:
     return (
         '<section id="contamination"><h2>Benchmark contamination</h2>'
         "<p>Benchmark examples found in the training data, in the layout of Table 9 of Cheng "
-        "et al. (2024). An example counts once, whichever detector found it; <i>introduced by "
-        "synthesized pairs</i> is found in augmented text or pairs but not in raw text.</p>"
+        f"et al. (2024). {escape(TABLE_NOTE).replace('*', '')}</p>"
         f'{table_html(report)}<div class="charts">{charts}</div>'
         f"<h3>Stages</h3>{stages_html(report)}"
         f"<h3>Matches in context</h3>{evidence_html(report)}</section>"

@@ -56,6 +56,33 @@ def test_table9_rows_combine_every_stage():
     assert row["by_detector"] == {"exact": 1, "ngram": 4, "substring": 1}
 
 
+def test_the_papers_substring_method_has_its_own_columns():
+    """Table 9 of Cheng et al. counts the GPT-4 substring match alone: those counts stand in
+    their own columns, beside the union of the detectors, so a run compares with the paper."""
+    both = summary(
+        "decont",
+        {"raw": {"ngram": ["1", "2"], "substring": ["2"]}, "pairs": {"substring": ["7"]}},
+    )
+    both["detectors"] = ["ngram", "substring", "exact"]
+    report = combine([both])
+    (row,) = report["table"]
+    assert row["paper"] == {"raw": 1, "ins_aug": 2, "introduced": 1, "instruction": 0}
+    assert (row["raw"], row["ins_aug"], row["introduced"]) == (2, 3, 1)
+    assert row["paper_example_ids"]["ins_aug"] == ["2", "7"]
+    text = render_markdown(report)
+    assert "Contam in raw corpora: substring (paper) | Contam in raw corpora: all detectors" in text
+    assert "| arc | 10 | 1 | 2 | 2 | 3 | 1 | 1 | 0 | 0 |" in text
+    assert '<td class="n">1</td><td class="n">2</td><td class="n">2</td><td class="n">3</td>' in (
+        render_html(report)
+    )
+    # No stage ran the paper's method: its columns say so rather than show zeros.
+    (ngram_only,) = combine([summary("decont", {"raw": {"ngram": ["1"]}})])["table"]
+    assert ngram_only["paper"] is None
+    assert "| arc | 10 | n/a | 1 | n/a | 1 |" in render_markdown(
+        combine([summary("decont", {"raw": {"ngram": ["1"]}})])
+    )
+
+
 def test_every_text_is_escaped_and_nothing_is_fetched():
     item = {
         "benchmark": "arc",
@@ -132,7 +159,8 @@ def test_run_writes_the_three_files_and_iptkit_report_rewrites_them(tmp_path):
     page = (run / "contamination" / "report.html").read_text()
     assert "<script" not in page and "&lt;script&gt;" in page
     assert (
-        "| arc_mini_en | 32 | 1 | 2 | 1 | 0 |" in (run / "contamination" / "report.md").read_text()
+        "| arc_mini_en | 32 | 1 | 1 | 2 | 2 | 1 | 1 | 0 | 0 |"
+        in (run / "contamination" / "report.md").read_text()
     )
     (reject,) = [json.loads(x) for x in (run / "rejects" / "decontaminate_2").glob("*.jsonl")
                  for x in x.read_text().splitlines()]  # fmt: skip

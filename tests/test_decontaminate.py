@@ -14,7 +14,7 @@ import zstandard
 from pydantic import ValidationError
 
 from iptkit.errors import IptkitError
-from iptkit.transforms.reading.benchmarks import BenchmarkSet, load_set
+from iptkit.transforms.reading.benchmarks import BenchExample, BenchmarkSet, load_set
 from iptkit.transforms.record import Record
 from iptkit.transforms.stage import Drop
 from iptkit.transforms.stages.decontaminate import (
@@ -309,3 +309,46 @@ def test_a_glob_is_one_set_per_file():
     )
     assert [Path(b.path).name for b in cfg.benchmarks] == ["arc_mini_en.jsonl", "jqa_mini_ja.jsonl"]
     assert [len(load_set(b)) for b in cfg.benchmarks] == [32, 30]
+
+
+JA_ITEM = (
+    "Debian では、apt を使ってパッケージをダウンロードしてインストールすることができます。"
+    "依存関係にあるパッケージも自動的に解決されます。apt が自動で入れたパッケージのうち、"
+    "どのパッケージからも必要とされなくなったものはどのコマンドで削除できますか。"
+)
+# Clean text on the same subject: it shares stock phrases with the item (「パッケージをダウン
+# ロードしてインストール」, 20 letters; 「することができます」) but no passage.
+JA_CLEAN = (
+    "この手順では、ウェブブラウザーでパッケージをダウンロードしてインストールしたあとの"
+    "設定を説明します。ダウンロードしたファイルは、ダブルクリックで開くことができます。"
+    "インストールが終わったら、一度ログアウトしてください。"
+)
+
+
+def test_japanese_stock_phrases_are_not_contamination():
+    """A window of 13 letters (one a word, before calibration) flagged clean Japanese on shared
+    stock phrases; the default window of `ngram_spaceless` letters does not, and still finds
+    the item verbatim and as a fragment of 40 characters."""
+    bench = [BenchExample("ja_tech", "q1", JA_ITEM)]
+    cfg = config(detectors=["ngram"])
+    index = build_index(bench, cfg, 1)
+    assert find_matches(JA_CLEAN, index, ("ngram",)) == []
+    assert len(find_matches(JA_CLEAN + "\n" + JA_ITEM, index, ("ngram",))) == 1
+    assert find_matches(JA_CLEAN + JA_ITEM[60:100], index, ("ngram",))
+    one_letter_a_word = build_index(bench, config(detectors=["ngram"], ngram_spaceless=13), 1)
+    assert find_matches(JA_CLEAN, one_letter_a_word, ("ngram",))
+
+
+def test_ngram_windows_weigh_spaceless_letters_against_words():
+    """13 words of spaced text, `ngram_spaceless` letters of Japanese, in between when mixed."""
+    english = fold(" ".join(f"w{i}" for i in range(20)))
+    starts, ends = english.ngram_spans(13, 21)
+    assert (ends - starts).tolist() == [13] * 8
+    japanese = fold("あ" * 30)
+    starts, ends = japanese.ngram_spans(13, 21)
+    assert (ends - starts).tolist() == [21] * 10
+    # Mixed: each word weighs 21/13 letters, so 13 letters and 5 words (13*13 + 5*21 >= 273).
+    mixed = fold("あ" * 13 + " word" * 10)
+    starts, ends = mixed.ngram_spans(13, 21)
+    assert int(ends[0] - starts[0]) == 13 + 5
+    assert fold("あ" * 20).ngram_spans(13, 21)[0].size == 0

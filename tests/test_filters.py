@@ -7,6 +7,7 @@ import shutil
 import textwrap
 import time
 from functools import cache
+from pathlib import Path
 
 import pytest
 from conftest import DEMO_SPEC
@@ -17,6 +18,7 @@ from iptkit.transforms.record import Record
 from iptkit.transforms.stage import Drop
 from iptkit.transforms.stages.filters import (
     CHECKS,
+    OVERRIDES,
     FiltersConfig,
     QualityFilters,
     evaluate,
@@ -250,29 +252,34 @@ def good_ja() -> str:
 
 
 def ja_copied_chunks() -> str:
-    """The page plus eight 10-character pieces of it, each after a distinct kana."""
+    """The page plus eight 22-character pieces of it (longer than one 5-gram of Japanese's
+    four characters a word), each after a distinct kana."""
     body = "".join(c for c in good_ja() if not c.isspace())
     pieces = [
-        kana + body[s : s + 10]
+        kana + body[s : s + 22]
         for kana, s in zip("ヌネノハヒフヘホ", range(20, 300, 35), strict=True)
     ]
     return good_ja() + "\n\n" + "".join(pieces) + "。"
 
 
 def every_nth_char(text: str, phrase: str, step: int) -> str:
-    return "".join(ch + (phrase if i % step == step - 1 else "") for i, ch in enumerate(text))
+    """`phrase` after every `step`-th character (not after a line break: a line of the phrase
+    alone would be a repeated line)."""
+    return "".join(
+        ch + (phrase if i % step == step - 1 and ch != "\n" else "") for i, ch in enumerate(text)
+    )
 
 
 CHAR_CASES = [
     ("min_chars", lambda: JA_SENTENCE, {}),
     ("max_chars", good_ja, {"max_chars": 200}),
-    ("min_stop_words", lambda: JA_MENU, {}),
+    ("min_stop_words", lambda: JA_MENU, {"min_chars": 50}),
     (
         "min_terminal_punct_line_frac",
         lambda: "\n\n".join(p.rstrip("。") for p in good_ja().split("\n\n")),
         {},
     ),  # fmt: skip
-    ("top_2gram_frac", lambda: every_nth_char(good_ja(), "格安航空", 10), {}),
+    ("top_2gram_frac", lambda: every_nth_char(good_ja(), "格安航空券の予約", 10), {}),
     ("dup_5gram_frac", ja_copied_chunks, {}),
 ]
 
@@ -280,12 +287,11 @@ CHAR_CASES = [
 @pytest.mark.parametrize(("check", "make", "char"), CHAR_CASES, ids=[c[0] for c in CHAR_CASES])
 def test_character_mode_checks_alone(check, make, char):
     text = make()
-    cfg = FiltersConfig(overrides={**DEFAULTS.overrides, "char": {**DEFAULTS.overrides["char"], **char}})  # fmt: skip
+    cfg = FiltersConfig(overrides={"ja": char})
     assert text_mode(text, None, "en") == ("char", "ja")
     assert failed(text, cfg) == [check]
-    # In character mode an override switches a check off, as the mode's entry wins.
-    switched_off = cfg.overrides["char"] | {check: None}
-    assert failed(text, FiltersConfig(overrides={**cfg.overrides, "char": switched_off})) == []
+    # An override switches a check off: the language's entry wins over the defaults.
+    assert failed(text, FiltersConfig(overrides={"ja": {**char, check: None}})) == []
 
 
 def test_japanese_good_pages_pass_and_junk_does_not():
@@ -319,12 +325,75 @@ def test_language_overrides_win_over_mode_and_are_checked():
     assert cfg.overrides["ja"] == {"min_chars": 500}
     assert failed(good_ja(), cfg) == ["min_chars"]  # 334 characters < 500 for ja
     assert failed(good_ja(), cfg, lang="zh") == []  # zh takes the char entry: 100
+    # The spec's entries go over the calibrated defaults: Japanese keeps its other units.
+    assert cfg.for_text("char", "ja").chars_per_word == OVERRIDES["ja"]["chars_per_word"]
     with pytest.raises(ValidationError, match="action cannot be overridden"):
         FiltersConfig(overrides={"ja": {"action": "tag"}})
     with pytest.raises(ValidationError, match="min_chars: Input should be greater than or equal"):
         FiltersConfig(overrides={"ja": {"min_chars": -1}})
     with pytest.raises(ValidationError, match="min_wrods"):
         FiltersConfig(overrides={"ja": {"min_wrods": 5}})
+
+
+# --- calibrated languages: natural prose kept, its junk rejected (samples written for iptkit)
+
+SAMPLES = Path(__file__).resolve().parent / "data" / "filters"
+
+
+@cache
+def prose(lang: str) -> str:
+    return (SAMPLES / f"prose_{lang}.txt").read_text(encoding="utf-8")
+
+
+def repeated_lines(text: str) -> str:
+    """The text with a third of its lines each repeated twice more at the end (a template
+    that repeats blocks)."""
+    lines = [line for line in text.split("\n") if line.strip()]
+    return text + "\n" + "\n".join(line for line in lines[::3] for _ in range(2))
+
+
+def code_dump(text: str, comment: str) -> str:
+    """The text's first paragraph, then a generated listing with comments in its language."""
+    lines = [f"value_{i} = items.get('key_{i}', {i})\n{comment}" for i in range(30)]
+    return text.split("\n\n")[0] + "\n" + "\n".join(lines)
+
+
+def test_natural_japanese_prose_is_kept_and_its_junk_rejected():
+    """A manual's consistent wording (「このオプションを指定すると」 four times) is not
+    repetition: on 10-character n-grams (two characters a word, before calibration) the sample
+    measured a duplicated 5-gram fraction of 0.17 and was rejected."""
+    text = prose("ja")
+    assert text_mode(text, None, "en") == ("char", "ja")
+    assert failed(text) == [] and failed(text, lang="ja") == []
+    verdict = evaluate(text, "ja", DEFAULTS, all_checks=True)
+    assert verdict.values["dup_5gram_frac"] < DEFAULTS.dup_5gram_frac
+    assert failed(repeated_lines(text), lang="ja")
+    assert failed(code_dump(text, "# 設定を読み込む"), lang="ja")
+    sentences = [s + "。" for s in text.replace("\n", "").split("。") if s]
+    assert "dup_5gram_frac" in failed("".join(sentences * 2), lang="ja")
+
+
+def test_polish_is_a_first_class_language():
+    """Polish (word mode) has its own stop words and n-gram thresholds, in OVERRIDES."""
+    text = prose("pl")
+    assert failed(text, lang="pl") == []
+    pl = DEFAULTS.for_text("word", "pl")
+    assert DEFAULTS.stop_words["pl"] and pl.dup_5gram_frac < DEFAULTS.dup_5gram_frac
+    # A list of Polish nouns has no stop word: before Polish had a list, nothing checked it.
+    nouns = " ".join(
+        w for w in text.split() if w.lower().strip(".,:") not in DEFAULTS.stop_words["pl"]
+    )
+    assert "min_stop_words" in failed(nouns, lang="pl")
+    assert failed(repeated_lines(text), lang="pl")
+    assert failed(code_dump(text, "# wczytaj ustawienia"), lang="pl")
+
+
+def test_every_language_threshold_is_in_one_place():
+    """The defaults of `overrides` are OVERRIDES; each entry names only known options."""
+    assert DEFAULTS.overrides == {k: dict(v) for k, v in OVERRIDES.items()}
+    assert {"char", "ja", "pl", "th"} <= set(OVERRIDES)
+    for key, entry in OVERRIDES.items():
+        FiltersConfig(overrides={key: entry})
 
 
 # --- the sample corpus: good pages pass, junk is rejected
@@ -369,11 +438,11 @@ def test_tag_mode_keeps_every_record_and_records_the_failures():
         ("", "empty_text"),
         (" \n\t\u3000 ", "empty_text"),
         ("a" * 1_000_000, "min_words"),
-        ("あ" * 300_000, "max_chars"),
+        ("あ" * 500_000, "max_chars"),
         ("あ" * 2_000, "min_stop_words"),
         ("Ünïcødé 日本語 한국어 ไทย العربية русский " * 3, "min_words"),
         (good_en() + b" bad \xff byte".decode("utf-8", "surrogateescape"), None),
-        ("\ud800" * 100 + "日本語のテキストです。", "top_2gram_frac"),
+        ("\ud800" * 300 + "日本語のテキストです。", "top_2gram_frac"),
     ],
     ids=[
         "empty",

@@ -3,7 +3,9 @@
 Three detectors, each on or off (`detectors`):
 - `ngram`: any `ngram`-word window (13, as lm-eval's decontamination) of a benchmark example's
   text found in the training text, both folded alike (`iptkit.transforms.text.contam_text`: case,
-  punctuation, whitespace; each kana/Han/Thai character counts as a word).
+  punctuation, whitespace). Text written without spaces (kana, Han, Thai) has no words to count:
+  there a window is `ngram_spaceless` letters (iptkit's calibration on Japanese, not lm-eval's:
+  13 letters are a stock phrase, not a sign of contamination).
 - `substring`: the GPT-4 report's method (its Appendix C, used by Cheng et al. 2024 for Table 9):
   spaces and symbols stripped, letters and digits kept (case-folded here too); three random
   `substring_chars`-character substrings of each example (seeded from the spec seed, the
@@ -63,6 +65,9 @@ EVIDENCE_PER_BENCHMARK = 20  # matches kept per benchmark in the summary, for th
 QUESTION_CHARS = 300  # of each example's question, kept in the index for the report
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
 Detector = Literal["ngram", "substring", "exact"]
+# Letters of a spaceless script per n-gram window: at 13 (one letter a word) shared stock phrases
+# of Japanese technical prose flag clean documents; see benchmarks/RESULTS.md.
+SPACELESS_NGRAM = 21
 
 
 class DecontaminateConfig(StageConfig):
@@ -81,8 +86,13 @@ class DecontaminateConfig(StageConfig):
         description="ngram: shared word n-grams; substring: GPT-4's 50-character substrings; "
         "exact: a whole normalised question",
     )
-    ngram: int = Field(
-        13, ge=3, description="words per n-gram (each kana, Han or Thai character is a word)"
+    ngram: int = Field(13, ge=3, description="words per n-gram, in text written with spaces")
+    ngram_spaceless: int = Field(
+        SPACELESS_NGRAM,
+        ge=3,
+        description="letters per n-gram in text written without spaces (kana, Han, Thai); in "
+        "mixed text a word weighs ngram_spaceless/ngram letters. Calibrated on Japanese "
+        "(benchmarks/bench_contamination_ja.py): 13 letters flag common phrases",
     )
     substring_chars: int = Field(
         50, ge=8, description="length of the substrings, in letters and digits"
@@ -216,7 +226,7 @@ class BenchIndex:
     names: tuple[str, ...]
     ids: tuple[str, ...]
     questions: tuple[str, ...]
-    ngram: int
+    ngram: tuple[int, int]  # (words, spaceless letters) per window
     ngram_keys: np.ndarray
     ngram_owners: np.ndarray
     substrings: SubstringTable | None
@@ -239,9 +249,11 @@ def build_index(examples: Iterable[BenchExample], cfg: DecontaminateConfig, seed
     for number, example in enumerate(examples):
         totals[example.benchmark] = totals.get(example.benchmark, 0) + 1
         folded = fold(example.text(fields))
-        if "ngram" in cfg.detectors and folded.n_words >= cfg.ngram:
-            ngram_keys.append(folded.word_hashes().windows(cfg.ngram))
-            ngram_of.append(number)
+        if "ngram" in cfg.detectors:
+            starts, ends = folded.ngram_spans(cfg.ngram, cfg.ngram_spaceless)
+            if starts.size:
+                ngram_keys.append(folded.word_hashes().spans(starts, ends))
+                ngram_of.append(number)
         if "substring" in cfg.detectors and folded.chars.size:
             letters = folded.chars.size
             length = min(letters, cfg.substring_chars)
@@ -262,7 +274,7 @@ def build_index(examples: Iterable[BenchExample], cfg: DecontaminateConfig, seed
         names=tuple(e.benchmark for e in examples),
         ids=tuple(e.id for e in examples),
         questions=tuple(e.question[:QUESTION_CHARS] for e in examples),
-        ngram=cfg.ngram,
+        ngram=(cfg.ngram, cfg.ngram_spaceless),
         ngram_keys=ngram_keys,
         ngram_owners=ngram_owners,
         substrings=substring_table(needles),
@@ -360,10 +372,12 @@ def find_matches(text: str, index: BenchIndex, detectors: Iterable[str]) -> list
     """Every benchmark example the detectors find in `text`, with its spans."""
     folded = fold(text)
     matches: list[Match] = []
-    if "ngram" in detectors and folded.n_words >= index.ngram:
-        hashes = folded.word_hashes().windows(index.ngram)
+    if "ngram" in detectors and index.ngram_keys.size:
+        starts, ends = folded.ngram_spans(*index.ngram)
+        hashes = folded.word_hashes().spans(starts, ends)
         hits = [
-            (i, e, index.ngram) for i, e in lookup(index.ngram_keys, index.ngram_owners, hashes)
+            (int(starts[i]), e, int(ends[i] - starts[i]))
+            for i, e in lookup(index.ngram_keys, index.ngram_owners, hashes)
         ]
         matches += _merged("ngram", hits, lambda i: folded.word_span(i, 1))
     if "substring" in detectors and index.substrings:
@@ -578,6 +592,7 @@ def stage_summary(
         "detectors": list(cfg.detectors),
         "params": {
             "ngram": cfg.ngram,
+            "ngram_spaceless": cfg.ngram_spaceless,
             "substring_chars": cfg.substring_chars,
             "substrings": cfg.substrings,
             "fields": list(cfg.fields),

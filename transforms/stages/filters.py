@@ -57,6 +57,48 @@ GOPHER_STOP_WORDS = ["the", "be", "to", "of", "and", "that", "have", "with"]
 # Particles and the commonest inflection kana: running Japanese text contains several of them
 # in any sentence, a menu, a tag list or a run of product names hardly any.
 JAPANESE_STOP_WORDS = ["の", "に", "は", "を", "た", "が", "で", "て", "と", "し", "れ", "さ", "も", "な", "か"]  # fmt: skip
+# The eight commonest Polish words (prepositions, conjunctions, the reflexive się, negation),
+# as many as Gopher's English list: any Polish sentence of some length has two of them.
+POLISH_STOP_WORDS = ["w", "i", "się", "na", "nie", "z", "do", "to"]
+STOP_WORDS = {"en": GOPHER_STOP_WORDS, "ja": JAPANESE_STOP_WORDS, "pl": POLISH_STOP_WORDS}
+
+# Every threshold that differs from Gopher's, C4's and FineWeb's English ones, in one place:
+# by mode, then by language (a language's entry wins over its mode's). Character mode measures
+# in characters what the papers measured in words, so its units are converted; the Japanese
+# values are iptkit's own calibration on the Debian Reference in English and Japanese
+# (benchmarks/bench_filters_calibration.py; figures in benchmarks/RESULTS.md and
+# docs/methods.md). Chinese, Korean and Thai keep the uncalibrated two characters a word.
+OVERRIDES: dict[str, dict[str, Any]] = {
+    "char": {"min_chars": 50 * CHARS_PER_WORD, "max_chars": 100_000 * CHARS_PER_WORD},
+    "ja": {
+        # Gopher's n-gram checks on n-grams of 4n characters: the smallest scale at which the
+        # Japanese documents pass the repetition checks as often as their English originals
+        # (at 2, 69% against 97% for the duplicated 5-gram check); the Japanese text also has
+        # 3.99 characters per English word.
+        "chars_per_word": 4,
+        # Gopher's 50 and 100,000 words at 4 characters a word.
+        "min_chars": 200,
+        "max_chars": 400_000,
+        # FineWeb's short line of 30 characters: 18 Japanese characters give the same share of
+        # short lines as the English originals.
+        "short_line_chars": 18,
+    },
+    # Polish inflects, so a repeated phrase is less often the same word n-gram: Gopher's
+    # n-gram thresholds times 0.7 give Polish man pages the pass rates of the English ones.
+    "pl": {
+        "top_2gram_frac": 0.14,
+        "top_3gram_frac": 0.126,
+        "top_4gram_frac": 0.112,
+        "dup_5gram_frac": 0.105,
+        "dup_6gram_frac": 0.098,
+        "dup_7gram_frac": 0.091,
+        "dup_8gram_frac": 0.084,
+        "dup_9gram_frac": 0.077,
+        "dup_10gram_frac": 0.07,
+    },  # fmt: skip
+    # Thai ends sentences without punctuation.
+    "th": {"min_terminal_punct_line_frac": None},
+}
 
 
 def _threshold(default: float | None, description: str) -> Any:
@@ -155,7 +197,7 @@ class FiltersConfig(StageConfig):
     top_2gram_frac: float | None = _threshold(
         0.2,
         "share of characters in the most frequent word 2-gram above rejects; Gopher 0.2 "
-        f"(character mode: {2 * CHARS_PER_WORD}-character n-grams)",
+        "(character mode: n-grams of 2 x chars_per_word characters)",
     )
     top_3gram_frac: float | None = _threshold(
         0.18, "the same for 3-grams; Gopher 0.18 (character mode: twice as many characters)"
@@ -166,7 +208,7 @@ class FiltersConfig(StageConfig):
     dup_5gram_frac: float | None = _threshold(
         0.15,
         "share of characters in word 5-grams that repeat an earlier one above rejects; Gopher "
-        f"0.15 (character mode: {5 * CHARS_PER_WORD}-character n-grams)",
+        "0.15 (character mode: n-grams of 5 x chars_per_word characters)",
     )
     dup_6gram_frac: float | None = _threshold(0.14, "the same for 6-grams; Gopher 0.14")
     dup_7gram_frac: float | None = _threshold(0.13, "the same for 7-grams; Gopher 0.13")
@@ -176,20 +218,27 @@ class FiltersConfig(StageConfig):
     short_line_chars: int = Field(
         30, ge=0, description="a line this long or shorter is short; FineWeb 30"
     )
+    chars_per_word: int = Field(
+        CHARS_PER_WORD,
+        ge=1,
+        description="character mode: characters per word, to turn the papers' word n-grams into "
+        "character n-grams (Japanese: 4, calibrated; see overrides)",
+    )
     stop_words: dict[str, list[str]] = Field(
-        {"en": GOPHER_STOP_WORDS, "ja": JAPANESE_STOP_WORDS},
+        STOP_WORDS,
         description="stop words per language: whole words in word mode, substrings in character "
-        "mode; en is Gopher's list, ja common particles and inflection kana",
+        "mode; en is Gopher's list, ja common particles and inflection kana, pl the eight "
+        "commonest Polish words",
     )
     overrides: dict[str, dict[str, Any]] = Field(
-        {
-            "char": {"min_chars": 50 * CHARS_PER_WORD, "max_chars": 100_000 * CHARS_PER_WORD},
-            "th": {"min_terminal_punct_line_frac": None},
-        },  # fmt: skip
+        OVERRIDES,
         description="thresholds that differ by mode (char, word) or language (ja, pl; a "
-        "language's entry wins over its mode's); by default character mode takes Gopher's "
-        "word limits at two characters a word, and Thai, which ends sentences without "
-        "punctuation, skips the terminal-punctuation check",
+        "language's entry wins over its mode's); a spec's entries go over the defaults "
+        "threshold by threshold (null switches a check off); by default character mode takes Gopher's "
+        "word limits at two characters a word, Japanese has its calibrated units (4 characters "
+        "a word in n-grams, 200 to 400,000 characters, short lines of 18), Polish n-gram "
+        "repetition thresholds at 0.7 times Gopher's, and Thai, which "
+        "ends sentences without punctuation, skips the terminal-punctuation check",
     )
 
     @field_validator("stop_words")
@@ -202,7 +251,7 @@ class FiltersConfig(StageConfig):
     def _check_overrides(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
         """Each entry is checked as the options it replaces, so a wrong name or a negative
         threshold is a spec error before the run, not a surprise on the first Japanese page."""
-        allowed = {check.name for check in CHECKS} | {"short_line_chars"}
+        allowed = {check.name for check in CHECKS} | {"short_line_chars", "chars_per_word"}
         checked = {}
         for key, options in value.items():
             wrong = sorted(set(options) - allowed)
@@ -220,19 +269,24 @@ class FiltersConfig(StageConfig):
         return checked
 
     def for_text(self, mode: Mode, lang: str | None) -> FiltersConfig:
-        """These options with the overrides of the mode, then of the language, applied."""
-        update = {**self.overrides.get(mode, {}), **self.overrides.get(lang or "", {})}
+        """These options with the overrides of the mode, then of the language, applied; the
+        spec's entries go over the calibrated defaults (`OVERRIDES`) threshold by threshold, so
+        a spec that tunes one language does not lose the others' calibration."""
+        update = {}
+        for key in (mode, lang or ""):
+            update.update({**OVERRIDES.get(key, {}), **self.overrides.get(key, {})})
         return self.model_copy(update=update) if update else self
 
 
 class Measures:
     """The statistics of one text, each family computed on first use."""
 
-    def __init__(self, text: str, mode: Mode, stop_words: list[str] | None, short_line_chars: int):
+    def __init__(self, text: str, mode: Mode, cfg: FiltersConfig, lang: str | None):
         self.text = text
         self.char_mode = mode == "char"
-        self.stop_word_list = stop_words
-        self.short_line_chars = short_line_chars
+        self.stop_word_list = cfg.stop_words.get(lang or "")
+        self.short_line_chars = cfg.short_line_chars
+        self.chars_per_word = cfg.chars_per_word
 
     @cached_property
     def words(self) -> WordStats:
@@ -251,8 +305,8 @@ class Measures:
         return ngram_units(self.text, self.char_mode)
 
     def ngram(self, n: int) -> int:
-        """The n-gram length in units: the papers' word n, or characters at CHARS_PER_WORD."""
-        return n * CHARS_PER_WORD if self.char_mode else n
+        """The n-gram length in units: the papers' word n, or characters at `chars_per_word`."""
+        return n * self.chars_per_word if self.char_mode else n
 
     def stop_words(self) -> int | None:
         """Distinct stop words found; None where the language has no list (check skipped)."""
@@ -368,7 +422,7 @@ def evaluate(text: str, lang: str | None, cfg: FiltersConfig, all_checks: bool =
     if not text.strip():
         return Verdict(mode, lang, {}, [Failure(EMPTY, "min", 0, 1)])
     cfg = cfg.for_text(mode, lang)
-    measures = Measures(text, mode, cfg.stop_words.get(lang or ""), cfg.short_line_chars)
+    measures = Measures(text, mode, cfg, lang)
     values: dict[str, float] = {}
     failed: list[Failure] = []
     for check in CHECKS:

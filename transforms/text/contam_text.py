@@ -101,6 +101,7 @@ class Folded:
     chars: np.ndarray
     origin: np.ndarray
     words: np.ndarray
+    spaceless: np.ndarray  # whether each word is one letter of a script written without spaces
 
     @property
     def n_words(self) -> int:
@@ -119,6 +120,22 @@ class Folded:
 
     def word_hashes(self) -> RollingHash:
         return RollingHash(self.word_values(), _TOKEN_BASE)
+
+    def ngram_spans(self, ngram: int, spaceless_chars: int) -> tuple[np.ndarray, np.ndarray]:
+        """Word ranges [start, end) of every n-gram window, in order.
+
+        A window holds `ngram` words of spaced text or `spaceless_chars` letters of text written
+        without spaces, and in mixed text the same length in between: a spaced word weighs
+        `spaceless_chars`, a spaceless letter `ngram`, and a window starting at each word ends
+        where its weight first reaches `ngram * spaceless_chars`. The window depends only on the
+        words from its start, so a passage gets the same windows in a benchmark example and in
+        a document. Empty when the text is shorter than one window.
+        """
+        weights = np.where(self.spaceless, ngram, spaceless_chars).astype(np.int64)
+        total = np.concatenate(([0], np.cumsum(weights)))
+        ends = np.searchsorted(total, total[:-1] + ngram * spaceless_chars, side="left")
+        starts = np.flatnonzero(ends <= self.n_words)
+        return starts, ends[starts]
 
     def char_span(self, first: int, last: int) -> tuple[int, int]:
         """The original-text span from kept character `first` to `last` (inclusive)."""
@@ -148,5 +165,6 @@ def fold(text: str) -> Folded:
     alone = spaceless_letters(chars)
     starts = np.ones(chars.size, dtype=bool)
     starts[1:] = (gaps[1:] != gaps[:-1]) | alone[1:] | alone[:-1]
-    words = np.concatenate((np.flatnonzero(starts), [chars.size]))
-    return Folded(chars=chars, origin=origin[kept], words=words)
+    first = np.flatnonzero(starts)
+    words = np.concatenate((first, [chars.size]))
+    return Folded(chars=chars, origin=origin[kept], words=words, spaceless=alone[first])
