@@ -207,7 +207,9 @@ def run_iptkit(docs: Path, work: Path, extra: dict, pythonpath: Path | None = No
     for path in sorted((run / "rejects" / "dedup_near").glob("*.jsonl")):
         removed |= {json.loads(line)["id"] for line in path.read_text().splitlines()}
     wall = json.loads((run / "timings.json").read_text())["wall_seconds"]
-    return {"wall_seconds": wall, "removed": removed, "code": code_file}
+    clusters = json.loads((run / "dedup_near" / "clusters.json").read_text())
+    unsettled = clusters.get("unsettled_nodes")
+    return {"wall_seconds": wall, "removed": removed, "code": code_file, "unsettled": unsettled}
 
 
 def run_peer(docs: Path, work: Path) -> dict:
@@ -308,6 +310,7 @@ def main() -> None:
             "wall_median": wall,
             "wall_vs_baseline_default": wall / base_wall,
             "code": result.get("code"),
+            "unsettled_nodes": result.get("unsettled"),
         }
     langs = Counter(d["lang"] for d in docs)
     planted = {lang: sum(p["lang"] == lang for p in truth) for lang in sorted(langs)}

@@ -219,6 +219,9 @@ def bucket_pairs(
     smallest one at 1.0; the distinct signatures are compared pair by pair. A bucket full of
     copies thus costs linear work; only distinct near-identical signatures cost their pairs.
     """
+    members = list(members)
+    if len(members) < 2:  # most buckets: one record
+        return
     groups: dict[bytes, list[bytes]] = {}
     for node, signature in members:
         groups.setdefault(signature, []).append(node)
