@@ -40,6 +40,7 @@ from iptkit.transforms.stages.dedup_near import (
     estimated_jaccard,
     lsh_params,
     permutation_seed,
+    resolve_copies,
 )
 from iptkit.transforms.text.shingles import (
     comparable_text,
@@ -243,10 +244,17 @@ def test_bucket_pairs_keep_pairs_whose_estimate_reaches_the_bar_and_tie_copies_l
     assert estimated_jaccard(base, np.stack([near, far])).tolist() == [108 / 128, 68 / 128]
     members = [(b"c", near), (b"a", base), (b"b", far), (b"d", base), (b"e", base)]
     members = [(node, sig.tobytes()) for node, sig in members]
-    pairs = sorted(bucket_pairs(members, 0.8))
-    assert pairs == [(b"a", b"c", 108 / 128), (b"a", b"d", 1.0), (b"a", b"e", 1.0)]
+    out = list(bucket_pairs(members, 0.8))
+    copies = sorted(o.value for o in out if isinstance(o, beam.pvalue.TaggedOutput))
+    assert copies == [(b"a", b"d"), (b"a", b"e")]  # one node: the smallest of the copies
+    assert [o for o in out if not isinstance(o, beam.pvalue.TaggedOutput)] == [
+        (b"a", b"c", 108 / 128)
+    ]
     assert len(list(bucket_pairs(members, 0.0))) == 5  # copies: 2; distinct signatures: 3 pairs
     assert list(bucket_pairs(members[:1], 0.0)) == []
+    # A copy follows its head: removed with it (tied to the head's centre), or tied to it.
+    assert list(resolve_copies(b"a", [(False, b"d"), (True, (b"c", 0.9))])) == [(b"d", b"c", 0.9)]
+    assert list(resolve_copies(b"a", [(False, b"d")])) == [(b"d", b"a", 1.0)]
 
 
 def test_star_transform_in_beam_matches_the_walk(tmp_path):

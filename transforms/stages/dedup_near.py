@@ -11,8 +11,9 @@ How a record goes through (every step a Beam transform; nothing is collected on 
    candidates. Every pair of distinct signatures in a bucket is compared: by default the pair is
    an edge when its MinHash estimate (the share of equal signature values) reaches `threshold`;
    with `verify`, when the true Jaccard similarity of the two shingle sets does (the shingle
-   sets are joined to the pair; costlier). Identical signatures are tied to their smallest
-   member at 1.0, so a bucket of copies costs linear work. The bucket test alone, as LSH
+   sets are joined to the pair; costlier). Records with identical signatures are one node
+   (their smallest id; they share its fate and survivor, at 1.0, unverified), so a bucket of
+   copies costs linear work. The bucket test alone, as LSH
    libraries use it, also links pairs far below the threshold (a pair at 0.6 shares a bucket
    one time in five with 14 x 9 bands).
 3. Stars: star clustering of the edges (`iptkit.transforms.dedup.star`): in a seeded order of
@@ -64,6 +65,7 @@ EXAMPLE_CLUSTERS = 5  # the largest clusters shown in the report
 EXAMPLE_MEMBERS = 5  # members shown per example cluster (lowest ids)
 SNIPPET_CHARS = 200
 _SHINGLES = "shingles"
+COPIES = "copies"
 _EVENTS = "events"
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
 
@@ -209,15 +211,15 @@ def estimated_jaccard(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (b == a).mean(axis=-1)
 
 
-def bucket_pairs(
-    members: Iterable[tuple[bytes, bytes]], min_estimate: float
-) -> Iterator[tuple[bytes, bytes, float]]:
+def bucket_pairs(members: Iterable[tuple[bytes, bytes]], min_estimate: float) -> Iterator[Any]:
     """Candidate edges of one LSH bucket of `(node, signature bytes)`, as `(a, b, estimate)`
-    with `a < b` and a MinHash estimate of at least `min_estimate`.
+    with `a < b` and a MinHash estimate of at least `min_estimate`; and, tagged `COPIES`,
+    `(head, member)` for each record whose signature equals a smaller one's.
 
-    Members with identical signatures (copies, for all practical purposes) are tied to their
-    smallest one at 1.0; the distinct signatures are compared pair by pair. A bucket full of
-    copies thus costs linear work; only distinct near-identical signatures cost their pairs.
+    Records with identical signatures (copies, for all practical purposes: two sets at 0.8
+    agree on all 128 values with probability 0.8^128) are one node of the graph, their
+    smallest (the head); they share every bucket, so the head is the same in all of them. The
+    distinct signatures are compared pair by pair. A bucket full of copies costs linear work.
     """
     members = list(members)
     if len(members) < 2:  # most buckets: one record
@@ -230,7 +232,7 @@ def bucket_pairs(
         nodes.sort()
         heads.append((nodes[0], np.frombuffer(signature, np.uint32)))
         for node in nodes[1:]:
-            yield nodes[0], node, 1.0
+            yield beam.pvalue.TaggedOutput(COPIES, (nodes[0], node))
     if len(heads) < 2:
         return
     matrix = np.stack([signature for _, signature in heads])
@@ -238,6 +240,16 @@ def bucket_pairs(
         estimates = estimated_jaccard(signature, matrix[i + 1 :])
         for j in np.flatnonzero(estimates >= min_estimate):
             yield a, heads[i + 1 + j][0], float(estimates[j])  # heads are sorted: a < b
+
+
+def resolve_copies(head: bytes, tagged: Iterable[tuple[bool, Any]]) -> Iterator[tuple]:
+    """A head's copies with their survivor: the head's own centre (and the head's similarity
+    to it) when the head was removed, else the head itself at 1.0. `tagged` holds
+    `(True, (centre, similarity))` when the head was removed, and `(False, copy)` per copy."""
+    centre, similarity = next((value for is_head, value in tagged if is_head), (head, 1.0))
+    for is_head, value in tagged:
+        if not is_head:
+            yield value, centre, similarity
 
 
 def reject_detail(survivor: str, similarity: float, measure: str, size: int) -> str:
@@ -493,17 +505,31 @@ class DedupNear(
         edges = (
             signed["buckets"]
             | "Buckets" >> beam.GroupByKey()
-            | "Candidates" >> beam.FlatMapTuple(lambda _, m: bucket_pairs(m, min_estimate))
-            | "Distinct candidates" >> beam.Distinct()
+            | "Candidates"
+            >> beam.FlatMapTuple(lambda _, m: bucket_pairs(m, min_estimate)).with_outputs(
+                COPIES, main="edges"
+            )
         )
+        copies = edges[COPIES] | "Distinct copies" >> beam.Distinct()
+        edges = edges["edges"] | "Distinct candidates" >> beam.Distinct()
         if cfg.verify:
             edges = {"pairs": edges, "shingles": signed[_SHINGLES]} | "Verify" >> VerifyPairs(
                 cfg.threshold, namespace
             )
         stars = edges | "Stars" >> StarClusters(cfg.rounds, namespace)
 
+        copies_resolved = (
+            (
+                stars[ASSIGNED] | "Head" >> beam.MapTuple(lambda n, c, sim: (n, (True, (c, sim)))),
+                copies | "Copy" >> beam.MapTuple(lambda head, copy: (head, (False, copy))),
+            )
+            | "Heads and copies" >> beam.Flatten()
+            | "By head" >> beam.GroupByKey()
+            | "Resolve copies" >> beam.FlatMapTuple(resolve_copies)
+        )
         clusters = (
-            stars[ASSIGNED]
+            (stars[ASSIGNED], copies_resolved)
+            | "All removed" >> beam.Flatten()
             | "Key centres" >> beam.MapTuple(lambda node, centre, sim: (centre, (node, sim)))
             | "Centres" >> beam.GroupByKey()
             | "Members" >> beam.FlatMapTuple(cluster_members)
