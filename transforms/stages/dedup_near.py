@@ -1,32 +1,43 @@
-"""dedup_near: MinHash LSH near-duplicate clusters, one survivor (the lowest id) per cluster.
+"""dedup_near: MinHash LSH near-duplicate stars: each removed record is tied to a survivor it
+resembles.
 
 How a record goes through (every step a Beam transform; nothing is collected on the driver):
 
 1. Sign: its shingles (`iptkit.transforms.text.shingles`: word n-grams, or character n-grams for
    Japanese, Chinese, Thai...), their 32-bit hashes, and a datasketch MinHash signature with
    permutations drawn from the spec seed. The signature is cut into `bands` bands of `rows`
-   values; each band gives a bucket key.
-2. Candidates: a GroupByKey on the bucket key; records that share a bucket in any band are
-   candidates. Without `verify`, each bucket links its members to its smallest member (a star
-   has the same components as all pairs, at linear cost); with `verify`, every pair of the
-   bucket is a candidate and is kept as an edge only when the true Jaccard similarity of the
-   two shingle sets reaches `threshold` (quadratic in the bucket size: run dedup_exact first,
-   so that copies of one text do not fill a bucket).
-3. Clusters: connected components of the edges (`iptkit.transforms.dedup.components`), so a chain
-   A~B~C is one cluster even when A and C are not candidates of each other.
-4. Survivors: the lowest id and the size of each cluster, joined back to its members and then
-   to the records; the others are rejects with reason `near_duplicate`.
-5. Report: RUN/STAGE/clusters.json with the size histogram, counts and the largest clusters.
+   values; each band gives a bucket key, and the record enters each bucket with its signature.
+2. Edges: a GroupByKey on the bucket key; records that share a bucket in any band are
+   candidates. Every pair of distinct signatures in a bucket is compared: by default the pair is
+   an edge when its MinHash estimate (the share of equal signature values) reaches `threshold`
+   less two standard errors of the estimate (`estimate_bar`: 0.729 at 0.8 with 128 values);
+   with `verify`, when the true Jaccard similarity of the two shingle sets does (the shingle
+   sets are joined to the pair; costlier). Records with identical signatures are one node
+   (their smallest id; they share its fate and survivor, at 1.0, unverified), so a bucket of
+   copies costs linear work. The bucket test alone, as LSH
+   libraries use it, also links pairs far below the threshold (a pair at 0.6 shares a bucket
+   one time in five with 14 x 9 bands).
+3. Stars: star clustering of the edges (`iptkit.transforms.dedup.star`): in a seeded order of
+   the records, the greedy maximal independent set is the set of centres, and every other
+   record with an edge is tied to its most similar centre, so each removed record has an edge
+   (a similarity at the threshold) to its survivor. A chain A~B~C with A and C far apart keeps
+   A and C, or keeps B and removes both, each tied to B; never A's removal tied to C.
+4. Survivors: each star's centre survives; each member is a reject with reason
+   `near_duplicate`, whose record carries `meta.near_duplicate = {survivor, similarity,
+   measure}` (measure `minhash_estimate`, or `jaccard` with verify).
+5. Report: RUN/STAGE/clusters.json with the size histogram, counts and the largest stars.
 
 Graph nodes are bytes: a seeded 64-bit hash of the record id, then the id (UTF-8). The hash
-gives the components algorithm the random node order its round bound assumes, and bytes compare
-like (hash, id) and travel with Beam's deterministic bytes coder. Every choice depends on ids,
-texts and the seed only, never on bundle order or worker count.
+gives the star clustering its seeded order, and bytes compare like (hash, id) and travel with
+Beam's deterministic bytes coder. Every choice depends on ids, texts and the seed only, never
+on bundle order or worker count.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import re
 import struct
 from collections.abc import Iterable, Iterator
@@ -41,18 +52,22 @@ from pydantic import Field, model_validator
 
 from iptkit.files import atomic_write
 from iptkit.hashing import digest, hash_int
-from iptkit.transforms.dedup.components import ConnectedComponents
+from iptkit.transforms.dedup.star import ASSIGNED, UNSETTLED, StarClusters
 from iptkit.transforms.record import Record
 from iptkit.transforms.stage import Drop, Stage, StageFn, metrics_namespace, outputs
 from iptkit.transforms.stage_config import StageConfig
 from iptkit.transforms.text.shingles import jaccard, shingle_hashes, shingle_unit, shingles
 
 REASON = "near_duplicate"
+META_KEY = "near_duplicate"  # a reject's record: {survivor, similarity, measure}
+ESTIMATE = "minhash_estimate"
+JACCARD = "jaccard"
 REPORT_NAME = "clusters.json"
 EXAMPLE_CLUSTERS = 5  # the largest clusters shown in the report
 EXAMPLE_MEMBERS = 5  # members shown per example cluster (lowest ids)
 SNIPPET_CHARS = 200
 _SHINGLES = "shingles"
+COPIES = "copies"
 _EVENTS = "events"
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
 
@@ -101,14 +116,16 @@ class DedupNearConfig(StageConfig):
     verify: bool = Field(
         False,
         description="keep a candidate pair only if the true Jaccard of its shingle sets "
-        "reaches threshold (costs the pairs of each LSH bucket)",
+        "reaches threshold (joins the shingle sets to every pair of each LSH bucket); without "
+        "it, a pair is kept when its MinHash estimate reaches threshold less two standard "
+        "errors of the estimate (0.729 at 0.8 with 128 permutations)",
     )
     rounds: int = Field(
         12,
         ge=1,
         le=64,
-        description="connected-components rounds (large-star + small-star); a chain of n "
-        "near-duplicates needs under log2(n); clusters.json says if they sufficed",
+        description="star-clustering rounds (one GroupByKey each); a record still undecided "
+        "after them survives (clusters.json counts them: unsettled_nodes)",
     )
 
     @model_validator(mode="after")
@@ -140,6 +157,13 @@ def _optimal_bands_rows(threshold: float, num_perm: int, fn_weight: float) -> tu
     """Cached on the three numbers (the config holds lists, so it cannot be a cache key)."""
     lsh = MinHashLSH(threshold=threshold, num_perm=num_perm, weights=(1 - fn_weight, fn_weight))
     return lsh.b, lsh.r
+
+
+def estimate_bar(threshold: float, num_perm: int) -> float:
+    """The MinHash estimate an edge needs: the threshold less two standard errors of the
+    estimate at the threshold, sqrt(t (1 - t) / num_perm) (0.035 at 0.8 with 128 values), so a
+    pair at the threshold passes 98% of the time and one at 0.1 under it about 2% of the time."""
+    return threshold - 2 * math.sqrt(threshold * (1 - threshold) / num_perm)
 
 
 def permutation_seed(seed: int) -> int:
@@ -191,23 +215,56 @@ def id_bytes(node: bytes) -> bytes:
     return node[8:]
 
 
-def bucket_edges(members: Iterable[bytes], all_pairs: bool) -> Iterator[tuple[bytes, bytes]]:
-    """Candidate edges of one LSH bucket: every pair (to verify each), or a star on the smallest
-    member (same clusters, linear in the bucket)."""
-    if all_pairs:
-        nodes = sorted(set(members))
-        for i, a in enumerate(nodes):
-            for b in nodes[i + 1 :]:
-                yield a, b
-    else:
-        smallest = min(members)
-        for node in members:
-            if node != smallest:
-                yield smallest, node
+def estimated_jaccard(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """MinHash's estimate of the Jaccard similarity: the share of equal signature values, for
+    one signature `a` against each row of `b`."""
+    return (b == a).mean(axis=-1)
 
 
-def reject_detail(survivor: str, size: int) -> str:
-    return f"near-duplicate of {survivor} (cluster of {size} records)"
+def bucket_pairs(members: Iterable[tuple[bytes, bytes]], min_estimate: float) -> Iterator[Any]:
+    """Candidate edges of one LSH bucket of `(node, signature bytes)`, as `(a, b, estimate)`
+    with `a < b` and a MinHash estimate of at least `min_estimate`; and, tagged `COPIES`,
+    `(head, member)` for each record whose signature equals a smaller one's.
+
+    Records with identical signatures (copies, for all practical purposes: two sets at 0.8
+    agree on all 128 values with probability 0.8^128) are one node of the graph, their
+    smallest (the head); they share every bucket, so the head is the same in all of them. The
+    distinct signatures are compared pair by pair. A bucket full of copies costs linear work.
+    """
+    members = list(members)
+    if len(members) < 2:  # most buckets: one record
+        return
+    groups: dict[bytes, list[bytes]] = {}
+    for node, signature in members:
+        groups.setdefault(signature, []).append(node)
+    heads = []
+    for signature, nodes in sorted(groups.items(), key=lambda kv: min(kv[1])):
+        nodes.sort()
+        heads.append((nodes[0], np.frombuffer(signature, np.uint32)))
+        for node in nodes[1:]:
+            yield beam.pvalue.TaggedOutput(COPIES, (nodes[0], node))
+    if len(heads) < 2:
+        return
+    matrix = np.stack([signature for _, signature in heads])
+    for i, (a, signature) in enumerate(heads[:-1]):
+        estimates = estimated_jaccard(signature, matrix[i + 1 :])
+        for j in np.flatnonzero(estimates >= min_estimate):
+            yield a, heads[i + 1 + j][0], float(estimates[j])  # heads are sorted: a < b
+
+
+def resolve_copies(head: bytes, tagged: Iterable[tuple[bool, Any]]) -> Iterator[tuple]:
+    """A head's copies with their survivor: the head's own centre (and the head's similarity
+    to it) when the head was removed, else the head itself at 1.0. `tagged` holds
+    `(True, (centre, similarity))` when the head was removed, and `(False, copy)` per copy."""
+    centre, similarity = next((value for is_head, value in tagged if is_head), (head, 1.0))
+    for is_head, value in tagged:
+        if not is_head:
+            yield value, centre, similarity
+
+
+def reject_detail(survivor: str, similarity: float, measure: str, size: int) -> str:
+    what = "Jaccard" if measure == JACCARD else "estimated Jaccard"
+    return f"near-duplicate of {survivor} ({what} {similarity:.3f}; cluster of {size} records)"
 
 
 def _printable(text: str) -> str:
@@ -298,7 +355,8 @@ def cluster_report(acc: dict[str, Any], unsettled: int, params: dict[str, Any]) 
 
 
 class _SignFn(StageFn):
-    """Record -> (bucket key, node) per band; with verify, also (node, shingle hashes)."""
+    """Record -> (bucket key, (node, signature)) per band; with verify, also (node, shingle
+    hashes)."""
 
     def setup(self) -> None:
         self._hasher = MinHasher(self.stage.config.num_perm, self.stage.seed)
@@ -313,9 +371,11 @@ class _SignFn(StageFn):
             )
             hashes = shingle_hashes(shingles(text, cfg.shingle_size, unit))
             node = node_of(record.id, self.stage.seed)
-            keys = band_keys(self._hasher.signature(hashes), self._bands, self._rows)
+            signature = self._hasher.signature(hashes)
+            keys = band_keys(signature, self._bands, self._rows)
+            value = (node, signature.astype("<u4").tobytes())
         for key in keys:
-            yield key, node
+            yield key, value
         if cfg.verify:
             yield beam.pvalue.TaggedOutput(_SHINGLES, (node, hashes.tobytes()))
 
@@ -352,7 +412,8 @@ class JoinOne(beam.PTransform):
 
 
 class VerifyPairs(beam.PTransform):
-    """Candidate pairs in, the pairs whose shingle sets reach the threshold out."""
+    """Candidate edges `(a, b, estimate)` in; out, the edges whose shingle sets reach the
+    threshold, with their true Jaccard similarity in place of the estimate."""
 
     def __init__(self, threshold: float, namespace: str):
         super().__init__()
@@ -368,11 +429,12 @@ class VerifyPairs(beam.PTransform):
             a, a_set = a_and_set
             score = jaccard(np.frombuffer(a_set, np.uint32), np.frombuffer(b_set, np.uint32))
             if score >= threshold:
-                yield a, b
+                yield a, b, score
             else:
                 dropped.inc()
 
-        with_a = {"one": sets, "many": pcolls["pairs"]} | "With first set" >> JoinOne()
+        pairs = pcolls["pairs"] | "Drop estimates" >> beam.MapTuple(lambda a, b, _: (a, b))
+        with_a = {"one": sets, "many": pairs} | "With first set" >> JoinOne()
         return (
             {
                 "one": sets,
@@ -383,12 +445,27 @@ class VerifyPairs(beam.PTransform):
         )
 
 
+def cluster_members(
+    centre: bytes, members: Iterable[tuple[bytes, float]]
+) -> Iterator[tuple[bytes, tuple[bytes, int, float]]]:
+    """A star's records keyed by id: each member and the centre with `(centre id, size,
+    similarity to the centre)`, ids as bytes (Beam's string coder fails on a lone surrogate).
+    `members` (Beam's grouped values) is read twice, never copied."""
+    size = 1 + sum(1 for _ in members)
+    survivor = id_bytes(centre)
+    yield survivor, (survivor, size, 1.0)
+    for member, similarity in members:
+        yield id_bytes(member), (survivor, size, similarity)
+
+
 class _SplitFn(StageFn):
-    """Records joined with their cluster's (survivor id key, size), if any: kept or
-    `near_duplicate` reject, and one report event per record."""
+    """Records joined with their star's (centre id, size, similarity), if any: kept, or a
+    `near_duplicate` reject that names its centre and their similarity; one report event per
+    record."""
 
     def process(self, item: tuple[bytes, dict[str, list]]):
         _, joined = item
+        measure = JACCARD if self.stage.config.verify else ESTIMATE
         pairs = []
         with self.timed():
             for record in joined["record"]:
@@ -396,50 +473,32 @@ class _SplitFn(StageFn):
                     yield beam.pvalue.TaggedOutput(_EVENTS, None)
                     pairs.append((record, record))
                     continue
-                survivor_key, size = joined["cluster"][0]
+                survivor_key, size, similarity = joined["cluster"][0]
                 survivor = survivor_key.decode("utf-8", "surrogatepass")
                 snippet = record.text[:SNIPPET_CHARS]
                 event = (_printable(survivor), size, _printable(record.id), _printable(snippet))
                 yield beam.pvalue.TaggedOutput(_EVENTS, event)
-                decision = (
-                    record if record.id == survivor
-                    else Drop(REASON, reject_detail(survivor, size))
-                )  # fmt: skip
-                pairs.append((record, decision))
+                if record.id == survivor:
+                    pairs.append((record, record))
+                    continue
+                evidence = {"survivor": survivor, "similarity": round(similarity, 4)}
+                evidence["measure"] = measure
+                view = dataclasses.replace(record, meta={**record.meta, META_KEY: evidence})
+                detail = reject_detail(survivor, similarity, measure, size)
+                pairs.append((record, Drop(REASON, detail, view)))
         yield from self.emit(pairs)
-
-
-class _SurvivorFn(beam.CombineFn):
-    """(lowest id, count) of a cluster's member ids (as bytes)."""
-
-    def create_accumulator(self) -> tuple[bytes | None, int]:
-        return None, 0
-
-    def add_input(self, acc, member: bytes):
-        lowest, count = acc
-        return (member if lowest is None else min(lowest, member)), count + 1
-
-    def merge_accumulators(self, accumulators):
-        lowest, count = None, 0
-        for acc_lowest, acc_count in accumulators:
-            if acc_lowest is not None:
-                lowest = acc_lowest if lowest is None else min(lowest, acc_lowest)
-            count += acc_count
-        return lowest, count
-
-    def extract_output(self, acc):
-        return acc
 
 
 class DedupNear(
     Stage,
     stage="dedup_near",
     config=DedupNearConfig,
-    summary="MinHash LSH near-duplicate clusters, one survivor each; RUN/STAGE/clusters.json",
+    summary="MinHash LSH near-duplicate stars: each removed record is tied to a similar "
+    "survivor; RUN/STAGE/clusters.json",
 ):
-    """Drops near duplicates: MinHash LSH buckets give candidate pairs (optionally verified by
-    Jaccard), connected components give clusters, the lowest id of each survives; writes
-    RUN/STAGE/clusters.json."""
+    """Drops near duplicates: MinHash LSH buckets give candidate pairs, kept when their MinHash
+    estimate (or, with verify, their true Jaccard) reaches the threshold; star clustering ties
+    each removed record to a survivor it resembles; writes RUN/STAGE/clusters.json."""
 
     def files(self) -> dict[str, str]:
         return {"clusters": self.context.file(REPORT_NAME)}
@@ -447,6 +506,8 @@ class DedupNear(
     def run(self, records):
         cfg, namespace = self.config, metrics_namespace(self.name)
         bands, rows = lsh_params(cfg)
+        # With verify every pair of a bucket is checked on its shingles; else on its estimate.
+        min_estimate = 0.0 if cfg.verify else estimate_bar(cfg.threshold, cfg.num_perm)
 
         signed = records | "Sign" >> beam.ParDo(_SignFn(self)).with_outputs(
             _SHINGLES, main="buckets"
@@ -454,36 +515,42 @@ class DedupNear(
         edges = (
             signed["buckets"]
             | "Buckets" >> beam.GroupByKey()
-            | "Candidates" >> beam.FlatMapTuple(lambda _, nodes: bucket_edges(nodes, cfg.verify))
-            | "Distinct candidates" >> beam.Distinct()
+            | "Candidates"
+            >> beam.FlatMapTuple(lambda _, m: bucket_pairs(m, min_estimate)).with_outputs(
+                COPIES, main="edges"
+            )
         )
+        copies = edges[COPIES] | "Distinct copies" >> beam.Distinct()
+        edges = edges["edges"] | "Distinct candidates" >> beam.Distinct()
         if cfg.verify:
             edges = {"pairs": edges, "shingles": signed[_SHINGLES]} | "Verify" >> VerifyPairs(
                 cfg.threshold, namespace
             )
-        labels = edges | "Components" >> ConnectedComponents(cfg.rounds, namespace)
+        stars = edges | "Stars" >> StarClusters(cfg.rounds, namespace)
 
-        members = labels | "Members" >> beam.MapTuple(
-            lambda node, label, _: (label, id_bytes(node))
+        copies_resolved = (
+            (
+                stars[ASSIGNED] | "Head" >> beam.MapTuple(lambda n, c, sim: (n, (True, (c, sim)))),
+                copies | "Copy" >> beam.MapTuple(lambda head, copy: (head, (False, copy))),
+            )
+            | "Heads and copies" >> beam.Flatten()
+            | "By head" >> beam.GroupByKey()
+            | "Resolve copies" >> beam.FlatMapTuple(resolve_copies)
         )
-        survivors = members | "Survivors" >> beam.CombinePerKey(_SurvivorFn())
-
-        clusters = {"one": survivors, "many": members} | "Assign" >> JoinOne()
+        clusters = (
+            (stars[ASSIGNED], copies_resolved)
+            | "All removed" >> beam.Flatten()
+            | "Key centres" >> beam.MapTuple(lambda node, centre, sim: (centre, (node, sim)))
+            | "Centres" >> beam.GroupByKey()
+            | "Members" >> beam.FlatMapTuple(cluster_members)
+        )
         keyed = records | "Key records" >> beam.Map(lambda r: (id_key(r.id), r)).with_output_types(
             tuple[bytes, Record]
         )
-        joined = {
-            "record": keyed,
-            "cluster": clusters
-            | "Key clusters" >> beam.MapTuple(lambda _, m, cluster: (m, cluster)),
-        } | "Join records" >> beam.CoGroupByKey()
+        joined = {"record": keyed, "cluster": clusters} | "Join records" >> beam.CoGroupByKey()
         split = outputs(joined, _SplitFn(self), "Split", tags=(_EVENTS,))
 
-        unsettled = (
-            labels
-            | "Unsettled" >> beam.Filter(lambda label: not label[2])
-            | "Count unsettled" >> beam.combiners.Count.Globally()
-        )
+        unsettled = stars[UNSETTLED] | "Count unsettled" >> beam.combiners.Count.Globally()
         params = {
             **cfg.model_dump(exclude={"save", "bands", "rows"}),
             "bands": bands,
