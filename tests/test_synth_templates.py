@@ -142,6 +142,10 @@ def test_language_picks_the_inventory():
     assert inventory_for("pl").lang == "pl" and inventory_for("pol_Latn").lang == "pl"
     for lang in ("en", "de", None, ""):
         assert inventory_for(lang).lang == "en"
+    # Without a language, a Japanese text gets Japanese wording; a declared one wins.
+    assert inventory_for(None, TEXT_JA).lang == "ja" and inventory_for(None, TEXT_EN).lang == "en"
+    assert inventory_for("en", TEXT_JA).lang == "en"
+    assert style_for([(TEXT_JA, [FREE_JA])], None, "k").lang == "ja"
 
 
 def test_layout_and_inversion_weights_over_many_keys():

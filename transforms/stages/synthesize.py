@@ -19,10 +19,14 @@ How records go through:
 4. Joining: as LMOps' `cook_pt_entries`, a chain splits where a record did not inherit from the
    one before (it was prompted alone, or produced no pairs); each run of records with pairs
    becomes ONE augmented record (kind `augmented`, id `aug:` + its first member's id, text =
-   the members' texts and pairs in diverse templates, `pairs` = all pairs, meta["synth"]), and
+   the members' texts and pairs in ONE style drawn from its key, as LMOps keeps one pattern
+   dictionary per text (`synth/templates.py`: layout, pair patterns, option format), `pairs` =
+   all pairs, meta["synth"] with the layout), and
    its other members leave as rejects with reason `joined` naming it, so the ledger balances
    and nothing is lost. A record that got no pairs stays a raw record, unchanged. A record whose
    inference failed is a reject with the reason (`prompt_too_long`, `inference_failed`).
+5. Counting: RUN/STAGE/pairs.json, pairs per raw text and tokens per pair beside the paper's
+   (`synth/pair_stats.py`).
 """
 
 from __future__ import annotations

@@ -40,7 +40,8 @@ import yaml
 
 from iptkit.errors import IptkitError
 from iptkit.hashing import keyed_choice, keyed_weighted_choice
-from iptkit.transforms.text.scripts import base_lang
+from iptkit.transforms.text.scripts import base_lang, script_counts
+from iptkit.transforms.text.text_stats import char_mode_share
 
 Pair = dict[str, str]
 Example = tuple[str, list[Pair]]
@@ -228,10 +229,14 @@ def inventory(lang: str) -> Inventory:
     return parse_inventory(yaml.safe_load(text), f"transforms/synth/patterns/{name}")
 
 
-def inventory_for(lang: str | None) -> Inventory:
+def inventory_for(lang: str | None, text: str = "") -> Inventory:
     """Japanese and Polish wording for those languages (any tag whose base is `ja` or `pl`),
-    English for everything else."""
+    English for everything else. A record without a language gets Japanese wording when its
+    text is mostly kana and Han with some kana (as the rule miner decides)."""
     base = base_lang(lang) or ""
+    if not base and text:
+        counts = script_counts(text)
+        base = "ja" if counts["kana"] and char_mode_share(counts) > 0.5 else ""
     return inventory(base if base in INVENTORY_LANGS else "en")
 
 
@@ -363,9 +368,10 @@ def layout_weights(min_pairs: int) -> dict[str, int]:
     return LAYOUT_WEIGHTS if min_pairs >= 2 else FEW_PAIR_LAYOUT_WEIGHTS
 
 
-def draw_style(lang: str | None, key: str, min_pairs: int) -> Style:
-    """The style of a text whose rounds have at least `min_pairs` pairs each."""
-    inv = inventory_for(lang)
+def draw_style(lang: str | None, key: str, min_pairs: int, text: str = "") -> Style:
+    """The style of a text whose rounds have at least `min_pairs` pairs each (`text` decides
+    the wording when `lang` is unset)."""
+    inv = inventory_for(lang, text)
     weights = layout_weights(min_pairs)
     layout = keyed_weighted_choice(tuple(weights), tuple(weights.values()), key, "layout")
     inverted = layout in INVERTIBLE and keyed_weighted_choice(
@@ -395,7 +401,8 @@ def draw_style(lang: str | None, key: str, min_pairs: int) -> Style:
 def style_for(examples: list[Example], lang: str | None, key: str) -> Style:
     """The style of an M-shot text: the layouts open to it depend on its fewest pairs."""
     counts = [len(pairs) for _, pairs in examples if pairs]
-    return draw_style(lang, key, min(counts, default=0))
+    first = examples[0][0] if examples else ""
+    return draw_style(lang, key, min(counts, default=0), first)
 
 
 # --- Rendering ------------------------------------------------------------------------------
