@@ -15,6 +15,7 @@ from iptkit.transforms.synth.templates import (
     INVENTORY_LANGS,
     LAYOUT_WEIGHTS,
     PAIR_FORMATS,
+    draw_layout,
     draw_style,
     fill,
     inventory,
@@ -152,17 +153,20 @@ def test_layout_and_inversion_weights_over_many_keys():
     """LMOps' weights: 80/5/5/5/5 when every round has two pairs, 95/5 otherwise; pairs first
     in 5 of 100 classic and dialog texts."""
     n = 20_000
-    many = [draw_style("en", f"7:aug:{i}", 3) for i in range(n)]
-    counts = Counter(s.layout for s in many)
+    many = [draw_layout(f"7:aug:{i}", 3) for i in range(n)]
+    counts = Counter(layout for layout, _ in many)
     for layout, weight in LAYOUT_WEIGHTS.items():
         assert abs(counts[layout] / n - weight / 100) < 0.01, (layout, counts)
-    invertible = [s for s in many if s.layout in ("classic", "dialog")]
-    share = sum(s.question_first for s in invertible) / len(invertible)
-    assert abs(share - 0.05) < 0.01
-    assert not any(s.question_first for s in many if s.layout not in ("classic", "dialog"))
-    few = Counter(draw_style("ja", f"7:aug:{i}", 1).layout for i in range(n))
+    invertible = [first for layout, first in many if layout in ("classic", "dialog")]
+    assert abs(sum(invertible) / len(invertible) - 0.05) < 0.01
+    assert not any(first for layout, first in many if layout not in ("classic", "dialog"))
+    few = Counter(draw_layout(f"7:aug:{i}", 1)[0] for i in range(n))
     assert set(few) == set(FEW_PAIR_LAYOUT_WEIGHTS)
     assert abs(few["dialog"] / n - 0.05) < 0.01
+    # The style of a text is drawn with that same layout.
+    for i in range(200):
+        style = draw_style("pl", f"7:aug:{i}", 3)
+        assert (style.layout, style.question_first) == many[i]
 
 
 def test_one_style_per_m_shot_text():

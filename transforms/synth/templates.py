@@ -368,15 +368,21 @@ def layout_weights(min_pairs: int) -> dict[str, int]:
     return LAYOUT_WEIGHTS if min_pairs >= 2 else FEW_PAIR_LAYOUT_WEIGHTS
 
 
-def draw_style(lang: str | None, key: str, min_pairs: int, text: str = "") -> Style:
-    """The style of a text whose rounds have at least `min_pairs` pairs each (`text` decides
-    the wording when `lang` is unset)."""
-    inv = inventory_for(lang, text)
+def draw_layout(key: str, min_pairs: int) -> tuple[str, bool]:
+    """The layout of a text and whether its pairs come first, with LMOps' weights."""
     weights = layout_weights(min_pairs)
     layout = keyed_weighted_choice(tuple(weights), tuple(weights.values()), key, "layout")
     inverted = layout in INVERTIBLE and keyed_weighted_choice(
         tuple(QUESTION_FIRST_WEIGHTS), tuple(QUESTION_FIRST_WEIGHTS.values()), key, "inversion"
     )
+    return layout, inverted
+
+
+def draw_style(lang: str | None, key: str, min_pairs: int, text: str = "") -> Style:
+    """The style of a text whose rounds have at least `min_pairs` pairs each (`text` decides
+    the wording when `lang` is unset)."""
+    inv = inventory_for(lang, text)
+    layout, inverted = draw_layout(key, min_pairs)
     sequence = keyed_choice(("digits", "roman", "upper", "lower"), key, "question_sequence")
     marker = keyed_choice(MARKER_FORMATS, key, "question_marker")
     return Style(
