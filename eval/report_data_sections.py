@@ -1,4 +1,4 @@
-"""The run report's data sections: the ledger, the mix and the shards.
+"""The run report's data sections: the ledger, instruction synthesis, the mix and the shards.
 
 Each is a pure function from the parsed JSON a run leaves (stats.json and timings.json, a mix
 stage's report.json, the shard manifests) to one HTML `<section>`; the caller decides whether
@@ -172,6 +172,42 @@ def mix_section(reports: dict[str, dict[str, Any]]) -> str:
                 else ""
             )
             + f'<div class="chart">{hbar_chart_svg("Share of tokens per group", bars, 1.0)}</div>'
+        )
+    return "".join(parts) + "</section>"
+
+
+def synthesis_section(reports: dict[str, dict[str, Any]]) -> str:
+    """Per synthesize stage (RUN/STAGE/pairs.json): pairs per raw text and tokens per pair beside
+    Cheng et al.'s figures (about 5 and 52), and the layouts the augmented texts drew."""
+    parts = ['<section id="synthesis"><h2>Instruction synthesis: pairs per text</h2>']
+    for stage, report in reports.items():
+        paper = report.get("paper", {})
+        parts.append(
+            f"<h3>Stage <code>{escape(stage)}</code></h3>"
+            + html_table(
+                ["measure", "this run", "Cheng et al. 2024 (3.1)"],
+                [
+                    ["augmented records", report.get("augmented_records"), ""],
+                    ["raw texts in them", report.get("raw_texts"), ""],
+                    ["pairs", report.get("pairs"), ""],
+                    [
+                        "pairs per raw text",
+                        report.get("pairs_per_text"),
+                        paper.get("pairs_per_text"),
+                    ],
+                    [
+                        "tokens per pair",
+                        report.get("tokens_per_pair"),
+                        paper.get("tokens_per_pair"),
+                    ],
+                    ["characters per pair", report.get("chars_per_pair"), ""],
+                ],
+            )
+            + html_table(
+                ["layout", "augmented records"],
+                [[k, v] for k, v in (report.get("layouts") or {}).items()]
+                + [["(pairs before the text)", report.get("question_first")]],
+            )
         )
     return "".join(parts) + "</section>"
 

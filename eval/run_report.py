@@ -14,7 +14,12 @@ from typing import Any
 
 from iptkit.eval.contamination_report import contamination_section
 from iptkit.eval.html_parts import html_page, missing_note
-from iptkit.eval.report_data_sections import ledger_section, mix_section, shards_section
+from iptkit.eval.report_data_sections import (
+    ledger_section,
+    mix_section,
+    shards_section,
+    synthesis_section,
+)
 from iptkit.eval.report_model_sections import eval_section, training_section
 
 
@@ -26,6 +31,7 @@ class RunReportInputs:
     stats: dict[str, Any] | None = None
     timings: dict[str, Any] | None = None
     mix: dict[str, dict[str, Any]] = field(default_factory=dict)  # mix stage -> report.json
+    synthesis: dict[str, dict[str, Any]] = field(default_factory=dict)  # stage -> pairs.json
     shards: dict[str, dict[str, Any]] = field(default_factory=dict)  # folder -> manifest
     contamination: dict[str, Any] | None = None  # contamination_report.combine's output
     training: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # name -> steps
@@ -34,6 +40,7 @@ class RunReportInputs:
 
 SECTIONS = (
     ("ledger", "Ledger"),
+    ("synthesis", "Synthesis"),
     ("mix", "Mix"),
     ("shards", "Shards"),
     ("contamination", "Contamination"),
@@ -48,6 +55,11 @@ def sections(inputs: RunReportInputs) -> list[str]:
         ledger_section(inputs.stats, inputs.timings)
         if inputs.stats
         else missing_note("ledger", "Ledger", "no stats.json (the run did not finish)"),
+        synthesis_section(inputs.synthesis)
+        if inputs.synthesis
+        else missing_note(
+            "synthesis", "Instruction synthesis", "no synthesize stage (RUN/STAGE/pairs.json)"
+        ),
         mix_section(inputs.mix)
         if inputs.mix
         else missing_note("mix", "Mix", "no mix stage (RUN/STAGE/report.json)"),

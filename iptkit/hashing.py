@@ -13,7 +13,9 @@ outputs are byte-identical across runs and runners.
 from __future__ import annotations
 
 import hashlib
+from bisect import bisect_right
 from collections.abc import Sequence
+from itertools import accumulate
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -57,3 +59,12 @@ def keyed_order(items: Sequence[T], key: str, *salt: str) -> list[T]:
     order depends on the key and the positions only, never on the items' values."""
     ranks = [keyed_int(key, *salt, str(i)) for i in range(len(items))]
     return [items[i] for i in sorted(range(len(items)), key=ranks.__getitem__)]
+
+
+def keyed_weighted_choice(items: Sequence[T], weights: Sequence[int], key: str, *salt: str) -> T:
+    """One item, drawn with probability proportional to its integer weight (LMOps' layout and
+    inversion weights): the keyed integer modulo the total weight picks a slot."""
+    if len(items) != len(weights) or not items or any(w < 0 for w in weights) or not sum(weights):
+        raise ValueError(f"keyed_weighted_choice needs one non-negative weight per item: {weights}")
+    bounds = list(accumulate(weights))
+    return items[bisect_right(bounds, keyed_int(key, *salt) % bounds[-1])]

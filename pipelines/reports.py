@@ -18,6 +18,7 @@ from iptkit.rundir import RunDir
 
 # Labels of the side files stages declare (`Stage.files()`), as stats.json's index keeps them.
 CONTAMINATION, MIX_REPORT, MANIFEST = "contamination", "mix_report", "manifest:"
+SYNTH_PAIRS = "synth_pairs"
 
 
 def stats_of(run: RunDir) -> dict[str, Any] | None:
@@ -96,6 +97,11 @@ def mix_reports(run: RunDir, stats: dict[str, Any] | None) -> dict[str, dict[str
     return {stage: _read_json(p) for stage, p in run.indexed(stats, MIX_REPORT).items()}
 
 
+def synthesis_reports(run: RunDir, stats: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """Each synthesize stage's pairs.json (pairs per text, tokens per pair), by stage name."""
+    return {stage: _read_json(p) for stage, p in run.indexed(stats, SYNTH_PAIRS).items()}
+
+
 def shard_manifests(run: RunDir, stats: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
     """Every split's manifest.json by its folder under RUN/shards/, as stats.json indexes them."""
     found = {}
@@ -157,6 +163,7 @@ def run_report_inputs(
         stats=stats,
         timings=_read_json(run.timings) if FileSystems.exists(run.timings) else None,
         mix=mix_reports(run, stats),
+        synthesis=synthesis_reports(run, stats),
         shards=shard_manifests(run, stats),
         contamination=contamination_data(run, stats),
         training=training_runs(run, train),

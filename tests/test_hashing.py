@@ -3,6 +3,7 @@
 import hashlib
 import subprocess
 
+import pytest
 from conftest import REPO
 
 from iptkit.hashing import digest, hash_int, keyed_int, seeded_int
@@ -46,3 +47,20 @@ def test_no_module_hashes_on_its_own():
         text=True,
     ).stdout.splitlines()
     assert [line for line in found if not line.startswith("iptkit/hashing.py")] == []
+
+
+def test_keyed_weighted_choice_follows_the_weights():
+    from collections import Counter
+
+    from iptkit.hashing import keyed_weighted_choice
+
+    n = 20_000
+    counts = Counter(keyed_weighted_choice("abc", (8, 1, 1), f"k{i}", "s") for i in range(n))
+    assert abs(counts["a"] / n - 0.8) < 0.01 and abs(counts["c"] / n - 0.1) < 0.01
+    assert keyed_weighted_choice("ab", (0, 3), "k") == "b"
+    assert keyed_weighted_choice("ab", (1, 1), "k", "x") == keyed_weighted_choice(
+        "ab", (1, 1), "k", "x"
+    )
+    for bad in ((1,), (0, 0), (-1, 2)):
+        with pytest.raises(ValueError, match="weight"):
+            keyed_weighted_choice("ab", bad, "k")

@@ -284,5 +284,66 @@ def test_mix_transform_fails_early_on_infeasible(tmp_path):
     assert not (tmp_path / "mix" / "report.json").exists()
 
 
+def test_solver_repeats_are_exact_and_ratios_split_the_rest():
+    """Cheng et al. 3.2: the tuning data repeats 4 times, the corpus fills the rest."""
+    avail = {"raw": 8000, "augmented": 2000, "tuning": 300}
+    plan = solve_mix(avail, {"raw": 0.8, "augmented": 0.2}, 11_200, {"raw": 1, "augmented": 1},
+                     fixed={"tuning": 4})  # fmt: skip
+    tuning = plan.groups["tuning"]
+    assert tuning.fixed and tuning.repeats == 4 and tuning.remainder == 0 and tuning.target == 1200
+    assert plan.groups["raw"].target == 8000 and plan.groups["augmented"].target == 2000
+    assert plan.total == 11_200 and abs(tuning.share - 1200 / 11_200) < 1e-12
+    every = solve_mix(avail, {}, "all", {}, fixed={"raw": 1, "augmented": 1, "tuning": 4})
+    assert every.total == 11_200 and every.groups["raw"].repeats == 1
+    with pytest.raises(MixError, match="alone take 1,200"):
+        solve_mix(avail, {"raw": 1.0}, 1000, {"raw": 1}, fixed={"tuning": 4})
+    with pytest.raises(MixError, match="group tuning has 0 tokens but repeats 4"):
+        solve_mix({"raw": 10}, {"raw": 1.0}, "all", {"raw": 1}, fixed={"tuning": 4})
+    with pytest.raises(MixError, match="needs ratios"):
+        solve_mix(avail, {}, 5000, {}, fixed={"tuning": 4})
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({}, "needs ratios, repeats or both"),
+        ({"ratios": {"raw": 1.0}, "repeats": {"raw": 2}}, "repeats.raw overlaps ratios group raw"),
+        ({"ratios": {"raw": 1.0}, "repeats": {"tunning": 4}}, "unknown kind 'tunning'"),
+        ({"ratios": {"raw": 1.0}, "repeats": {"tuning": 0}}, "not a whole number"),
+        ({"ratios": {"raw": 1.0}, "repeats": {"tuning/en": 2}}, "at most 1 values"),
+    ],
+)
+def test_repeats_config_errors(options, message):
+    with pytest.raises(ValidationError, match=message):
+        MixConfig(**options)
+
+
+def test_mix_transform_honours_repeats_exactly(tmp_path):
+    """Every tuning document comes out exactly 4 times (copies 0..3), the ratios split the
+    rest, and the report says so."""
+    docs = corpus(600, seed=4)
+    tuning = [
+        TokenizedDoc(id=f"t{i}", source="t", kind="tuning", ids=[1] * (30 + i)) for i in range(7)
+    ]
+    cfg = MixConfig(
+        ratios={"raw": 0.8, "augmented": 0.2}, repeats={"tuning": 4}, total_tokens=60_000
+    )
+    out, report = run_mix(docs + tuning, cfg, tmp_path)
+    copies_of = Counter(d.id for d in out["kept"])
+    assert {t.id: copies_of[t.id] for t in tuning} == {t.id: 4 for t in tuning}
+    assert {d.copy for d in out["kept"] if d.kind == "tuning"} == {0, 1, 2, 3}
+    assert Counter(r.reason for r in out["rejects"])["not_in_mix"] == sum(
+        d.kind == "instruction" for d in docs
+    )
+    row = report["groups"]["tuning"]
+    assert row["requested_repeats"] == 4 and row["repeats"] == 4
+    assert row["taken_tokens"] == 4 * sum(t.n_tokens for t in tuning)
+    assert abs(report["taken_total_tokens"] - 60_000) <= 400
+    ratio_tokens = sum(report["groups"][g]["taken_tokens"] for g in ("raw", "augmented"))
+    assert abs(report["groups"]["raw"]["taken_tokens"] / ratio_tokens - 0.8) < 0.01
+    for g, row in report["groups"].items():
+        assert abs(row["achieved_share"] - row["requested_share"]) < 0.01, g
+
+
 def test_mix_is_registered():
     assert stage_types()["mix"].config_class is MixConfig and stage_types()["mix"].tail

@@ -13,6 +13,7 @@ from iptkit.transforms.synth.rule_miner import (
     INSTRUCTIONS,
     JAPANESE_RULES,
     MINERS,
+    POLISH_RULES,
     TASKS,
     keyword_counts,
     looks_like_prose,
@@ -97,7 +98,8 @@ def mined_over_keys(text: str, lang: str, keys: int = 40) -> dict[str, list[dict
 LABELS = {
     "Yes", "No", "Maybe", "Therefore", "However", "Moreover", "Entailment", "Contradiction",
     "Neutral", "はい", "いいえ", "どちらとも言えない", "したがって", "しかし", "また", "含意",
-    "矛盾", "中立",
+    "矛盾", "中立", "Tak", "Nie", "Może", "Dlatego", "Jednak", "Ponadto", "Wynikanie",
+    "Sprzeczność", "Neutralność",
 }  # fmt: skip
 
 
@@ -174,6 +176,7 @@ def test_keywords_are_repeated_or_long_words_as_written():
 def test_rules_follow_the_language():
     assert miner_rules("text", "en") is ENGLISH_RULES
     assert miner_rules("text", "ja-JP") is JAPANESE_RULES
+    assert miner_rules("text", "pl") is POLISH_RULES
     assert miner_rules("text", "de") is None
     assert miner_rules(CANALS, None) is ENGLISH_RULES
     assert miner_rules(SAKE, None) is JAPANESE_RULES
@@ -182,7 +185,7 @@ def test_rules_follow_the_language():
 
 
 def test_instruction_templates_use_known_fields():
-    for lang in ("en", "ja"):
+    for lang in ("en", "ja", "pl"):
         for templates in INSTRUCTIONS[lang].values():
             assert templates
         assert set(INSTRUCTIONS[lang]) == set(INSTRUCTIONS["en"])
@@ -370,3 +373,63 @@ def test_odd_texts_do_not_crash(text):
     for lang in ("en", "ja", None):
         for pair in mine(text, lang, "1:a"):
             assert_taken_from(text, pair)
+
+
+# --- Polish --------------------------------------------------------------------------------
+
+PHOTOSYNTHESIS = """\
+Jak działa fotosynteza
+
+Fotosynteza to proces, w którym rośliny wytwarzają cukry z dwutlenku węgla i wody przy udziale \
+światła. Zachodzi ona głównie w liściach, ponieważ to tam znajduje się najwięcej chloroplastów. \
+Rośliny potrzebują światła słonecznego, aby mogły produkować glukozę i tlen. Dlatego rośliny w \
+ciemnych pomieszczeniach rosną wolniej i mają blade liście.
+Chlorofil pochłania głównie światło czerwone i niebieskie. Jednak światło zielone jest w dużej \
+mierze odbijane przez liście roślin. Nazywa się to odbiciem selektywnym. Zimą dni są krótsze, \
+więc rośliny wytwarzają znacznie mniej cukrów niż latem. Ponadto niska temperatura spowalnia \
+reakcje chemiczne zachodzące w komórkach roślin. Innymi słowy, chłodna i ciemna pora roku \
+ogranicza wzrost większości roślin w naszym klimacie.
+Ten artykuł opisuje podstawowe etapy fotosyntezy u roślin zielonych, np. fazę jasną i ciemną.
+"""
+
+
+def test_polish_sentences_split_on_polish_capitals_and_keep_abbreviations():
+    texts = [s.text for s in split_sentences("Żaden liść nie rośnie, np. zimą. Śnieg pada.", "pl")]
+    assert texts == ["Żaden liść nie rośnie, np. zimą.", "Śnieg pada."]
+    texts = [s.text for s in split_sentences("To koniec. Łódź leży w centrum.", "pl")]
+    assert texts == ["To koniec.", "Łódź leży w centrum."]
+
+
+def test_polish_every_task_fires_on_its_pattern():
+    found = mined_over_keys(PHOTOSYNTHESIS, "pl")
+    assert set(found) == set(TASKS)
+    responses = {task: {p["response"] for p in pairs} for task, pairs in found.items()}
+    assert "Jak działa fotosynteza" in responses["summarize"]
+    # ponieważ (cause), aby (purpose), więc (effect), Dlatego (effect opener).
+    assert {
+        "to tam znajduje się najwięcej chloroplastów",
+        "mogły produkować glukozę i tlen",
+        "rośliny wytwarzają znacznie mniej cukrów niż latem",
+    } <= responses["cause_effect"]
+    # Jednak (contradiction), Dlatego (entailment), Ponadto (neutral).
+    assert responses["nli"] & {"Nie", "Jednak", "Sprzeczność"}
+    assert responses["nli"] & {"Tak", "Dlatego", "Wynikanie"}
+    assert responses["nli"] & {"Może", "Ponadto", "Neutralność"}
+    # Innymi słowy (paraphrase); "X to Y" (definition); "Nazywa się to X" (naming).
+    assert responses["paraphrase"] == {
+        "chłodna i ciemna pora roku ogranicza wzrost większości roślin w naszym klimacie."
+    }
+    assert (
+        "proces, w którym rośliny wytwarzają cukry z dwutlenku węgla i wody przy udziale światła"
+        in responses["word_to_text"]
+    )
+    assert "odbiciem selektywnym" in responses["word_to_text"]
+    for pairs in found.values():
+        for pair in pairs:
+            assert_taken_from(PHOTOSYNTHESIS, pair)
+            assert "Question" not in pair["instruction"]
+
+
+def test_polish_short_or_foreign_text_gives_nothing():
+    assert mine("Krótki tekst.", "pl", "1:a") == []
+    assert mine(PHOTOSYNTHESIS, "cs", "1:a") == []

@@ -30,7 +30,7 @@ from iptkit.transforms.tail.mix_solver import solve_mix
 DATA = REPO / "pipelines" / "examples" / "data"
 PAYLOAD = "<script>alert('x')</script>"
 EXTERNAL = re.compile(r"(src|href)\s*=\s*\"(?!#)|url\(|@import|https?://(?!www\.w3\.org/2000/svg)")
-SECTION_IDS = ("ledger", "mix", "shards", "contamination", "training", "eval")
+SECTION_IDS = ("ledger", "synthesis", "mix", "shards", "contamination", "training", "eval")
 
 
 def stats(stage: str = "filters", reason: str = "min_words") -> dict:
@@ -155,12 +155,22 @@ def test_missing_inputs_give_one_line_each():
             run="r",
             stats=stats(),
             mix={"mix": mix()},
+            synthesis={
+                "synthesize": {
+                    "pairs_per_text": 4.2,
+                    "tokens_per_pair": 61.5,
+                    "paper": {"pairs_per_text": 5, "tokens_per_pair": 52},
+                    "layouts": {"classic": 3},
+                    "question_first": 0,
+                }
+            },
             shards={"train": manifest()},
             training={"t": metrics()},
             evals={"e": summary()},
         )  # fmt: skip
     )
     assert full.count("Not in this run:") == 1  # contamination only
+    assert 'tokens per pair</td><td class="n">61.5</td><td class="n">52' in full
 
 
 def test_every_text_is_escaped():
@@ -225,6 +235,7 @@ def _spec(tmp_path: Path, tok: Path) -> Path:
           - dedup_exact: {{}}
           - decontaminate:
               benchmarks: ["{DATA / "bench" / "arc_mini_en.jsonl"}"]
+          - synthesize: {{backend: rules, rounds: 2, fraction: 0.5, kinds: [raw]}}
           - mix: {{ratios: {{raw: 0.8, instruction: 0.2}}, on_infeasible: scale_down}}
           - pack: {{tokenizer: {tok}, seq_len: 64, packing: best_fit}}
         """)
@@ -256,6 +267,8 @@ def test_real_run_report_has_every_section(demo_report):
         assert f"{name} {row['in']} {row['out']} {dropped}" in words
     assert "Not in this run" not in html
     assert "Stage mix" in words and "raw requested" in words
+    pairs = json.loads((run / "synthesize" / "pairs.json").read_text())
+    assert f"pairs per raw text {pairs['pairs_per_text']} 5" in words  # beside the paper's
     manifest_json = json.loads((run / "shards" / "train" / "manifest.json").read_text())
     assert f"train {len(manifest_json['shards'])} {manifest_json['totals']['sequences']}" in words
     assert "arc_mini_en 32" in words  # contamination table
@@ -271,7 +284,7 @@ def test_report_on_a_run_without_contamination_or_training(corpus):
     (run / "report.html").unlink()
     assert run_cli("report", run) == 0
     html = (run / "report.html").read_text()
-    assert "Ledger: where the data went" in html and html.count("Not in this run:") == 5
+    assert "Ledger: where the data went" in html and html.count("Not in this run:") == 6
     assert not (run / "contamination").exists()
     assert run_cli("report", corpus.parent / "nowhere") == 1
 
@@ -290,7 +303,7 @@ def test_page_opens_in_headless_chromium_without_console_errors(demo_report, tmp
     assert done.returncode == 0, done.stderr[-2000:]
     assert not re.search(r"CONSOLE|Uncaught", done.stderr), done.stderr[-2000:]
     dom = text(done.stdout)
-    for heading in ("Ledger: where the data went", "Mix: requested vs achieved", "Shards",
+    for heading in ("Ledger: where the data went", "Instruction synthesis", "Mix: requested vs achieved", "Shards",
                     "Benchmark contamination", "Training", "Evaluation", "Generation metrics"):  # fmt: skip
         assert heading in dom
     assert "arc_mini_en" in dom and "ja-basic target_char_ratio" in dom

@@ -43,6 +43,7 @@ DATA = {
     "eval/suites": "eval/suites",
     "eval/prompts": "eval/prompts",
     "eval/tasks": "eval/tasks",
+    "transforms/synth/patterns": "transforms/synth/patterns",
 }
 JUNK = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", "build", ".tmp-*")
 

@@ -2,7 +2,9 @@
 
 Groups are nested over the GROUP_FIELDS (e.g. kind, then lang within kind), as Kodama & Oda's
 study varies raw vs instruction data, language and category shares; Cheng et al. repeat the
-synthesizer tuning data 4 times, hence `max_repeat` (per group if needed).
+synthesizer tuning data 4 times throughout pre-training, hence `repeats` (a group taken exactly
+N times, outside the ratios, which split what it leaves) and `max_repeat` (a cap on how often
+the ratios may reuse a document).
 
 How the documents go through (Beam transforms; only per-group numbers reach one worker):
 1. Count tokens per group (a combine).
@@ -36,6 +38,7 @@ from iptkit.transforms.stage import KEPT, Drop, Expand, Stage, StageFn, outputs
 from iptkit.transforms.stage_config import StageConfig
 from iptkit.transforms.tail.mix_solver import (
     GROUP_SEP,
+    UNSET,
     MixPlan,
     copies,
     flatten_ratios,
@@ -98,16 +101,25 @@ class MixConfig(StageConfig):
         "a single field may be given as a string",
     )
     ratios: dict[str, Any] = Field(
-        ...,
+        default_factory=dict,
         description="token share per group, nested like group_by (e.g. {raw: 0.6, augmented: "
         "{en: 0.15, ja: 0.15}, instruction: 0.1}); leaf shares sum to 1; unset values are "
-        "grouped under `null`; documents of groups not named are left out (not_in_mix)",
+        "grouped under `null`; documents of groups named neither here nor in repeats are left "
+        "out (not_in_mix). With repeats, the shares split what the repeats groups leave",
+    )
+    repeats: dict[str, int] = Field(
+        default_factory=dict,
+        description="groups taken a whole number of times, outside the ratios, by group path "
+        '("tuning", "augmented/ja"): every document of the group exactly N times (Cheng et al. '
+        "2024, 3.2: the synthesizer's tuning data repeats 4 times throughout pre-training: "
+        "{tuning: 4}); a group named here takes no share",
     )
     max_repeat: float = Field(
         1.0,
         gt=0,
-        description="most times a document may be used (Cheng et al. repeat the synthesizer "
-        "tuning data 4 times); fractional values take part of the documents once more",
+        description="most times the ratios may use a document (a cap; for a group taken an "
+        "exact number of times use repeats); fractional values take part of the documents "
+        "once more",
     )
     max_repeat_by_group: dict[str, float] = Field(
         default_factory=dict,
@@ -139,10 +151,14 @@ class MixConfig(StageConfig):
             raise ValueError(
                 f"group_by {self.group_by}: each field once, of {', '.join(GROUP_FIELDS)}"
             )
-        _check_tree(self.ratios, self.group_by, 0, "")
+        if not self.ratios and not self.repeats:
+            raise ValueError("mix needs ratios, repeats or both (what to take from each group)")
+        if self.ratios:
+            _check_tree(self.ratios, self.group_by, 0, "")
+        self._check_repeats()
         shares = self.shares
         total = sum(shares.values())
-        if abs(total - 1) > SUM_TOLERANCE:
+        if shares and abs(total - 1) > SUM_TOLERANCE:
             listed = " + ".join(f"{g} {s:g}" for g, s in shares.items())
             raise ValueError(f"ratios sum to {total:.6g} ({listed}), not 1")
         for key, value in self.max_repeat_by_group.items():
@@ -153,6 +169,35 @@ class MixConfig(StageConfig):
                     f"max_repeat_by_group.{key}: no such group; groups are {', '.join(shares)}"
                 )
         return self
+
+    def _check_repeats(self) -> None:
+        """Each repeats key is a group path of at most len(group_by) known values, a whole
+        number of at least 1, and no ratios group lies inside it or contains it."""
+        for key, n in self.repeats.items():
+            parts = key.split(GROUP_SEP)
+            if not key or len(parts) > len(self.group_by):
+                raise ValueError(
+                    f"repeats.{key}: a group path of at most {len(self.group_by)} values "
+                    f"({GROUP_SEP.join(self.group_by)})"
+                )
+            for field, value in zip(self.group_by, parts, strict=False):
+                known = _KNOWN_VALUES.get(field)
+                if known is not None and value not in known:
+                    raise ValueError(
+                        f"repeats.{key}: unknown {field} {value!r}; {field}s are {', '.join(known)}"
+                    )
+            if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+                raise ValueError(f"repeats.{key}: {n!r} is not a whole number of passes >= 1")
+            for group in flatten_ratios(self.ratios):
+                if (
+                    group == key
+                    or group.startswith(key + GROUP_SEP)
+                    or key.startswith(group + GROUP_SEP)
+                ):
+                    raise ValueError(
+                        f"repeats.{key} overlaps ratios group {group}: a group is taken either "
+                        "by a share or a whole number of times, not both"
+                    )
 
     @property
     def shares(self) -> dict[str, float]:
@@ -169,7 +214,16 @@ class MixConfig(StageConfig):
         return self.max_repeat if best is None else self.max_repeat_by_group[best]
 
     def group(self, doc: TokenizedDoc) -> str | None:
-        return group_of({f: doc.group_value(f) for f in self.group_by}, self.group_by, self.ratios)
+        """The repeats group the document's values fall in (the shortest path named), else its
+        ratios leaf, else None (not in the mix)."""
+        values = {f: doc.group_value(f) for f in self.group_by}
+        if self.repeats:
+            path = [UNSET if values[f] is None else str(values[f]) for f in self.group_by]
+            for depth in range(1, len(path) + 1):
+                prefix = GROUP_SEP.join(path[:depth])
+                if prefix in self.repeats:
+                    return prefix
+        return group_of(values, self.group_by, self.ratios) if self.ratios else None
 
     def solve(self, available: dict[str, int]) -> MixPlan:
         shares = self.shares
@@ -179,6 +233,7 @@ class MixConfig(StageConfig):
             self.total_tokens,
             {g: self.repeat_limit(g) for g in shares},
             self.on_infeasible,
+            fixed=self.repeats,
         )
 
 
@@ -202,6 +257,7 @@ def mix_report(
             "available_documents": documents.get(g, 0),
             "taken_documents": n_docs,
             "copies": n_copies,
+            **({"requested_repeats": p.repeats} if p.fixed else {}),
         }
     return {
         "requested_total_tokens": plan.requested_total if plan.requested_total else "all",

@@ -19,12 +19,15 @@ How records go through:
 4. Joining: as LMOps' `cook_pt_entries`, a chain splits where a record did not inherit from the
    one before (it was prompted alone, or produced no pairs); each run of records with pairs
    becomes ONE augmented record (kind `augmented`, id `aug:` + its first member's id, text =
-   the members' texts and pairs in diverse templates, `pairs` = all pairs, meta["synth"],
-   origin synthetic whichever backend wrote the pairs: `typology.mark_synthetic`, the head's
-   own origin kept in meta["origin_before"]), and
+   the members' texts and pairs in ONE style drawn from its key, as LMOps keeps one pattern
+   dictionary per text (`synth/templates.py`: layout, pair patterns, option format), `pairs` =
+   all pairs, meta["synth"] with the layout, origin synthetic whichever backend wrote the pairs:
+   `typology.mark_synthetic`, the head's own origin kept in meta["origin_before"]), and
    its other members leave as rejects with reason `joined` naming it, so the ledger balances
    and nothing is lost. A record that got no pairs stays a raw record, unchanged. A record whose
    inference failed is a reject with the reason (`prompt_too_long`, `inference_failed`).
+5. Counting: RUN/STAGE/pairs.json, pairs per raw text and tokens per pair beside the paper's
+   (`synth/pair_stats.py`).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from typing import Any, ClassVar, Literal
 import apache_beam as beam
 from pydantic import Field
 
+from iptkit.files import atomic_write
 from iptkit.hashing import seeded_int
 from iptkit.transforms.inference.core import (
     PROMPT_TOO_LONG,
@@ -45,11 +49,21 @@ from iptkit.transforms.inference.core import (
     InferenceOptions,
     ModelSpec,
     encode,
+    load_tokenizer,
     sampling_seed,
     spec_tokenizer,
 )
+from iptkit.transforms.inference.model_files import local_model_path
 from iptkit.transforms.record import Record, shallow_dict
-from iptkit.transforms.stage import Drop, Stage, StageFn, generation_step, merge, outputs
+from iptkit.transforms.stage import (
+    KEPT,
+    Drop,
+    Stage,
+    StageFn,
+    generation_step,
+    merge,
+    outputs,
+)
 from iptkit.transforms.synth.lmops_format import (
     ParseCounts,
     cook_example,
@@ -57,11 +71,13 @@ from iptkit.transforms.synth.lmops_format import (
     filter_pairs,
     parse_pairs,
 )
+from iptkit.transforms.synth.pair_stats import CombineTallies, pair_report, record_tally
 from iptkit.transforms.synth.rule_miner import mine
-from iptkit.transforms.synth.templates import render_augmented
+from iptkit.transforms.synth.templates import render_with, style_for
 from iptkit.transforms.typology import mark_synthetic
 
 JOINED = "joined"
+PAIRS_REPORT = "pairs.json"
 AUGMENTED_PREFIX = "aug:"
 DONE = "done"  # chains that leave a round without a request (their prompt cannot fit)
 
@@ -283,6 +299,8 @@ def assemble(chain: Chain, seed: int, model: str) -> Iterator[tuple[Record, Reco
         members = [chain.members[i] for i in run]
         results = [chain.results[i] for i in run]
         aug_id = AUGMENTED_PREFIX + head.id
+        examples = [(m.text, r.pairs) for m, r in zip(members, results, strict=True)]
+        style = style_for(examples, head.lang, f"{seed}:{aug_id}")
         parse: dict[str, int] = {}
         for r in results:
             for name, n in r.parse.items():
@@ -296,6 +314,8 @@ def assemble(chain: Chain, seed: int, model: str) -> Iterator[tuple[Record, Reco
             "prompt_tokens": [r.prompt_tokens for r in results],
             "new_tokens": [r.new_tokens for r in results],
             "truncated_tokens": [r.truncated_tokens for r in results],
+            "layout": style.layout,
+            "question_first": style.question_first,
         }
         yield (
             head,
@@ -304,11 +324,7 @@ def assemble(chain: Chain, seed: int, model: str) -> Iterator[tuple[Record, Reco
                     head,
                     id=aug_id,
                     kind="augmented",
-                    text=render_augmented(
-                        [(m.text, r.pairs) for m, r in zip(members, results, strict=True)],
-                        head.lang,
-                        f"{seed}:{aug_id}",
-                    ),
+                    text=render_with(style, examples),
                     pairs=[p for r in results for p in r.pairs],
                     meta={**head.meta, "synth": synth},
                 )
@@ -381,6 +397,30 @@ class _Assemble(StageFn):
         yield from self.emit(pairs)
 
 
+class _Tally(StageFn):
+    """Each augmented record's pairs, counted (in tokens where the stage has a tokenizer)."""
+
+    def __init__(self, stage: Synthesize, tokenizer: str | None):
+        super().__init__(stage)
+        self._location = tokenizer
+
+    def setup(self) -> None:
+        self._tokenizer = None
+        if self._location is not None:
+            self._tokenizer = load_tokenizer(local_model_path(self._location))
+
+    def process(self, record: Record):
+        if record.kind != "augmented" or "synth" not in record.meta:
+            return
+        tokens = None
+        if self._tokenizer is not None:
+            tokens = [
+                len(encode(self._tokenizer, f"{p['instruction']}\n{p['response']}", False))
+                for p in record.pairs
+            ]
+        yield record_tally(record.pairs, record.meta["synth"], record.lang, tokens)
+
+
 class Synthesize(
     Stage,
     stage="synthesize",
@@ -390,7 +430,32 @@ class Synthesize(
 ):
     """Chains the selected records (by source, language and hash bucket), runs one model round
     per chain member (or the rule miner), and assembles each run of pairs into an augmented
-    record. Its graph is several model rounds, so it writes `run` from the shared pieces."""
+    record. Its graph is several model rounds, so it writes `run` from the shared pieces.
+    RUN/STAGE/pairs.json: pairs per raw text and tokens per pair, beside the paper's."""
+
+    def files(self) -> dict[str, str]:
+        return {"synth_pairs": self.context.file(PAIRS_REPORT)}
+
+    def _count_tokenizer(self) -> str | None:
+        """Where pairs are counted in tokens: `tokenizer`, else the synthesizer's own."""
+        cfg = self.config
+        if cfg.backend == "openai" and cfg.tokenizer is None:
+            return None
+        return cfg.tokenizer or cfg.model
+
+    def _report(self, kept: Any) -> None:
+        path = self.files()["synth_pairs"]
+
+        def write(tally):
+            report = pair_report(tally)
+            atomic_write(path, (json.dumps(report, indent=2) + "\n").encode("utf-8"))
+
+        _ = (
+            kept
+            | "Tally" >> beam.ParDo(_Tally(self, self._count_tokenizer()))
+            | "Sum tallies" >> beam.CombineGlobally(CombineTallies())
+            | "Write pairs.json" >> beam.Map(write)
+        )
 
     def _round(self, chains: Any, k: int) -> Any:
         spec = self.config.model_spec()
@@ -440,4 +505,6 @@ class Synthesize(
                 chains = self._round(chains, k)
             model = cfg.model or ""
         done = outputs(chains, _Assemble(self, model), "Assemble")
+        if self.context.run.root:  # a stage run outside a run directory writes no side file
+            self._report(done[KEPT])
         return merge([done], "Synthesize", passed=others)

@@ -19,8 +19,9 @@ The miner never invents facts: every response is a span of the text (a sentence,
 title, keywords as written) or a label (Yes/No/Maybe...). Fragments shorter than a few words are
 not asked about, no response is the whole text, and each task gives at most `max_per_task` pairs
 (AdaptLLM keeps two per kind), chosen and worded from the key (f"{seed}:{record_id}").
-Pattern sets exist for English and Japanese (sentences split on 。！？, lengths counted in
-characters); other languages get no pairs.
+Pattern sets exist for English, Japanese (sentences split on 。！？, lengths counted in
+characters) and Polish (iptkit's own: Polish connectives, definitions "X to Y", "Przez X
+rozumie się Y", and labels); other languages get no pairs.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from iptkit.transforms.text.scripts import base_lang, script_counts, share
 from iptkit.transforms.text.text_stats import char_mode_share
 
 TASKS = ("summarize", "word_to_text", "nli", "cause_effect", "paraphrase", "completion")
-SUPPORTED_LANGS = ("en", "ja")
+SUPPORTED_LANGS = ("en", "ja", "pl")
 MAX_PER_TASK = 2
 
 
@@ -222,7 +223,94 @@ JAPANESE_RULES = Rules(
     keyword=re.compile(r"[\u30a1-\u30fa\u30fc]{3,}|[\u4e00-\u9fff\u3005]{2,}"),
     stop_words=frozenset("場合 必要 可能 以上 以下 方法 時間 自分 今回 最近 一つ 二つ 三つ 今日".split()),
 )  # fmt: skip
-RULES = {"en": ENGLISH_RULES, "ja": JAPANESE_RULES}
+
+# Polish (iptkit's own patterns): spaced text like English, with Polish connectives, which often
+# open a sentence without a comma ("Dlatego warto...", "Jednak nie...").
+_PL_COMMA = r"\s*,?\s+"
+_PL_STOP = frozenset(
+    """a aby ale albo ani bardzo bez bo by być była było były będzie co czy dla do gdy gdzie go
+    ich ile im innych i jak jaki jako jednak jego jej jest jeszcze jeśli już kiedy która które
+    który lub ma mają może można mu na nad nam nas nie niż nich o od oraz po pod ponieważ przed
+    przez przy również się są ta tak także te tego tej ten to tu tych tylko tym u w we więc wszystko
+    z za ze że żeby jednym kilka wiele często zawsze bardziej najbardziej można należy swoje swój
+    sobie jeden jedna dwa trzy""".split()
+)
+POLISH_RULES = Rules(
+    lang="pl",
+    min_sentence=6,
+    min_clause=4,
+    max_sentence=60,
+    title_units=(2, 15),
+    nli_openers=(
+        (
+            _opener(
+                "Dlatego|Zatem|Tak więc|W związku z tym|Wobec tego|Stąd|Z tego powodu", _PL_COMMA
+            ),
+            "entailment",
+        ),
+        (
+            _opener(
+                "Jednak|Jednakże|Natomiast|Mimo to|Niemniej|Z drugiej strony|Ale|Lecz", _PL_COMMA
+            ),
+            "contradiction",
+        ),
+        (
+            _opener("Ponadto|Co więcej|Dodatkowo|Poza tym|Również|Także|Oprócz tego", _PL_COMMA),
+            "neutral",
+        ),
+    ),  # fmt: skip
+    effect_openers=_opener(
+        "W rezultacie|W efekcie|W konsekwencji|Dlatego|Z tego powodu|Wskutek tego|Zatem", _PL_COMMA
+    ),
+    cause_openers=re.compile(
+        r"^(?:Dzieje się tak|Wynika to z tego|Stało się tak),? (?:ponieważ|bo|że) (?P<rest>.+)$",
+        re.DOTALL,
+    ),
+    paraphrase_openers=_opener(
+        "Innymi słowy|Inaczej mówiąc|To znaczy|Czyli|Krótko mówiąc|Mówiąc prościej", _PL_COMMA
+    ),
+    cause_effect_inside=(
+        (
+            re.compile(r"^(?:Ponieważ|Skoro|Dzięki temu, że) (?P<cause>[^,]+), (?P<effect>.+)$"),
+            "effect",
+        ),
+        (
+            re.compile(
+                r"^(?P<effect>.+?),? (?:ponieważ|gdyż|bo|z powodu|dzięki temu, że|wskutek) (?P<cause>.+)$"
+            ),
+            "cause",
+        ),
+        (re.compile(r"^(?P<cause>.+?), (?:aby|żeby|by) (?P<effect>.+)$"), "purpose"),
+        (
+            re.compile(
+                r"^(?P<cause>.+?), (?:dlatego|więc|w związku z czym|co sprawia, że) (?P<effect>.+)$"
+            ),
+            "effect",
+        ),
+    ),  # fmt: skip
+    paraphrase_inside=(
+        re.compile(r"^(?P<a>.+?)[,;] (?:czyli|to znaczy|innymi słowy|tj\.) (?P<b>.+)$"),
+    ),
+    definitions=(
+        re.compile(
+            r"^(?P<term>[A-ZĄĆĘŁŃÓŚŹŻ][\w-]*(?: [\w-]+){0,3}) (?:to|jest to|oznacza|nazywamy) "
+            r"(?P<definition>.+)$"
+        ),
+        re.compile(r"^Przez (?P<term>[\w-]+(?: [\w-]+){0,3}) rozumie się (?P<definition>.+)$"),
+    ),
+    opening_definitions=(),
+    naming=re.compile(
+        r"^(?:Nazywa się to|Zjawisko to nazywamy|Nazywamy to|Jest to tak zwany|Jest to tzw\.|"
+        r"Proces ten nazywa się|Nazywa się go) (?P<term>[^,;]+?)(?:,.*)?[.!]?$"
+    ),
+    topic=re.compile(
+        r"^(?:Ten|Niniejszy) (?:artykuł|tekst|poradnik|rozdział|wpis) "
+        r"(?:opisuje|omawia|dotyczy|wyjaśnia|przedstawia) (?P<topic>.+)$"
+    ),
+    keyword=re.compile(r"[^\W\d_][\w-]*[^\W\d_]"),
+    stop_words=_PL_STOP,
+)
+RULES = {"en": ENGLISH_RULES, "ja": JAPANESE_RULES, "pl": POLISH_RULES}
 
 
 def miner_rules(text: str, lang: str | None) -> Rules | None:
@@ -242,9 +330,13 @@ def miner_rules(text: str, lang: str | None) -> Rules | None:
 # --- Small pure helpers --------------------------------------------------------------------
 
 _EN_END = re.compile(r"[.!?]+[\"'\u201d\u2019)\]]*(?=\s+[\"'\u201c\u2018(\[]?[A-Z0-9])")
+# Polish: the same, with Polish capitals and the low opening quote („).
+_PL_END = re.compile(r"[.!?]+[\"'\u201d\u2019)\]]*(?=\s+[\"'\u201e\u201c(\[]?[A-ZĄĆĘŁŃÓŚŹŻ0-9])")
 _JA_END = re.compile(r"[。！？!?]+[」』）)]*")
 _ABBREVIATIONS = frozenset(
     "mr mrs ms dr st prof sr jr vs etc e.g i.e no fig approx inc ltd".split()
+    # Polish: np. (for example), m.in., tzw., tj., itd., itp., ok., wg, nr, ul., godz., zob.
+    + "np m.in tzw tj itd itp ok wg nr ul godz zob por str inż mgr".split()
 )
 _LETTER = re.compile(r"[^\W\d_]")
 _TRAILING = " \t.,;:!?。、．！？"
@@ -257,7 +349,7 @@ def split_sentences(text: str, lang: str) -> list[Sentence]:
     and a capital or digit (not after Mr., e.g. or an initial); Japanese at 。！？ with any
     closing bracket, no space needed. A line break always ends a sentence."""
     out: list[Sentence] = []
-    ends = _JA_END if lang == "ja" else _EN_END
+    ends = {"ja": _JA_END, "pl": _PL_END}.get(lang, _EN_END)
     for line_no, match in enumerate(re.finditer(r"[^\n]+", text)):
         line = match.group()
         cuts = [0]
@@ -405,10 +497,17 @@ def _word_to_text(
 
 
 # Words that make a would-be English term a clause ("In practice this means..."), not a name.
-_NOT_IN_TERMS = frozenset(
-    "it its this that these those there they he she we you i which what who in at on for with by"
-    " as if when".split()
-)
+_NOT_IN_TERMS = {
+    "en": frozenset(
+        "it its this that these those there they he she we you i which what who in at on for with"
+        " by as if when".split()
+    ),
+    "pl": frozenset(
+        "to ten ta te tym tego tej dlatego jednak natomiast ponadto zatem więc także również on"
+        " ona ono oni one my wy ja ty co kto który która które gdy kiedy jeśli jak w we na z ze do"
+        " od przy dla po o a i ale czy nie się jest są".split()
+    ),
+}
 
 
 def _is_term(term: str, rules: Rules) -> bool:
@@ -416,7 +515,8 @@ def _is_term(term: str, rules: Rules) -> bool:
     if rules.lang == "ja":
         return 1 <= units(term, rules) <= 20 and looks_like_prose(term, rules)
     words = term.strip().lower().split()
-    return bool(words) and not _NOT_IN_TERMS & set(words) and looks_like_prose(term, rules)
+    excluded = _NOT_IN_TERMS.get(rules.lang, frozenset())
+    return bool(words) and not excluded & set(words) and looks_like_prose(term, rules)
 
 
 _NLI_ANSWERS = {
@@ -428,6 +528,15 @@ _NLI_ANSWERS = {
             "relation": "Contradiction",
         },
         "neutral": {"yes_no": "Maybe", "connective_answer": "Moreover", "relation": "Neutral"},
+    },
+    "pl": {
+        "entailment": {"yes_no": "Tak", "connective_answer": "Dlatego", "relation": "Wynikanie"},
+        "contradiction": {
+            "yes_no": "Nie",
+            "connective_answer": "Jednak",
+            "relation": "Sprzeczność",
+        },
+        "neutral": {"yes_no": "Może", "connective_answer": "Ponadto", "relation": "Neutralność"},
     },
     "ja": {
         "entailment": {"yes_no": "はい", "connective_answer": "したがって", "relation": "含意"},
@@ -559,6 +668,7 @@ MINERS: dict[str, Miner] = {
 
 _EN_YES_NO = "\nOptions:\n- Yes\n- No\n- Maybe"
 _JA_YES_NO = "\n選択肢:\n- はい\n- いいえ\n- どちらとも言えない"
+_PL_YES_NO = "\nOpcje:\n- Tak\n- Nie\n- Może"
 INSTRUCTIONS: dict[str, dict[str, tuple[tuple[str, str], ...]]] = {
     "en": {
         "title": (
@@ -662,6 +772,57 @@ INSTRUCTIONS: dict[str, dict[str, tuple[tuple[str, str], ...]]] = {
         "completion": (
             ("次の文章の続きを書いてください: {before}", "{response}"),
             ("「{before}」の次に続く文は何ですか？", "{response}"),
+        ),
+    },
+    "pl": {
+        "title": (
+            ("Jaki tytuł pasowałby do tego tekstu?", "{response}"),
+            ("Napisz tytuł do powyższego artykułu.", "{response}"),
+        ),
+        "topic": (
+            ("O czym jest ten tekst?", "{response}"),
+            ("Krótko podaj temat artykułu.", "{response}"),
+        ),
+        "keywords": (
+            ("Pojęcia: {keywords}\nNapisz zdanie, które zawiera wszystkie te słowa.", "{response}"),
+            ("Słowa kluczowe: {keywords}\nZnajdź w tekście zdanie, które zawiera wszystkie te słowa.", "{response}"),
+            ("Zdanie: {sentence}\nJakie są słowa kluczowe tego zdania?", "{keywords}"),
+        ),
+        "definition": (
+            ("Czym jest „{term}”?", "{response}"),
+            ("Wyjaśnij znaczenie pojęcia „{term}”.", "{response}"),
+            ("Jak tekst definiuje pojęcie {term}?", "{response}"),
+        ),
+        "naming": (
+            ("{sentence}\nJak to się nazywa?", "{response}"),
+            ("Jakiego terminu używa tekst na określenie tego?\n{sentence}", "{response}"),
+        ),
+        "nli": (
+            ("Przesłanka: „{premise}”\nHipoteza: „{hypothesis}”\nCzy z przesłanki wynika hipoteza?" + _PL_YES_NO, "{yes_no}"),
+            ("Zdanie 1: „{premise}”\nZdanie 2: „{hypothesis}”\nKtóre słowo najlepiej je łączy?\nOpcje:\n- Dlatego\n- Jednak\n- Ponadto", "{connective_answer}"),
+            ("Jaka jest relacja między zdaniem „{premise}” a zdaniem „{hypothesis}”: wynikanie, neutralność czy sprzeczność?", "{relation}"),
+            ("{premise} {connective}\nJak dokończysz to zdanie?", "{continuation}"),
+        ),
+        "effect": (
+            ("Jaki jest skutek tego: „{cause}”?", "{response}"),
+            ("Przyczyna: {cause}\nJaki jest skutek?", "{response}"),
+        ),
+        "cause": (
+            ("Jaka jest przyczyna tego: „{effect}”?", "{response}"),
+            ("Skutek: {effect}\nCo jest przyczyną?", "{response}"),
+            ("Według tekstu, dlaczego tak jest? {effect}", "{response}"),
+        ),
+        "purpose": (
+            ("W jakim celu: „{cause}”?", "{response}"),
+            ("Po co się to robi? {cause}", "{response}"),
+        ),
+        "paraphrase": (
+            ("Powiedz inaczej: {sentence}", "{response}"),
+            ("„{sentence}” Innymi słowy?", "{response}"),
+        ),
+        "completion": (
+            ("Jak dalej brzmi tekst po fragmencie „{before}”?", "{response}"),
+            ("Oto fragment tekstu: {before}\nCo następuje dalej?", "{response}"),
         ),
     },
 }  # fmt: skip

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from iptkit.errors import IptkitError
@@ -61,7 +61,9 @@ def group_of(values: Mapping[str, str | None], group_by: list[str], ratios: Mapp
 @dataclass(frozen=True)
 class GroupPlan:
     """What the mix takes from one group: `repeats` whole passes over every document, then the
-    lowest-hash documents worth `remainder` tokens once more."""
+    lowest-hash documents worth `remainder` tokens once more. `share` is the group's planned
+    share of the whole mix, `wanted` the tokens the spec asked of it; `fixed` marks a group of
+    `repeats:` (taken exactly `repeats` times, outside the ratios)."""
 
     share: float
     available: int
@@ -69,6 +71,8 @@ class GroupPlan:
     target: float
     repeats: int
     remainder: float
+    wanted: float = 0.0
+    fixed: bool = False
 
 
 @dataclass(frozen=True)
@@ -81,13 +85,7 @@ class MixPlan:
     @property
     def shortfall(self) -> dict[str, float]:
         """Tokens asked for but not available under max_repeat (best_effort only)."""
-        if self.requested_total is None:
-            return {}
-        return {
-            g: self.requested_total * p.share - p.target
-            for g, p in self.groups.items()
-            if self.requested_total * p.share - p.target > 0.5
-        }
+        return {g: p.wanted - p.target for g, p in self.groups.items() if p.wanted - p.target > 0.5}
 
 
 def _table(rows: Iterable[tuple[str, float, int, float, float]]) -> str:
@@ -102,23 +100,77 @@ def solve_mix(
     total: int | Literal["all"],
     max_repeat: Mapping[str, float],
     on_infeasible: OnInfeasible = "fail",
+    fixed: Mapping[str, int] | None = None,
 ) -> MixPlan:
     """Token targets per group. `available` tokens per group (groups with no documents may be
-    absent), `shares` per group summing to 1, `max_repeat` per group. With total "all", the
+    absent), `shares` per group summing to 1 (or none), `max_repeat` per group, and `fixed`
+    groups taken a whole number of times each (Cheng et al.'s tuning data, 4 times), whose
+    tokens come first: the shares split what they leave of `total`. With total "all", the
     largest total that keeps every share under max_repeat. Raises MixError with the numbers when
-    a group with a share has no tokens, or when `total` cannot be met and on_infeasible is fail.
+    a group with a share or a fixed repeat has no tokens, or when `total` cannot be met and
+    on_infeasible is fail.
     """
-    empty = [g for g, s in shares.items() if s > 0 and available.get(g, 0) == 0]
+    fixed = dict(fixed or {})
+    groups_with_tokens = dict(sorted((g, n) for g, n in available.items() if n))
+    empty = [
+        f"group {g} has 0 tokens but a share of {s:g}"
+        for g, s in shares.items()
+        if s > 0 and available.get(g, 0) == 0
+    ] + [
+        f"group {g} has 0 tokens but repeats {n}" for g, n in fixed.items() if not available.get(g)
+    ]
     if empty:
         raise MixError(
             "mix: "
-            + "; ".join(f"group {g} has 0 tokens but a share of {shares[g]:g}" for g in empty)
-            + f" (groups with tokens: {dict(sorted((g, n) for g, n in available.items() if n))});"
-            " fix the ratios or the group_by fields"
+            + "; ".join(empty)
+            + f" (groups with tokens: {groups_with_tokens}); fix the ratios, repeats or the "
+            "group_by fields"
         )
+    fixed_tokens = sum(available[g] * n for g, n in fixed.items())
+    requested = None if total == "all" else int(total)
+    if requested is not None and not shares:
+        raise MixError(
+            f"mix: total_tokens {requested:,} needs ratios to fill what the repeats groups "
+            f"({fixed_tokens:,} tokens) leave; set total_tokens: all or name ratios"
+        )
+    if requested is not None and requested <= fixed_tokens:
+        raise MixError(
+            f"mix: total_tokens {requested:,} leaves nothing for the ratios: the repeats groups "
+            + ", ".join(f"{g} ({available[g]:,} tokens x {n})" for g, n in sorted(fixed.items()))
+            + f" alone take {fixed_tokens:,}; raise total_tokens or lower repeats"
+        )
+    ratio_plan = _solve_shares(
+        available,
+        shares,
+        None if requested is None else requested - fixed_tokens,
+        max_repeat,
+        on_infeasible,
+    )
+    ratio_total = sum(p.target for p in ratio_plan.values())
+    grand = ratio_total + fixed_tokens
+    # A ratio group's share of the whole mix: its share of the ratio part, scaled by that part.
+    ratio_part = ratio_total if requested is None else requested - fixed_tokens
+    scale = ratio_part / (ratio_part + fixed_tokens) if ratio_part + fixed_tokens else 0.0
+    groups = {g: replace(p, share=p.share * scale) for g, p in ratio_plan.items()}
+    for g, n in fixed.items():
+        tokens = available[g] * n
+        groups[g] = GroupPlan(tokens / grand, available[g], n, tokens, n, 0.0, tokens, True)
+    return MixPlan(requested, grand, on_infeasible, groups)
+
+
+def _solve_shares(
+    available: Mapping[str, int],
+    shares: Mapping[str, float],
+    requested: int | None,
+    max_repeat: Mapping[str, float],
+    on_infeasible: OnInfeasible,
+) -> dict[str, GroupPlan]:
+    """The ratio groups' plans for `requested` tokens between them (None: as many as max_repeat
+    allows); `share` is still the group's share of the ratio part."""
+    if not shares:
+        return {}
     capacity = {g: available.get(g, 0) * max_repeat[g] for g in shares}
     largest = min(capacity[g] / s for g, s in shares.items() if s > 0)
-    requested = None if total == "all" else int(total)
     if requested is None:
         grand = largest
     elif requested <= largest * (1 + 1e-9):
@@ -143,8 +195,11 @@ def solve_mix(
         target = min(s * grand, capacity[g])
         rate = target / n if n else 0.0
         repeats = math.floor(rate + 1e-12)
-        groups[g] = GroupPlan(s, n, max_repeat[g], target, repeats, max(0.0, target - repeats * n))
-    return MixPlan(requested, grand, on_infeasible, groups)
+        wanted = target if requested is None else s * requested
+        groups[g] = GroupPlan(
+            s, n, max_repeat[g], target, repeats, max(0.0, target - repeats * n), wanted
+        )
+    return groups
 
 
 def remainder_cutoff(
