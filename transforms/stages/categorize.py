@@ -1,19 +1,30 @@
 """categorize: each instruction's task category, Kodama & Oda's coding / general / math / reasoning.
 
 A category a source declares (`category:` or `category_field`) is kept as it is, unless
-`trust_declared` is off. Otherwise the rule classifier decides: weighted keyword and pattern
-features in English and Japanese (code fences and syntax, programming languages and terms; math
-symbols, equations, arithmetic and math words; logic-puzzle and argument vocabulary; everyday
-writing requests), each feature counted once per text. The category with the highest score
-wins when it reaches `min_score`; otherwise the record is `general`, the category of everything
-that is neither code, math nor reasoning. Ties go to coding, then math, then reasoning, the
-order in which a feature is least likely to be incidental.
+`trust_declared` is off. Otherwise `method` decides:
 
-Nothing is dropped: the category goes to `record.category` (named by `names`) and the scores to
-`meta["categorize"]`, so a later stage or a person can revisit the decision.
+- `rules` (default): weighted keyword and pattern features in English, Japanese and Polish
+  (code fences and syntax, programming languages and terms; math symbols, equations,
+  arithmetic and math words; logic-puzzle and argument vocabulary; everyday writing requests;
+  Polish by stems, since Polish inflects), each feature counted once per text. The category
+  with the highest score wins when it reaches `min_score`; otherwise the record is `general`,
+  the category of everything that is neither code, math nor reasoning. Ties go to coding, then
+  math, then reasoning, the order in which a feature is least likely to be incidental.
+- `classifier`: the linear model (`transforms/text/linear_classifier.py`) that
+  `iptkit categorize train LABELLED.jsonl --out MODEL` trained on labelled local data; `model`
+  names its file. The most probable label wins.
+- `llm`: a model through the inference layer (a `ModelStage`: `request` asks with the category
+  list, `parse` reads the label). An answer naming no category, or two, falls back to the rules
+  (`unparsed: rules`, with `fallback: unparsed_category` in the evidence) or is a reject with
+  reason `unparsed_category`; a failed generation is a reject with its reason.
 
-The classifier's accuracy on tests/data/categorize_labelled.jsonl (136 instructions, half
-English, half Japanese, written for this repository) is measured by tests/test_categorize.py.
+Rules and classifier drop nothing: the category goes to `record.category` (named by `names`)
+and the evidence (scores, probabilities, the model's answer) to `meta["categorize"]`, so a later
+stage or a person can revisit the decision.
+
+Accuracy on tests/data/categorize_labelled.jsonl (196 instructions in English, Japanese and
+Polish) and on the held-out tests/data/categorize_heldout.jsonl (100) is measured by
+tests/test_categorize.py and benchmarks/bench_categorize.py.
 """
 
 from __future__ import annotations
@@ -215,6 +226,12 @@ class CategorizeConfig(InferenceOptions):
         "llm: the model folder, hub id or served name (paths relative to the spec's folder)",
     )
     max_new_tokens: int = Field(16, ge=1, description="method llm: most tokens of the answer")
+    prompt_too_long: Literal["truncate", "reject"] = Field(
+        "reject",
+        description="method llm: a prompt over max_model_len - max_new_tokens tokens: reject "
+        "(the default here: truncating cuts the category list at the prompt's start) or "
+        "truncate; lower max_chars to fit long texts",
+    )
     prompt: str = Field(
         DEFAULT_PROMPT,
         description="method llm: the user turn, a template with {text} (the record's text and "
