@@ -86,6 +86,7 @@ def _parser() -> argparse.ArgumentParser:
         report.add_argument(flag, action="append", default=[], metavar="DIR", help=what)
     _add_inspect(commands)
     _add_tokenizer(commands)
+    _add_categorize(commands)
     from iptkit.pipelines.export import add_arguments as export_arguments
 
     export_help = "a run's instruction records as chat data (messages, ShareGPT, Alpaca) + card"
@@ -137,6 +138,17 @@ def _add_tokenizer(commands) -> None:
         "--sample-chars", type=int, default=20_000_000, help="characters of training text"
     )
     train.add_argument("--seed", type=int, default=0, help="seeds the sample and the held-out set")
+
+
+def _add_categorize(commands) -> None:
+    from iptkit.pipelines.categorize_train import add_arguments
+
+    sub = commands.add_parser(
+        "categorize", help="the categorize stage's classifier"
+    ).add_subparsers(dest="categorize_command", required=True)
+    add_arguments(
+        sub.add_parser("train", help="train the classifier on labelled JSONL {text, category}")
+    )
 
 
 def _describe(value: object) -> str:
@@ -341,6 +353,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return export_cli(args)
         if args.command == "tokenizer":
             return _tokenizer_train(args)
+        if args.command == "categorize":
+            from iptkit.pipelines.categorize_train import run_cli as categorize_train
+
+            return categorize_train(args)
         return _run(args, extra) if args.command == "run" else _validate(args)
     except IptkitError as exc:
         print(f"iptkit: {exc}", file=sys.stderr)

@@ -37,10 +37,16 @@ MAX_LEN = 2048
 CONTEXT = 48  # prompt tokens per training example
 
 
+# The chat fixtures the tokenizer and the constant model learn from, named (not globbed): tests
+# pin what these seeded models write, so a file or prompt added to iptkit must not change them.
+FIXTURE_CHATS = ("chats_lmsys.jsonl", "chats_sharegpt.jsonl")
+PROMPT_PAIRS = ("en-ja", "ja-en")  # likewise the translation prompts (more are built in)
+
+
 def fixture_texts() -> list[str]:
-    """Every user and assistant turn of the bundled chat fixtures."""
+    """Every user and assistant turn of the bundled chat fixtures (FIXTURE_CHATS)."""
     texts = []
-    for path in sorted(FIXTURES.glob("chats_*.jsonl")):
+    for path in (FIXTURES / name for name in FIXTURE_CHATS):
         for line in path.read_text(encoding="utf-8").splitlines():
             row = json.loads(line)
             for turn in row.get("conversation") or row.get("conversations") or []:
@@ -52,7 +58,7 @@ def stage_prompts() -> list[str]:
     from iptkit.transforms.stages.judge import DEFAULT_RUBRIC
     from iptkit.transforms.stages.translate import DEFAULT_PROMPTS
 
-    return [DEFAULT_RUBRIC, *DEFAULT_PROMPTS.values(), CONSTANT_ANSWER]
+    return [DEFAULT_RUBRIC, *(DEFAULT_PROMPTS[pair] for pair in PROMPT_PAIRS), CONSTANT_ANSWER]
 
 
 def build_tokenizer(texts: list[str], vocab_size: int = 2000) -> PreTrainedTokenizerFast:

@@ -1,8 +1,8 @@
 """The demo's ledger and bytes, pinned: a refactor that changes what the pipeline does fails here.
 
-The figures were taken from main before the stage-contract refactor (issue 14); issue 15's
-pattern inventory re-pinned the augmented texts (one style per M-shot text from iptkit's own
-inventory, LMOps' layouts), hence the output, the mix's token counts and the shards. Files that hold
+The figures were taken from main before the stage-contract refactor (issue 14), and re-taken
+when Polish became a first-class language (issue 15: web_pl.jsonl.gz and chats_pl.jsonl joined
+the corpus, and the demo gained a categorize stage for its chat instructions). Files that hold
 absolute paths (the read rejects name their file; manifests name the tokenizer and carry the
 spec hash, which covers the resolved source paths) are compared without those fields, so the
 test holds in any clone.
@@ -21,45 +21,48 @@ from collections import Counter
 from conftest import DEMO_SPEC, run_cli
 
 LEDGER = {
-    "read": (178, 167, {"bad_conversation": 1, "bad_json": 2, "empty_text": 3,
+    "read": (216, 205, {"bad_conversation": 1, "bad_json": 2, "empty_text": 3,
                         "missing_field": 3, "not_an_object": 1, "wrong_type": 1}),
-    "normalize": (167, 166, {"invalid_utf8": 1}),
-    "langid": (166, 163, {"low_lang_score": 2, "no_language": 1}),
-    "filters": (163, 149, {"min_chars": 2, "min_words": 12}),
-    "dedup_exact": (149, 142, {"exact_duplicate": 7}),
-    "dedup_near": (142, 135, {"near_duplicate": 7}),
-    "decontaminate": (135, 135, {}),
-    "synthesize": (135, 116, {"joined": 19}),
-    "decontaminate_2": (116, 116, {}),
-    "format": (116, 116, {}),
-    "mix": (116, 89, {"not_sampled": 27}),
-    "pack": (89, 89, {}),
+    "normalize": (205, 204, {"invalid_utf8": 1}),
+    "langid": (204, 201, {"low_lang_score": 2, "no_language": 1}),
+    "filters": (201, 186, {"min_chars": 2, "min_words": 13}),
+    "dedup_exact": (186, 178, {"exact_duplicate": 8}),
+    "dedup_near": (178, 170, {"near_duplicate": 8}),
+    "categorize": (170, 170, {}),
+    "decontaminate": (170, 170, {}),
+    "synthesize": (170, 151, {"joined": 19}),
+    "decontaminate_2": (151, 151, {}),
+    "format": (151, 151, {}),
+    "mix": (151, 104, {"not_sampled": 47}),
+    "pack": (104, 104, {}),
 }  # fmt: skip
 
 SHA256 = {
-    "data/normalize/part-00000-of-00001.jsonl.gz": "71fb22d6fc1a0b9fe31c3a56a86e802e2a2b699fa9d1f8e95f9edb462dcd91c0",
-    "output/part-00000-of-00001.jsonl.gz": "e65c49c80264b1fa8cfc094dbd8b318aaebb890b2ca239a77ebe9d7880d60f10",
-    "rejects/dedup_exact/part-00000-of-00001.jsonl": "e3caf54a4d42c7135499e528484f45b6d60c461326bb9848048ba1f8ab99653b",
-    "rejects/dedup_near/part-00000-of-00001.jsonl": "ace68ef1d920b47b2a4063e19afcce0db8968557011390ae0037becf50326d2c",
-    "rejects/filters/part-00000-of-00001.jsonl": "60e96c855f7151db3844ffea9a3448d60859ee016bbe192bb9d92b60d5e4898f",
+    "data/normalize/part-00000-of-00001.jsonl.gz": "09f7920296f4113500d7f3da04bc34505977ed3acee5d60eb2ef982f12f568b2",
+    "output/part-00000-of-00001.jsonl.gz": "46a821390f765f2cddf238cf9f8b2899fd6a53f9f2fe9d26da73e24ba5df54f1",
+    "rejects/dedup_exact/part-00000-of-00001.jsonl": "b7242e84c9eff3594bffb4d17fc1514e9da8747b12574f44c1d3b8325e1c0b1d",
+    "rejects/dedup_near/part-00000-of-00001.jsonl": "d481a59c69179c855d82539012707e0bd9058910f68826df5c9c068873a61ba8",
+    "rejects/filters/part-00000-of-00001.jsonl": "ae615804c51b81283b9935c42765537e5930499a3d70166bc2b9044e872b1787",
     "rejects/langid/part-00000-of-00001.jsonl": "74dcd08a065142fa3fb816154436329e4ffda4bb814899f3a8a2ade7b53a8aca",
-    "rejects/mix/part-00000-of-00001.jsonl": "f6e6cf1d8c57fc52831071a22ae2b8da0a90cb4dbea619b284beeb7e5492eb5d",
+    "rejects/mix/part-00000-of-00001.jsonl": "7cc2f1061d26b5d237086afe8e8013191c4e9e2902f14967cbac3fa283d886f5",
     "rejects/normalize/part-00000-of-00001.jsonl": "1d1c8d02c387b513d3c68bd5adefc4dbc8e224e0a24c0de97efd9ac1a3e5c7d3",
     "rejects/synthesize/part-00000-of-00001.jsonl": "efcc99b607dd9e67c32696e4d286efda9e9c030d536f4d3b0af8a6821d330a1c",
-    "shards/train/train-b00000-00000.docidx.bin": "ce6b505ada0fea7e87d9ebd3c7488bf1228f3d880fe150273ef657bc9f774760",
-    "shards/train/train-b00000-00000.docs.bin": "ff74707a1f17fcf6d3442d168938c0583620c422e95eacd193914a6b81397788",
-    "shards/train/train-b00000-00000.mask.bin": "63ba4eb399cfc593e02e0977c43a210073ca75412b9bc571023e666bf3fdab0f",
-    "shards/train/train-b00000-00000.tokens.bin": "475525dde3bff01a343f44c9d3d54ae655a2c398b28bdebddb54879d456b9780",
-    "shards/validation/validation-b00000-00000.docidx.bin": "65ce1bbbc2ccf84a9c254a6ae80e7a1ab54a3ac2d9d9be00640c5b6889a51a60",
-    "shards/validation/validation-b00000-00000.docs.bin": "1737d099fdbb99043a05ac59a7dceb380451e963d289cc061f8b7c141df95e2d",
-    "shards/validation/validation-b00000-00000.mask.bin": "33633089b2116da576d35d15ef73297d5f5688f10139742b48d4d19ca619641c",
-    "shards/validation/validation-b00000-00000.tokens.bin": "f6515f1a1f645fc4fdef0c99b4a081ec325953ca821691057fbecc6e2d902c8f",
+    "shards/train/train-b00000-00000.docidx.bin": "38b1ed5ade6b04c566e0ed2f4df07fc5aa70db3d624b0ab395c6b08f01f4e624",
+    "shards/train/train-b00000-00000.docs.bin": "1a61e4e56e89cd6b8fb7c3fe3d239f60df6bcdf7ca1ce4d6346e06b41cc5144e",
+    "shards/train/train-b00000-00000.mask.bin": "a47d356f182b3931e576613ca57d3b5730e310732dd2027efeba249767bce69e",
+    "shards/train/train-b00000-00000.tokens.bin": "a0dc15fd4a48e0d235498fa6183e67b372d699fbb2e4900700a07e1700627be3",
+    "shards/validation/validation-b00000-00000.docidx.bin": "081debf0a06fb7eff7c4c4a158c6962047671cbe8902e6381e5338c9462608fa",
+    "shards/validation/validation-b00000-00000.docs.bin": "551aea7cd1d6c4cc857c02ef8875f888d99333376e56dfe4fea8c0c62db6709d",
+    "shards/validation/validation-b00000-00000.mask.bin": "15442c1e8812e75714d8ffe58a45bdecf88ca9db28496dfc40538a81af7c64c9",
+    "shards/validation/validation-b00000-00000.tokens.bin": "350bc568b1b90ca871e48d0a2534d342bf271cd0a752c7e0ea827618cfd05268",
 }  # fmt: skip
 
-# Reject files that are empty in the demo (a stage that dropped nothing still writes its file).
-EMPTY = ["decontaminate", "decontaminate_2", "format", "pack"]
+SHA256_OUTPUT = "output/part-00000-of-00001.jsonl.gz"
 
-TRAIN_TOTALS = {"documents": 227, "sequences": 179, "tokens": 45824}
+# Reject files that are empty in the demo (a stage that dropped nothing still writes its file).
+EMPTY = ["categorize", "decontaminate", "decontaminate_2", "format", "pack"]
+
+TRAIN_TOTALS = {"documents": 285, "sequences": 235, "tokens": 60160}
 
 
 def test_demo_ledger_and_bytes_are_pinned(tmp_path):
@@ -68,7 +71,7 @@ def test_demo_ledger_and_bytes_are_pinned(tmp_path):
     stats = json.loads((run / "stats.json").read_text())
     got = {name: (s["in"], s["out"], s["dropped"]) for name, s in stats["stages"].items()}
     assert got == LEDGER
-    assert (stats["read"], stats["output_records"], stats["violations"]) == (178, 115, [])
+    assert (stats["read"], stats["output_records"], stats["violations"]) == (216, 151, [])
     # Every stage goes through the shared contract, so every row has its own time.
     timings = json.loads((run / "timings.json").read_text())["stage_seconds"]
     assert sorted(timings) == sorted(LEDGER)
@@ -86,6 +89,15 @@ def test_demo_ledger_and_bytes_are_pinned(tmp_path):
     }
     for path, digest in SHA256.items():
         assert hashlib.sha256((run / path).read_bytes()).hexdigest() == digest, path
+    # Polish is a first-class language of the demo: its pages and chats come through, and the
+    # chat instructions get their task category.
+    output = [
+        json.loads(line)
+        for line in gzip.decompress((run / SHA256_OUTPUT).read_bytes()).splitlines()
+    ]
+    by_source = Counter((r["source"], r["lang"]) for r in output if r["source"].endswith("_pl"))
+    assert by_source == {("web_pl", "pl"): 29, ("chats_pl", "pl"): 6}
+    assert all(r["category"] for r in output if r["kind"] == "instruction")
     for stage in EMPTY:
         assert (run / "rejects" / stage / "part-00000-of-00001.jsonl").read_bytes() == b""
     read_rejects = (run / "rejects/read/part-00000-of-00001.jsonl").read_text().splitlines()

@@ -72,6 +72,7 @@ def test_english_japanese_polish_are_recognised():
         (good_lines("web_en.jsonl.gz"), "en"),
         (good_lines("web_ja.jsonl.zst"), "ja"),
         ([p for p in polish if p.strip()], "pl"),
+        (good_lines("web_pl.jsonl.gz"), "pl"),
     ):
         assert len(texts) >= 3
         results = [s.apply(rec(t)) for t in texts]

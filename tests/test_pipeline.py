@@ -193,9 +193,11 @@ def test_refuses_to_clear_a_directory_it_did_not_make(corpus, capsys):
 DEMO_SOURCES = {
     "web_en.jsonl.gz": "web_en",
     "web_ja.jsonl.zst": "web_ja",
+    "web_pl.jsonl.gz": "web_pl",
     "web_multi.parquet": "web_multi",
     "chats_lmsys.jsonl": "chats",
     "chats_sharegpt.jsonl": "sharegpt",
+    "chats_pl.jsonl": "chats_pl",
 }
 
 
@@ -247,7 +249,7 @@ def test_console_script_runs_the_demo_and_accounts_for_every_broken_record(tmp_p
         removed = {r["id"] for r in _reject_rows(run / "rejects" / stage)}
         planted = [
             (f"{DEMO_SOURCES[name]}:{name}:{a}", f"{DEMO_SOURCES[name]}:{name}:{b}")
-            for name in ("web_en.jsonl.gz", "web_ja.jsonl.zst")
+            for name in ("web_en.jsonl.gz", "web_ja.jsonl.zst", "web_pl.jsonl.gz")
             for a, b in inventory[name][key]
         ]
         assert all(len({a, b} & removed) == 1 for a, b in planted), (stage, planted, removed)

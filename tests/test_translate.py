@@ -48,12 +48,29 @@ def test_request_text_keeps_braces_and_needs_a_language_and_a_prompt():
         "no_lang", "the record has no language: run langid first or set source_lang"
     )
     assert request_text(rec(lang=None), cfg(source_lang="en")) == text
-    assert request_text(rec(lang="pl"), cfg()).reason == "no_prompt"
+    assert request_text(rec(lang="de"), cfg()).reason == "no_prompt"
     assert (
         request_text(rec(lang="pl"), cfg(prompts={"pl-ja": "PL->JA: {text}"})) == "PL->JA: " + TEXT
     )
     ja = request_text(rec(lang="ja", text="こんにちは"), cfg(target="en"))
     assert ja.startswith("次の日本語の文章を") and ja.endswith("こんにちは")
+
+
+@pytest.mark.parametrize(
+    "source, target, opening",
+    [
+        ("en", "pl", "Translate the following English text into natural Polish."),
+        ("pl", "en", "Przetłumacz poniższy polski tekst na naturalny angielski."),
+        ("ja", "pl", "次の日本語の文章を自然なポーランド語に翻訳してください。"),
+        ("pl", "ja", "Przetłumacz poniższy polski tekst na naturalny japoński."),
+    ],
+)
+def test_polish_is_built_in_both_ways(source, target, opening):
+    """Polish is a first-class language (PLLuM): each pair has a prompt in its source language
+    that keeps code, URLs and placeholders (what the translation checks require)."""
+    text = request_text(rec(lang=source), cfg(target=target))
+    assert text.startswith(opening) and text.endswith("\n\n" + TEXT)
+    assert "NAME_1" in text.removesuffix(TEXT) and "{name}" in text.removesuffix(TEXT)
 
 
 def test_plain_prompt_with_few_shot_examples():

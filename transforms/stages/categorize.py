@@ -1,33 +1,54 @@
 """categorize: each instruction's task category, Kodama & Oda's coding / general / math / reasoning.
 
 A category a source declares (`category:` or `category_field`) is kept as it is, unless
-`trust_declared` is off. Otherwise the rule classifier decides: weighted keyword and pattern
-features in English and Japanese (code fences and syntax, programming languages and terms; math
-symbols, equations, arithmetic and math words; logic-puzzle and argument vocabulary; everyday
-writing requests), each feature counted once per text. The category with the highest score
-wins when it reaches `min_score`; otherwise the record is `general`, the category of everything
-that is neither code, math nor reasoning. Ties go to coding, then math, then reasoning, the
-order in which a feature is least likely to be incidental.
+`trust_declared` is off. Otherwise `method` decides:
 
-Nothing is dropped: the category goes to `record.category` (named by `names`) and the scores to
-`meta["categorize"]`, so a later stage or a person can revisit the decision.
+- `rules` (default): weighted keyword and pattern features in English, Japanese and Polish
+  (code fences and syntax, programming languages and terms; math symbols, equations,
+  arithmetic and math words; logic-puzzle and argument vocabulary; everyday writing requests;
+  Polish by stems, since Polish inflects), each feature counted once per text. The category
+  with the highest score wins when it reaches `min_score`; otherwise the record is `general`,
+  the category of everything that is neither code, math nor reasoning. Ties go to coding, then
+  math, then reasoning, the order in which a feature is least likely to be incidental.
+- `classifier`: the linear model (`transforms/text/linear_classifier.py`) that
+  `iptkit categorize train LABELLED.jsonl --out MODEL` trained on labelled local data; `model`
+  names its file. The most probable label wins.
+- `llm`: a model through the inference layer (a `ModelStage`: `request` asks with the category
+  list, `parse` reads the label). An answer naming no category, or two, falls back to the rules
+  (`unparsed: rules`, with `fallback: unparsed_category` in the evidence) or is a reject with
+  reason `unparsed_category`; a failed generation is a reject with its reason.
 
-The classifier's accuracy on tests/data/categorize_labelled.jsonl (136 instructions, half
-English, half Japanese, written for this repository) is measured by tests/test_categorize.py.
+Rules and classifier drop nothing: the category goes to `record.category` (named by `names`)
+and the evidence (scores, probabilities, the model's answer) to `meta["categorize"]`, so a later
+stage or a person can revisit the decision.
+
+Accuracy on tests/data/categorize_labelled.jsonl (196 instructions in English, Japanese and
+Polish) and on the held-out tests/data/categorize_heldout.jsonl (100) is measured by
+tests/test_categorize.py and benchmarks/bench_categorize.py.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
+import unicodedata
 from dataclasses import dataclass
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
+from iptkit.transforms.inference.chat_prompt import chat_request
+from iptkit.transforms.inference.core import (
+    Generation,
+    GenerationRequest,
+    InferenceOptions,
+    sampling_seed,
+)
 from iptkit.transforms.record import Record
-from iptkit.transforms.stage import RecordStage, StageContext
-from iptkit.transforms.stage_config import StageConfig
+from iptkit.transforms.stage import Drop, ModelStage, RecordStage, StageContext
+from iptkit.transforms.text.linear_classifier import LinearClassifier
 
 CATEGORIES = ("coding", "general", "math", "reasoning")
 Category = Literal["coding", "general", "math", "reasoning"]
@@ -53,6 +74,12 @@ def _words(*words: str) -> str:
 def _any(*fragments: str) -> str:
     """An alternation of Japanese fragments (no word boundaries in Japanese)."""
     return "(?:" + "|".join(fragments) + ")"
+
+
+def _stems(*stems: str) -> str:
+    """An alternation of Polish stems, each starting a word and taking any ending, any case:
+    Polish inflects (kod, kodu, kodzie), so a stem stands for all of its forms."""
+    return r"(?i:(?<!\w)(?:" + "|".join(stems) + r")\w*)"
 
 
 # fmt: off
@@ -81,6 +108,14 @@ _FEATURES: list[tuple[str, float, str]] = [
                          "クエリ", "アルゴリズム", "ループ", "再帰", "文字列", "コマンド",
                          "フレームワーク", "マクロ", "コミット", "キャッシュ", "コンテナ",
                          "ポインタ", "二分探索", "ノード", "関数を書", "実装例", "を書いて.*関数")),
+    ("coding", 3.0, _stems("pythoni", "javascrip", "jav[iy]", "gici", "dockerz", "kotlin",
+                           "reac", "bash", "pandas", "sql", "html", "css", "php", "node", "git(?!ar)")),
+    ("coding", 2.0, _stems("program", "kod", "zmienn", "kompil", "debug", "bibliotek", "skrypt",
+                           "pętl", "rekurencj", "algorytm", "zaimplement", "implement",
+                           "baz[aoyi]e? danych", "bazie danych", "repozytor", "gałę", "gałąź",
+                           "komend", "serwer", "test jednostkow", "wyjąt",
+                           "wyrażeni[ea] regularn", "kontener", "framework", "klas[aęy] ",
+                           "zapytani[ea] sql", "commit", "scalan", "wdroż", "błąd kompil")),
     # math
     ("math", 3.0, r"\\frac|\\sqrt|\\int|\\sum|[√∫∑∏π≤≥≠∞²³₂]|\b[a-z]\^\d|\blog_?\d"),
     # arithmetic (but not a regex range such as [0-9]), equations, percentages, units, prices
@@ -101,6 +136,16 @@ _FEATURES: list[tuple[str, float, str]] = [
                        "平方根", "分数", "最小値", "最大値", "固有値", "無理数", "公約数",
                        "公倍数", "合計", "何個", "何円", "何km", "何cm", "何点", "時速", r"第\d+項",
                        "いくらになり", "いくつあり", "引き")),
+    ("math", 2.5, _stems("oblicz", "rozwiąż", "równani", "pole ", "pola ", "obwód", "obwodu",
+                         "procent", "pierwiast", "całk", "pochodn", "prawdopodobie", "trójkąt",
+                         "przeciwprostokątn", "przyprostokątn", "kąt", "koł[ao] o", "promie",
+                         "średnic", "objętoś", "wyznacz", "macierz", "liczb[ay]? pierwsz",
+                         "wielokrotnoś", "dzielnik", "ułam", "sześcian", "sześciokąt",
+                         "prostokąt", "ile wynosi", "ile to jest", "udowodnij", "twierdzeni",
+                         "miejsc[ae] zerow", "funkcj[aię] kwadratow", "na ile sposobów", "silni",
+                         "średni[aąej]+ arytmetyczn", "średni[aąej]+ prędkoś", "lokat",
+                         "kapitalizacj", "odsetk", "suma kątów", "ile litrów", "ile kosztuj")),
+    ("math", 3.0, r"\d+\s*(?:zł|dm|mm|l)(?!\w)"),
     # reasoning
     ("reasoning", 3.0, _words("riddle", "puzzle", "brain teaser", "logic", "logical",
                               "logically", "deduce", "deduction", "infer", "conclude",
@@ -120,6 +165,16 @@ _FEATURES: list[tuple[str, float, str]] = [
                             "妥当", "誰ですか", "犯人", "導け", "何が言え", "必ず正しい",
                             "選び直す", "何曜日", "隣", "向かい", "並んで", "年上", "年下",
                             "背が高い", "なーんだ", "あり得")),
+    ("reasoning", 3.0, _stems("zagadk", "łamigłówk", "logiczn", "wniosk", "wniosek",
+                              "przesłank", "sprzeczn", "kłam", "rycerz", "łotr", "podejrzan",
+                              "winn[yae]", "nie pasuje", "następny (?:wyraz|element)", "wynika",
+                              "rozumowani", "argument", "założeni", "paradoks", "mówi prawdę",
+                              "mówią prawdę", "czy można wnioskować")),
+    ("reasoning", 2.5, _stems("wyższ[yaą] od", "niższ[yaą] od", "starsz[yaą] od",
+                              "młodsz[yaą] od", "szybsz[yaą] od", "wolniejsz", "obok",
+                              "po (?:lewej|prawej) stronie", "na skraju", "w rzędzie",
+                              "dzień tygodnia", "pojutrze", "przedwczoraj", "kto jest",
+                              "mieć pewność", "jak odmierzyć")),
     # general: everyday writing and advice, so that "write an email" is not left to chance
     ("general", 1.5, _words("email", "letter", "poem", "haiku", "story", "essay", "toast",
                             "speech", "recipe", "tips", "recommend", "suggest", r"summari[sz]e",
@@ -128,18 +183,65 @@ _FEATURES: list[tuple[str, float, str]] = [
     ("general", 1.5, _any("メール", "手紙", "詩", "物語", "要約", "あらすじ", "翻訳", "レシピ",
                           "おすすめ", "コツ", "観光", "旅行", "スピーチ", "紹介", "提案",
                           "メリット", "注意点", "方法はありますか", "アイデア", "について説明")),
+    ("general", 1.5, _stems("mail", "list ", "list motywacyjn", "wiersz o", "opowiadani",
+                            "przepis", "życzeni", "toast", "przemówieni", "streść", "przetłumacz",
+                            "polec", "zaproponuj", "doradź", "porad", "opisz", "zalety",
+                            "wycieczk", "zwiedzani", "atrakcj", "histori", "uprzejm", "pomysł",
+                            "prezent")),
 ]
 # fmt: on
 FEATURES = tuple(Feature(c, w, re.compile(p)) for c, w, p in _FEATURES)
 
 
-class CategorizeConfig(StageConfig):
-    """Options of the categorize stage."""
+DEFAULT_PROMPT = """\
+Classify the request below into exactly one task category:
+- coding: writing, explaining, fixing or running code, programming languages, software tools
+- math: calculation, equations, geometry, probability, proofs, word problems with numbers
+- reasoning: logic puzzles, riddles, deduction, judging whether an argument holds
+- general: everything else (writing, advice, knowledge, translation, conversation)
+The request may be in any language. Answer with the category name only.
 
-    method: Literal["rules"] = Field(
+Request:
+{text}"""
+
+
+class CategorizeConfig(InferenceOptions):
+    """Options of the categorize stage (the model keys are used by method llm only)."""
+
+    method: Literal["rules", "classifier", "llm"] = Field(
         "rules",
-        description="rules: keyword and pattern features in English and Japanese (an LLM "
-        "classifier through the inference layer will be a second method)",
+        description="rules: keyword and pattern features in English, Japanese and Polish; "
+        "classifier: a linear model trained by `iptkit categorize train` (model: its .npz); "
+        "llm: a model asked through the inference layer (model, backend, ...: as every model "
+        "stage)",
+    )
+    backend: Literal["none", "transformers", "vllm", "openai"] = Field(  # type: ignore[assignment]
+        "none",
+        description="method llm: transformers, vllm or openai (base_url alone sets openai); "
+        "none for rules and classifier",
+    )
+    model: str | None = Field(
+        None,
+        description="method classifier: the model file `iptkit categorize train` wrote; method "
+        "llm: the model folder, hub id or served name (paths relative to the spec's folder)",
+    )
+    max_new_tokens: int = Field(16, ge=1, description="method llm: most tokens of the answer")
+    prompt_too_long: Literal["truncate", "reject"] = Field(
+        "reject",
+        description="method llm: a prompt over max_model_len - max_new_tokens tokens: reject "
+        "(the default here: truncating cuts the category list at the prompt's start) or "
+        "truncate; lower max_chars to fit long texts",
+    )
+    prompt: str = Field(
+        DEFAULT_PROMPT,
+        description="method llm: the user turn, a template with {text} (the record's text and "
+        "first response, cut to max_chars)",
+    )
+    system: str | None = Field(None, description="method llm: a system turn, if any")
+    unparsed: Literal["rules", "reject"] = Field(
+        "rules",
+        description="method llm: an answer naming no category (or two) falls back to the rules "
+        "(meta.categorize says why) or is a reject with reason unparsed_category",
     )
     names: dict[Category, str] = Field(
         default_factory=dict,
@@ -156,13 +258,54 @@ class CategorizeConfig(StageConfig):
     min_score: float = Field(
         2.0,
         ge=0.0,
-        description="lowest winning score for coding, math or reasoning; below it: general",
+        description="rules: lowest winning score for coding, math or reasoning; below it: general",
     )
     max_chars: int = Field(
         20_000,
         ge=100,
-        description="the rules read the first max_chars characters (bounds cost on long texts)",
+        description="every method reads the first max_chars characters (bounds cost on long texts)",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _llm_backend(cls, data: Any) -> Any:
+        # method llm without a backend runs transformers (or openai, with base_url: the base
+        # class's rule); the other methods run no generation model.
+        if isinstance(data, dict) and data.get("method") == "llm" and "backend" not in data:
+            return {**data, "backend": "openai" if data.get("base_url") else "transformers"}
+        return data
+
+    @model_validator(mode="after")
+    def _model_needed(self) -> CategorizeConfig:
+        if self.method == "llm":
+            if self.backend == "none":
+                raise ValueError("method llm needs a backend: transformers, vllm or openai")
+            return super()._model_needed()
+        if self.backend != "none":
+            raise ValueError(f"backend {self.backend} is for method llm (method is {self.method})")
+        if self.method == "rules" and self.model is not None:
+            raise ValueError("method rules takes no model; drop model or set method classifier")
+        if self.method == "classifier":
+            if self.model is None:
+                raise ValueError(
+                    "method classifier needs model: the file `iptkit categorize train` wrote"
+                )
+            load_classifier(self.model)
+        return self
+
+
+@functools.lru_cache(maxsize=4)
+def load_classifier(path: str) -> LinearClassifier:
+    """The classifier in `path`, checked: its labels must be categories (ValueError if not)."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise ValueError(f"cannot read the classifier {path}: {exc.strerror}") from exc
+    model = LinearClassifier.from_bytes(data)
+    unknown = sorted(set(model.labels) - set(CATEGORIES))
+    if unknown:
+        raise ValueError(f"the classifier {path} has labels that are no category: {unknown}")
+    return model
 
 
 def scores(text: str) -> dict[str, float]:
@@ -183,16 +326,21 @@ def classify(text: str, min_score: float = 2.0) -> tuple[str, dict[str, float]]:
     return best, found
 
 
-def classify_record(record: Record, cfg: CategorizeConfig) -> Record:
-    """The record with its category (declared, or by the rules) and the evidence in meta."""
-    if cfg.trust_declared and record.category:
-        meta = {**record.meta, "categorize": {"by": "declared"}}
-        return dataclasses.replace(record, meta=meta)
+def category_text(record: Record, cfg: CategorizeConfig) -> str:
+    """What every method reads: the text, with the first response when `use_response`."""
     text = record.text
     if cfg.use_response and record.pairs:
         text = f"{text}\n{record.pairs[0].get('response', '')}"
-    category, found = classify(text[: cfg.max_chars], cfg.min_score)
-    evidence = {"by": cfg.method, "scores": {c: s for c, s in found.items() if s}}
+    return text[: cfg.max_chars]
+
+
+def declared(record: Record, cfg: CategorizeConfig) -> bool:
+    """A category the source declared, and the config trusts it."""
+    return cfg.trust_declared and bool(record.category)
+
+
+def categorized(record: Record, category: str, evidence: dict[str, Any], cfg: CategorizeConfig):
+    """The record with its category (under its configured name) and the evidence in meta."""
     return dataclasses.replace(
         record,
         category=cfg.names.get(category, category),  # type: ignore[call-overload]
@@ -200,16 +348,86 @@ def classify_record(record: Record, cfg: CategorizeConfig) -> Record:
     )
 
 
+def by_rules(record: Record, cfg: CategorizeConfig, **why: Any) -> Record:
+    """The rules' category; `why` adds to the evidence (an LLM answer the rules replaced)."""
+    category, found = classify(category_text(record, cfg), cfg.min_score)
+    evidence = {"by": "rules", "scores": {c: s for c, s in found.items() if s}, **why}
+    return categorized(record, category, evidence, cfg)
+
+
+def by_classifier(record: Record, cfg: CategorizeConfig, model: LinearClassifier) -> Record:
+    """The trained classifier's category, with every label's probability."""
+    (probs,) = model.probabilities([category_text(record, cfg)])
+    best = max(range(len(probs)), key=lambda i: (probs[i], -i))
+    scores_ = {label: round(float(p), 4) for label, p in zip(model.labels, probs, strict=True)}
+    return categorized(record, model.labels[best], {"by": "classifier", "scores": scores_}, cfg)
+
+
+def classify_record(record: Record, cfg: CategorizeConfig) -> Record:
+    """The record with its category (declared, by the rules or by the trained classifier)."""
+    if declared(record, cfg):
+        return dataclasses.replace(record, meta={**record.meta, "categorize": {"by": "declared"}})
+    if cfg.method == "classifier":
+        return by_classifier(record, cfg, load_classifier(cfg.model or ""))
+    return by_rules(record, cfg)
+
+
+_LABEL = re.compile(r"(?<![a-z])(coding|general|math|reasoning)(?![a-z])")
+UNPARSED = "unparsed_category"
+
+
+def parse_label(output: str) -> str | None:
+    """The one category an LLM's answer names (any case, markdown or a sentence around it), or
+    None when it names none or more than one."""
+    found = set(_LABEL.findall(unicodedata.normalize("NFKC", output).lower()))
+    return found.pop() if len(found) == 1 else None
+
+
+def from_answer(record: Record, generation: Generation, cfg: CategorizeConfig) -> Record | Drop:
+    """The record categorized by the model's answer; a failed generation is dropped with its
+    reason, an answer naming no single category falls back or is dropped (`unparsed`)."""
+    if generation.error:
+        return Drop(generation.error, generation.detail)
+    label = parse_label(generation.text)
+    if label is not None:
+        evidence = {"by": "llm", "model": cfg.model, "answer": generation.text.strip()[:200]}
+        return categorized(record, label, evidence, cfg)
+    detail = f"the model's answer names no single category: {generation.text.strip()[:200]!r}"
+    if cfg.unparsed == "reject":
+        return Drop(UNPARSED, detail)
+    return by_rules(record, cfg, fallback=UNPARSED, answer=generation.text.strip()[:200])
+
+
 class Categorize(
     RecordStage,
+    ModelStage,
     stage="categorize",
     config=CategorizeConfig,
-    summary="coding / general / math / reasoning: declared, or EN+JA rule classifier",
+    summary="coding / general / math / reasoning: declared, or EN+JA+PL rules, a trained "
+    "linear classifier or an LLM",
 ):
-    """Sets each record's task category; never drops a record."""
+    """Sets each record's task category. Rules and classifier never drop a record; the LLM
+    drops only a failed generation (and an unparsed answer with `unparsed: reject`)."""
 
     def __init__(self, config: CategorizeConfig | None = None, context: StageContext | None = None):
         super().__init__(config, context)
 
     def apply(self, record: Record) -> Record:
         return classify_record(record, self.config)
+
+    def wants(self, record: Record) -> bool:
+        return not declared(record, self.config)
+
+    def request(self, record: Record, tokenizer: Any) -> GenerationRequest:
+        user = self.config.prompt.replace("{text}", category_text(record, self.config))
+        return chat_request(
+            tokenizer, user, sampling_seed(self.seed, record.id), self.config.system
+        )
+
+    def parse(self, record: Record, generation: Generation) -> Record | Drop:
+        return from_answer(record, generation, self.config)
+
+    def run(self, records: Any) -> dict[str, Any]:
+        if self.config.method == "llm":
+            return ModelStage.run(self, records)
+        return RecordStage.run(self, records)

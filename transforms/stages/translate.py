@@ -11,7 +11,8 @@ How a record goes through:
 1. Records of `kinds` whose language is not the target are translated; the others (already in
    the target language, other kinds) pass through unchanged. A record without a language uses
    `source_lang`, or is rejected `no_lang` (run langid first).
-2. The prompt is the language pair's template (`prompts`, "en-ja" and "ja-en" built in) in the
+2. The prompt is the language pair's template (`prompts`; built in: en, ja and pl, each pair
+   both ways, each written in its source language) in the
    model's chat template, after the pair's few-shot `examples`; a plain layout when the
    tokenizer has none.
 3. Attempt 1 samples as configured (greedy by default); a failed output is retried, up to
@@ -86,6 +87,18 @@ DEFAULT_PROMPTS = {
     "translation.\n\n{text}",
     "ja-en": "次の日本語の文章を自然な英語に翻訳してください。コードブロック、URL、{name} や "
     "NAME_1 のようなプレースホルダー、書式はそのまま残し、翻訳だけを出力してください。\n\n{text}",
+    # Polish (PLLuM, paper 004): each prompt is written in the source language, as above.
+    "en-pl": "Translate the following English text into natural Polish. Keep code blocks, "
+    "URLs, placeholders such as {name} or NAME_1, and formatting unchanged. Output only the "
+    "translation.\n\n{text}",
+    "pl-en": "Przetłumacz poniższy polski tekst na naturalny angielski. Bloki kodu, adresy URL, "
+    "symbole zastępcze, takie jak {name} czy NAME_1, oraz formatowanie pozostaw bez zmian. "
+    "Wypisz wyłącznie tłumaczenie.\n\n{text}",
+    "ja-pl": "次の日本語の文章を自然なポーランド語に翻訳してください。コードブロック、URL、{name} や "
+    "NAME_1 のようなプレースホルダー、書式はそのまま残し、翻訳だけを出力してください。\n\n{text}",
+    "pl-ja": "Przetłumacz poniższy polski tekst na naturalny japoński. Bloki kodu, adresy URL, "
+    "symbole zastępcze, takie jak {name} czy NAME_1, oraz formatowanie pozostaw bez zmian. "
+    "Wypisz wyłącznie tłumaczenie.\n\n{text}",
 }
 
 
@@ -116,7 +129,7 @@ class TranslateConfig(InferenceOptions):
     prompts: dict[str, str] = Field(
         default_factory=dict,
         description='per pair ("en-ja"), a template with {text}; added to or replacing the '
-        "built-in en-ja and ja-en prompts",
+        "built-in prompts (en-ja, ja-en, en-pl, pl-en, ja-pl, pl-ja)",
     )
     system: str | None = Field(None, description="system turn before the request, if any")
     examples: dict[str, list[Shot]] = Field(
