@@ -73,7 +73,7 @@ class StageConfig:
     data: str
     """Shard directory written by the pack stage (holds manifest.json)."""
     mode: Mode = "pretrain"
-    """`pretrain`: loss on every token. `sft`: loss on tokens whose loss mask is 1 (responses). `synth_tune`: the same mechanism for the instruction synthesizer, whose mask marks the instruction-response pairs. `orpo` (Hong et al. 2024) and `dpo` (Rafailov et al. 2023): preference pairs (shards packed with `preference: true`); micro_batch_size then counts pairs."""
+    """`pretrain`: loss on every token. `sft`: loss on tokens whose loss mask is 1 (responses). `synth_tune`: the same mechanism for the instruction synthesizer, whose mask marks the instruction-response pairs. `orpo` (Hong et al. 2024) and `dpo` (Rafailov et al. 2023): preference pairs (shards packed with `preference: true`); micro_batch_size then counts pairs. `sft` on preference shards trains on the chosen responses."""
     validation: str | None = None
     """Shard directory of this stage's validation split; default the `validation` folder beside `data` when it holds a manifest.json (the pack stage's `validation` option writes it)."""
     orpo_lambda: float = Field(0.1, ge=0)

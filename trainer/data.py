@@ -71,9 +71,11 @@ def rows_batch(shards: ShardSet, rows: list[int], mode: Mode) -> dict[str, torch
 
 def items_batch(shards: ShardSet, picked: list[int], mode: Mode) -> dict[str, torch.Tensor]:
     """The rows of these items; for pairs every chosen row first, then every rejected row, so
-    a preference loss splits the batch in halves."""
+    a preference loss splits the batch in halves (mode sft on pairs: the chosen rows only)."""
     per_item = [item_rows(shards, i) for i in picked]
-    rows = [r[0] for r in per_item] + [r[1] for r in per_item if len(r) > 1]
+    rows = [r[0] for r in per_item]
+    if mode in PREFERENCE_MODES:
+        rows += [r[1] for r in per_item]
     return rows_batch(shards, rows, mode)
 
 
@@ -135,16 +137,15 @@ def open_stage(stage: StageConfig, tokenizer_sha256: str | None, verify: bool) -
             "has no loss mask; pack it with a loss mask or use mode: pretrain"
         )
     pairs = m.layout == "pairs"
-    if (stage.mode in PREFERENCE_MODES) != pairs:
+    if stage.mode in PREFERENCE_MODES and not pairs:
         raise DataMismatchError(
-            f"stage {stage.name!r}: mode {stage.mode!r} "
-            + (
-                f"trains on preference pairs, but {stage.data} holds packed sequences; pack "
-                "preference records with `preference: true`"
-                if not pairs
-                else f"trains on packed sequences, but {stage.data} holds preference pairs; "
-                "use mode orpo or dpo"
-            )
+            f"stage {stage.name!r}: mode {stage.mode!r} trains on preference pairs, but "
+            f"{stage.data} holds packed sequences; pack preference records with `preference: true`"
+        )
+    if stage.mode == "pretrain" and pairs:
+        raise DataMismatchError(
+            f"stage {stage.name!r}: {stage.data} holds preference pairs; train them with mode "
+            "orpo or dpo, or sft (on the chosen responses)"
         )
     if tokenizer_sha256 is not None and m.tokenizer.sha256 != tokenizer_sha256:
         raise DataMismatchError(

@@ -29,7 +29,7 @@ from iptkit.trainer.checkpoint import (
     resume_identity,
     save_checkpoint,
 )
-from iptkit.trainer.config import RunConfig, StageConfig
+from iptkit.trainer.config import PREFERENCE_MODES, RunConfig, StageConfig
 from iptkit.trainer.data import (
     Layout,
     StageBatches,
@@ -202,7 +202,7 @@ def _train(run: RunConfig, rank: int, world: int, allow_config_change: bool) -> 
         step += 1
         seq_len = shard_sets[k].manifest.seq_len
         grad_norm = engine.get_global_grad_norm()
-        rows = 2 if shard_sets[k].manifest.layout == "pairs" else 1
+        rows = 2 if stage.mode in PREFERENCE_MODES else 1
         metrics.log(
             step=step,
             stage=stage.name,
