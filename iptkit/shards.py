@@ -84,7 +84,8 @@ Reading without iptkit
 
 Preference pairs
 ----------------
-A manifest with ``"layout": "pairs"`` (absent means ``"packed"``, the layout above) holds
+A manifest with ``"layout": "pairs"`` (absent means ``"packed"``, the layout above) and
+``"pairs"`` (their count, ``sequences / 2``) holds
 preference pairs for the trainer's ``orpo`` and ``dpo`` modes: rows ``2i`` and ``2i + 1`` are
 pair ``i``, the chosen then the rejected response, each one document (``docs`` is ``[0]``)
 laid out as ``prompt tokens, response tokens, padding`` with the loss mask 1 exactly on the
@@ -225,6 +226,8 @@ class Manifest:
         data = dataclasses.asdict(self)
         if self.layout == "packed":
             del data["layout"]
+        else:
+            data["pairs"] = self.pairs
         return json.dumps(data, sort_keys=True, indent=2) + "\n"
 
     @classmethod
