@@ -3,8 +3,9 @@ what is known about them (`format: preference`; transforms/preference.py is the 
 
 Dialects (`dialect: auto` tells them apart by their fields):
 - `iptkit`: `{prompt, chosen, rejected}` with optional `chosen_score`, `rejected_score`,
-  `reason`: what `format: jsonl` of a run's output holds after the preference stage, less
-  iptkit's other fields. `chosen` and `rejected` may also be message lists
+  `reason`; or a preference record as a run writes it (RUN/output after the preference stage:
+  `pairs` and `meta.preference`, its other meta kept), so one run's pairs are another's
+  source. `chosen` and `rejected` may also be message lists
   (`[{role, content}, ...]`, the conversational form of TRL and of UltraFeedback binarized,
   whose `score_chosen` and `score_rejected` are read too): the last message is the response,
   the earlier ones the conversation before it, and `prompt` may then be left out.
@@ -36,6 +37,8 @@ class ParsedPreference:
     rejected: str
     facts: dict[str, Any]
     consumed: set[str] = field(default_factory=set)
+    meta: dict[str, Any] = field(default_factory=dict)
+    """Meta a record written by iptkit had besides its preference, kept as it was."""
 
 
 class PreferenceRowError(ValueError):
@@ -51,7 +54,7 @@ def detect(obj: dict[str, Any]) -> str:
         return "ultrafeedback"
     if "prompt" not in obj and isinstance(obj.get("chosen"), str):
         return "hh_rlhf"
-    if "chosen" in obj and "rejected" in obj:
+    if ("chosen" in obj and "rejected" in obj) or "pairs" in obj:
         return "iptkit"
     raise PreferenceRowError(
         "not_a_pair",
@@ -111,7 +114,36 @@ def _messages_to_pairs(messages: Any, key: str) -> list[dict[str, str]]:
     return pairs
 
 
+def _record_form(obj: dict[str, Any]) -> ParsedPreference:
+    """A preference record as iptkit writes it: pairs ending with the chosen response."""
+    meta = obj.get("meta")
+    info = meta.get("preference") if isinstance(meta, dict) else None
+    pairs = obj.get("pairs")
+    if not isinstance(info, dict) or not isinstance(info.get("rejected"), str):
+        raise PreferenceRowError("not_a_pair", "a record without meta.preference.rejected")
+    if (
+        not isinstance(pairs, list)
+        or not pairs
+        or not all(
+            isinstance(p, dict)
+            and isinstance(p.get("instruction"), str)
+            and isinstance(p.get("response"), str)
+            for p in pairs
+        )
+    ):
+        raise PreferenceRowError("wrong_type", "pairs is not a list of {instruction, response}")
+    facts = {k: v for k, v in info.items() if k != "rejected"}
+    rest = {k: v for k, v in meta.items() if k != "preference"}
+    consumed = {"pairs", "meta", "text", "kind", "origin", "source", "id"}
+    return ParsedPreference(
+        [{"instruction": p["instruction"], "response": p["response"]} for p in pairs],
+        info["rejected"], facts, consumed, rest,
+    )  # fmt: skip
+
+
 def _iptkit(obj: dict[str, Any]) -> ParsedPreference:
+    if "pairs" in obj:
+        return _record_form(obj)
     chosen, rejected = obj.get("chosen"), obj.get("rejected")
     facts = {
         "chosen_score": _score(obj, "chosen_score", "score_chosen"),
@@ -152,7 +184,7 @@ def _ultrafeedback(obj: dict[str, Any]) -> ParsedPreference:
             "no_pair", f"{len(scored)} completion(s) with a response and an overall_score"
         )
     best = max(scored, key=lambda s: (s[0], -s[1]))
-    worst = min(scored, key=lambda s: (s[0], -s[1]))
+    worst = min(scored, key=lambda s: (s[0], s[1]))
     if best[0] == worst[0]:
         raise PreferenceRowError("tie", f"every completion scores {best[0]:g}")
     critique = best[2].get("critique")

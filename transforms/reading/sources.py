@@ -266,6 +266,7 @@ def record_from_object(cfg: SourceConfig, obj: Any, default_id: str, where: str)
             return bad(exc.reason, str(exc))
         text = preference.pairs[-1]["instruction"]
         consumed |= preference.consumed
+        meta = dict(preference.meta)
     elif cfg.format == "conversations":
         parsed = _conversation_turns(obj, cfg.dialect or "auto")
         if isinstance(parsed, str):

@@ -82,7 +82,7 @@ def make_pair(
         reason = Drop(TIE, f"all {len(scored)} scored candidates of {of} score {score_of(best):g}")
     elif gap < min_gap:
         reason = Drop(
-            SMALL_GAP, f"best {score_of(best):g} - worst {score_of(worst):g} < {min_gap:g}"
+            SMALL_GAP, f"{of}: best {score_of(best):g} - worst {score_of(worst):g} < {min_gap:g}"
         )
     elif chosen_text == rejected_text:
         reason = Drop(SAME, f"the best and worst candidates of {of} wrote the same response")
