@@ -134,7 +134,9 @@ def _record_form(obj: dict[str, Any]) -> ParsedPreference:
         raise PreferenceRowError("wrong_type", "pairs is not a list of {instruction, response}")
     facts = {k: v for k, v in info.items() if k != "rejected"}
     rest = {k: v for k, v in meta.items() if k != "preference"}
-    consumed = {"pairs", "meta", "text", "kind", "origin", "source", "id"}
+    # The Record's own fields; its lang and category are read with lang_field/category_field.
+    consumed = {"pairs", "meta", "text", "kind", "origin", "source", "id", "lang", "lang_score",
+                "category"}  # fmt: skip
     return ParsedPreference(
         [{"instruction": p["instruction"], "response": p["response"]} for p in pairs],
         info["rejected"], facts, consumed, rest,
