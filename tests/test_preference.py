@@ -198,7 +198,9 @@ def test_dpo_resumed_after_sigkill_gives_identical_losses(tmp_path: Path) -> Non
     def lines(run: str) -> list[dict]:
         text = (tmp_path / run / "metrics.jsonl").read_text()
         drop = ("tokens_per_s", "mfu")  # wall-clock figures
-        return [{k: v for k, v in json.loads(x).items() if k not in drop} for x in text.splitlines()]
+        return [
+            {k: v for k, v in json.loads(x).items() if k not in drop} for x in text.splitlines()
+        ]
 
     got, expected = lines("killed"), lines("ref")
     assert [r["step"] for r in got if "loss" in r] == list(range(1, 9))

@@ -119,10 +119,15 @@ class SourceConfig(BaseModel):
             "conversations": ("auto", "lmsys", "sharegpt"),
             "preference": ("auto", "iptkit", "ultrafeedback", "hh_rlhf"),
         }.get(self.format, ())
+        if self.dialect is not None and not dialects:
+            raise ValueError(
+                "'dialect' applies only to format: conversations or preference (this source is "
+                f"{self.format})"
+            )
         if self.dialect is not None and self.dialect not in dialects:
             raise ValueError(
-                f"dialect {self.dialect!r} does not apply to format: {self.format}"
-                + (f" (its dialects: {', '.join(dialects)})" if dialects else "")
+                f"dialect {self.dialect!r} does not apply to format: {self.format} (its "
+                f"dialects: {', '.join(dialects)})"
             )
         if "text_field" in self.model_fields_set and self.format in ("text", *_CHAT_FORMATS):
             raise ValueError(
