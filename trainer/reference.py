@@ -52,9 +52,13 @@ def reference_model(
             "starts and read on resume; resume from a checkpoint before the stage, or copy it back"
         )
     saved = load_file(str(file))
-    model = AutoModelForCausalLM.from_config(
-        config, dtype=dtype, attn_implementation=attn_implementation
-    )
+    # Building a model draws its initial weights from the global generator; they are replaced
+    # at once, and drawing them must not move the generator that dropout goes on using (a run
+    # resumed mid-stage builds the reference at another point than the run it continues).
+    with torch.random.fork_rng(devices=[]):
+        model = AutoModelForCausalLM.from_config(
+            config, dtype=dtype, attn_implementation=attn_implementation
+        )
     with torch.no_grad():
         for name, param in model.named_parameters():
             param.copy_(saved[name])
