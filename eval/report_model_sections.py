@@ -1,7 +1,9 @@
 """The run report's model sections: training curves and eval results.
 
 Pure functions from parsed files to one HTML `<section>`: a trainer run's metrics.jsonl (one
-object per optimizer step: step, stage, loss, lr, grad_norm, tokens_per_s, mfu) and an
+object per optimizer step: step, stage, loss, lr, grad_norm, tokens_per_s, mfu, and in the
+preference modes chosen_logp, rejected_logp, reward_margin, reward_accuracy; one per evaluation:
+step, stage, split "validation", val_loss, val_<those>, gen_length, gen_truncated) and an
 `iptkit eval` run's summary.json (format iptkit-eval-summary/1: rows of task, metric, value,
 stderr, n, ...; rows with source "generation" are the generation metrics). The loss curve is
 drawn here as inline SVG, so the page needs no loss.png beside it.
@@ -19,23 +21,42 @@ def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
+PREFERENCE_KEYS = ("chosen_logp", "rejected_logp", "reward_margin", "reward_accuracy")
+
+
+def _first_last(records: list[dict[str, Any]], key: str) -> str | None:
+    values = [r[key] for r in records if r.get(key) is not None]
+    if not values:
+        return None
+    return f"{values[0]:.4g} → {values[-1]:.4g}"
+
+
 def training_section(runs: dict[str, list[dict[str, Any]]]) -> str:
-    """Per trainer run: the loss per step, one line per training stage, and a table per stage
-    (steps, first and last loss, mean throughput and MFU)."""
+    """Per trainer run: the loss per step, one line per training stage and the validation loss
+    as its own line; a table per stage (steps, first and last loss, last validation loss, mean
+    throughput and MFU); and, when the run has them, the preference numbers and the answer
+    length on the fixed prompts, first → last, per stage."""
     parts = ['<section id="training"><h2>Training</h2>']
-    for name, steps in runs.items():
+    for name, lines in runs.items():
         by_stage: dict[str, list[dict[str, Any]]] = {}
-        for record in steps:
-            by_stage.setdefault(str(record.get("stage", "")), []).append(record)
+        evals: dict[str, list[dict[str, Any]]] = {}
+        for record in lines:
+            target = evals if "val_loss" in record and "loss" not in record else by_stage
+            target.setdefault(str(record.get("stage", "")), []).append(record)
         series = {
             stage: [
                 (float(r["step"]), float(r["loss"])) for r in records if r.get("loss") is not None
             ]
             for stage, records in by_stage.items()
         }
+        for stage, records in evals.items():
+            series[f"{stage} (validation)"] = [
+                (float(r["step"]), float(r["val_loss"])) for r in records
+            ]
         rows = []
         for stage, records in by_stage.items():
             losses = [r["loss"] for r in records if r.get("loss") is not None]
+            val = [r["val_loss"] for r in evals.get(stage, [])]
             rows.append(
                 [
                     stage,
@@ -44,6 +65,7 @@ def training_section(runs: dict[str, list[dict[str, Any]]]) -> str:
                     losses[0] if losses else None,
                     losses[-1] if losses else None,
                     min(losses) if losses else None,
+                    val[-1] if val else None,
                     _mean([r["tokens_per_s"] for r in records if r.get("tokens_per_s")]),
                     _mean([r["mfu"] for r in records if r.get("mfu") is not None]),
                 ]
@@ -59,14 +81,42 @@ def training_section(runs: dict[str, list[dict[str, Any]]]) -> str:
                     "first loss",
                     "last loss",
                     "lowest loss",
+                    "last validation loss",
                     "mean tokens/s",
                     "mean MFU",
                 ],
                 rows,
             )
             + f'<div class="chart">{chart}</div>'
+            + _alignment_table(by_stage, evals)
         )
     return "".join(parts) + "</section>"
+
+
+def _alignment_table(
+    by_stage: dict[str, list[dict[str, Any]]], evals: dict[str, list[dict[str, Any]]]
+) -> str:
+    """Preference numbers (training, then validation) and answer lengths, first → last."""
+    keys = [k for k in PREFERENCE_KEYS if any(k in r for rs in by_stage.values() for r in rs)]
+    lengths = any("gen_length" in r for rs in evals.values() for r in rs)
+    if not keys and not lengths:
+        return ""
+    rows = []
+    for stage in dict.fromkeys([*by_stage, *evals]):
+        train, val = by_stage.get(stage, []), evals.get(stage, [])
+        rows.append(
+            [stage]
+            + [_first_last(train, k) for k in keys]
+            + [_first_last(val, f"val_{k}") for k in keys]
+            + ([_first_last(val, "gen_length")] if lengths else [])
+        )
+    header = (
+        ["stage"]
+        + [k.replace("_", " ") for k in keys]
+        + [f"validation {k.replace('_', ' ')}" for k in keys]
+        + (["answer length (tokens)"] if lengths else [])
+    )
+    return "<h4>Alignment (first → last)</h4>" + html_table(header, rows)
 
 
 def _value(row: dict[str, Any]) -> str:

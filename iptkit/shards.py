@@ -82,6 +82,19 @@ Reading without iptkit
                            mode="r", shape=(n + 1,))
         starts_of_row_0 = docs[docidx[0]:docidx[1]]
 
+Preference pairs
+----------------
+A manifest with ``"layout": "pairs"`` (absent means ``"packed"``, the layout above) and
+``"pairs"`` (their count, ``sequences / 2``) holds
+preference pairs for the trainer's ``orpo`` and ``dpo`` modes: rows ``2i`` and ``2i + 1`` are
+pair ``i``, the chosen then the rejected response, each one document (``docs`` is ``[0]``)
+laid out as ``prompt tokens, response tokens, padding`` with the loss mask 1 exactly on the
+response (its end token included). The prompt is the tokens before the first mask 1, the same
+in both rows; padding is ``special_tokens["pad"]`` with mask 0. Such a set always has a loss
+mask, and every shard holds whole pairs (an even number of rows)::
+
+    pairs = tokens.reshape(n // 2, 2, L)     # [pair, chosen/rejected, position]
+
 Writing the same inputs twice gives byte-identical files, manifest included
 (no timestamps, no absolute paths beyond the tokenizer path you pass in).
 """
@@ -109,6 +122,8 @@ FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 TMP_PREFIX = ".tmp-"
 MAX_UINT16_VOCAB = 2**16
+LAYOUTS = ("packed", "pairs")
+"""`packed`: rows of packed documents; `pairs`: preference pairs, chosen then rejected row."""
 
 _TOKEN_DTYPES = {"uint16": np.dtype("<u2"), "uint32": np.dtype("<u4")}
 _MASK_DTYPE = np.dtype("<u1")
@@ -198,10 +213,22 @@ class Manifest:
     mix: dict[str, Any]
     shards: list[ShardEntry]
     totals: Totals
+    layout: str = "packed"
+
+    @property
+    def pairs(self) -> int:
+        """Preference pairs in a `pairs` layout (two rows each); 0 for packed rows."""
+        return self.totals.sequences // 2 if self.layout == "pairs" else 0
 
     def to_json(self) -> str:
-        """Deterministic JSON (sorted keys, indent 2, trailing newline) so reruns give equal bytes."""
-        return json.dumps(dataclasses.asdict(self), sort_keys=True, indent=2) + "\n"
+        """Deterministic JSON (sorted keys, indent 2, trailing newline) so reruns give equal bytes.
+        The default layout is left out, so packed sets keep the bytes they had before pairs."""
+        data = dataclasses.asdict(self)
+        if self.layout == "packed":
+            del data["layout"]
+        else:
+            data["pairs"] = self.pairs
+        return json.dumps(data, sort_keys=True, indent=2) + "\n"
 
     @classmethod
     def from_json(cls, text: str) -> Manifest:
@@ -221,7 +248,14 @@ class Manifest:
             )
         tokenizer = _get(data, "tokenizer", dict)
         totals = _get(data, "totals", dict)
+        layout = data.get("layout", "packed")
+        if layout not in LAYOUTS:
+            raise ShardError(
+                f"manifest layout {layout!r} is not one of {', '.join(LAYOUTS)}; re-run the pack "
+                "stage"
+            )
         return cls(
+            layout=layout,
             format_version=version,
             split=_get(data, "split", str),
             seq_len=_get(data, "seq_len", int),
@@ -383,8 +417,17 @@ class ShardWriter(PublishOnClose):
         prefix: str | None = None,
         mix: Mapping[str, Any] | None = None,
         overwrite: bool = False,
+        layout: str = "packed",
     ) -> None:
         self._dtype = token_dtype_for(vocab_size)
+        if layout not in LAYOUTS:
+            raise ShardError(f"layout {layout!r} is not one of {', '.join(LAYOUTS)}")
+        if layout == "pairs" and (not has_loss_mask or sequences_per_shard % 2):
+            raise ShardError(
+                "layout pairs needs has_loss_mask=True and an even sequences_per_shard "
+                f"(got {has_loss_mask}, {sequences_per_shard}): a pair is two rows of one shard"
+            )
+        self._layout = layout
         _check_writer_args(
             seq_len,
             sequences_per_shard,
@@ -462,6 +505,11 @@ class ShardWriter(PublishOnClose):
                     f"no sequences were added to split {self._split!r}; refusing to write an empty "
                     "shard set (check that the pack stage received any documents)"
                 )
+            if self._layout == "pairs" and self._count % 2:
+                raise ShardError(
+                    f"split {self._split!r} has layout pairs but an odd number of rows "
+                    f"({self._count}); add each pair as its chosen then its rejected row"
+                )
             if self._current is not None:
                 self._seal_current()
             manifest = self._build_manifest()
@@ -507,6 +555,7 @@ class ShardWriter(PublishOnClose):
                 tokens=self._count * self._seq_len,
                 documents=sum(s.documents for s in self._shards),
             ),
+            layout=self._layout,
             **self._header,
         )
 
@@ -848,6 +897,8 @@ def _manifest_problems(m: Manifest) -> list[str]:
     )
     if m.totals != expected:
         problems.append(f"manifest totals {m.totals} do not match its shards ({expected})")
+    if m.layout == "pairs" and (not m.has_loss_mask or any(s.sequences % 2 for s in m.shards)):
+        problems.append("a pairs layout needs a loss mask and an even number of rows per shard")
     return problems
 
 

@@ -3,7 +3,8 @@
 Prints the manifest summary, the mix (the manifest's `mix` and RUN/mix/report.json when the
 shards sit in a run directory), and a few packed sequences decoded with the manifest's
 tokenizer: loss-target tokens wrapped in ⟦ ⟧ (green on a terminal), each document start marked,
-trailing padding collapsed. Reading goes through `iptkit.shards.open_shards`, so a truncated or
+trailing padding collapsed. A preference set (layout pairs) shows pairs instead: the prompt
+once, then the chosen and the rejected response. Reading goes through `iptkit.shards.open_shards`, so a truncated or
 corrupt set is refused here exactly as the trainer would refuse it.
 """
 
@@ -69,6 +70,11 @@ def summary(shards: ShardSet) -> list[str]:
         f"tokenizer  {m.tokenizer.path}  sha256 {m.tokenizer.sha256[:12]}…  vocab {m.vocab_size:,}",
         f"special    {', '.join(f'{k}={v}' for k, v in sorted(m.special_tokens.items())) or '-'}",
         f"loss mask  {'yes' if m.has_loss_mask else 'no (every token is a target)'}",
+        *(
+            [f"pairs      {m.pairs:,} preference pairs (rows 2i: chosen, 2i+1: rejected)"]
+            if m.layout == "pairs"
+            else []
+        ),
         f"spec       {m.spec_hash[:19]}…  seed {m.seed}",
     ]
 
@@ -149,6 +155,26 @@ def render_sequence(
     return "".join(parts)
 
 
+def render_pair(shards: ShardSet, pair: int, tok: LoadedTokenizer | None, style: Style) -> str:
+    """One preference pair: its prompt (the chosen row's tokens before the first target), then
+    each side's response (its targets), as the trainer reads them."""
+
+    def text(ids: np.ndarray) -> str:
+        return tok.decode(ids.tolist()) if tok is not None else " ".join(map(str, ids.tolist()))
+
+    parts = [f"[pair {pair}: rows {2 * pair}, {2 * pair + 1}]"]
+    for side, row in (("chosen", 2 * pair), ("rejected", 2 * pair + 1)):
+        seq = shards[row]
+        tokens = np.asarray(seq.tokens, dtype=np.int64)
+        targets = np.flatnonzero(np.asarray(seq.loss_mask))
+        start = int(targets[0]) if targets.size else len(tokens)
+        if side == "chosen":
+            parts.append(f"\n── prompt ({start} tokens) ──\n{text(tokens[:start])}")
+        response = tokens[targets] if targets.size else tokens[:0]
+        parts.append(f"\n── {side} ({targets.size} tokens) ──\n{style.target(text(response))}")
+    return "".join(parts)
+
+
 def inspect_shards(
     path: str | Path, n: int = 3, indices: list[int] | None = None, color: bool = False
 ) -> str:
@@ -167,11 +193,17 @@ def inspect_shards(
             out.append(f"(tokenizer not available: {exc}; showing token ids)")
         if tok is not None and tok.sha256 != m.tokenizer.sha256:
             out.append("(warning: the tokenizer file changed since packing; decoding may be wrong)")
+        count = m.pairs or len(shards)
         rows = (
             indices
             if indices is not None
-            else sorted({int(i) for i in np.linspace(0, len(shards) - 1, min(n, len(shards)))})
+            else sorted({int(i) for i in np.linspace(0, count - 1, min(n, count))})
         )
         for i in rows:
-            out += [render_sequence(shards, i, tok, style), ""]
+            shown = (
+                render_pair(shards, i, tok, style)
+                if m.pairs
+                else render_sequence(shards, i, tok, style)
+            )
+            out += [shown, ""]
     return "\n".join(out)

@@ -77,7 +77,8 @@ def _relative(path: str, root: str) -> str:
 
 
 def _read_metrics(path: str) -> list[dict[str, Any]]:
-    """A trainer's metrics.jsonl, one step per line; a bad line is an error naming it."""
+    """A trainer's metrics.jsonl: a line per step (with `loss`) or per evaluation (with
+    `val_loss`); a bad line is an error naming it."""
     steps = []
     for number, line in enumerate(read_bytes(path).decode("utf-8").splitlines(), 1):
         if not line.strip():
@@ -86,8 +87,14 @@ def _read_metrics(path: str) -> list[dict[str, Any]]:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
             raise IptkitError(f"{path}:{number}: not JSON ({exc})") from None
-        if not isinstance(record, dict) or "step" not in record or "loss" not in record:
-            raise IptkitError(f"{path}:{number}: a metrics line needs `step` and `loss`")
+        if (
+            not isinstance(record, dict)
+            or "step" not in record
+            or not ("loss" in record or "val_loss" in record)
+        ):
+            raise IptkitError(
+                f"{path}:{number}: a metrics line needs `step` and `loss` or `val_loss`"
+            )
         steps.append(record)
     return steps
 

@@ -10,6 +10,11 @@ bundled chat fixtures and the stages' prompts, and two 2-layer Llama models are 
   It passes the translation checks for short sources (Japanese script and language, length
   within bounds, a sentence end), is a valid response, and parses as score 7: the success
   paths of all three stages, end to end.
+- `chat-mixed/` (`make_mixed_model`, only on request: it costs another training run): answers a
+  chat prompt with `GOOD_ANSWER` or `POOR_ANSWER`, about equally likely (so sampled responses
+  differ), and judges a response that is one of them with that answer, whose verdict is
+  `[[8]]` or `[[3]]`: respond with n samples, judge and the preference stage then make real
+  pairs, the good answer chosen (pipelines/examples/preference.yaml).
 
 Usage: python scripts/make_tiny_models.py [OUT]   (default runs/tiny-models; `make tiny-models`)
 Then: iptkit run pipelines/examples/swallow_ja.yaml --set stages.translate.model=OUT/chat-constant ...
@@ -33,6 +38,8 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
 )
 CONSTANT_ANSWER = "はい、わかりました。評価：[[7]]"
+GOOD_ANSWER = "Yes, gladly: here is a careful answer. Rating: [[8]]"
+POOR_ANSWER = "No. Rating: [[3]]"
 MAX_LEN = 2048
 CONTEXT = 48  # prompt tokens per training example
 
@@ -59,6 +66,8 @@ def stage_prompts() -> list[str]:
     from iptkit.transforms.stages.translate import DEFAULT_PROMPTS
 
     return [DEFAULT_RUBRIC, *(DEFAULT_PROMPTS[pair] for pair in PROMPT_PAIRS), CONSTANT_ANSWER]
+    # GOOD_ANSWER and POOR_ANSWER are left out: the tokenizer (shared by every model) stays
+    # the one the constant model's tests were written against; byte-level BPE encodes them.
 
 
 def build_tokenizer(texts: list[str], vocab_size: int = 2000) -> PreTrainedTokenizerFast:
@@ -96,10 +105,16 @@ def tiny_llama(tokenizer, seed: int) -> LlamaForCausalLM:
 
 def train_constant(model, tokenizer, prompts: list[str], steps: int, seed: int) -> None:
     """Tune `model` to answer every prompt with CONSTANT_ANSWER then EOS (loss on the answer)."""
-    answer = tokenizer(CONSTANT_ANSWER, add_special_tokens=False)["input_ids"]
-    answer.append(tokenizer.eos_token_id)
+    train_answers(model, tokenizer, [(p, CONSTANT_ANSWER) for p in prompts], steps, seed)
+
+
+def train_answers(model, tokenizer, examples: list[tuple[str, str]], steps: int, seed: int) -> None:
+    """Tune `model` to answer each (prompt, answer) example's prompt with its answer then EOS
+    (loss on the answer); a prompt given with two answers learns both as equally likely."""
     rows, labels = [], []
-    for prompt in prompts:
+    for prompt, text in examples:
+        answer = tokenizer(text, add_special_tokens=False)["input_ids"]
+        answer.append(tokenizer.eos_token_id)
         # The answer follows the assistant turn whatever came before: its last tokens suffice.
         ids = tokenizer(prompt, add_special_tokens=True)["input_ids"][-CONTEXT:]
         rows.append(ids + answer)
@@ -145,6 +160,34 @@ def training_prompts(tokenizer, texts: list[str]) -> list[str]:
     return prompts
 
 
+def mixed_examples(tokenizer, texts: list[str]) -> list[tuple[str, str]]:
+    """Each instruction answered with GOOD_ANSWER and with POOR_ANSWER; a judge rubric holding
+    one of them as its response answered with that one (its verdict: 8 or 3)."""
+    from iptkit.transforms.inference.chat_prompt import chat_prompt
+    from iptkit.transforms.stages.judge import DEFAULT_RUBRIC, rubric_text
+
+    examples = []
+    for text in texts:
+        short = text[:300]
+        examples += [(chat_prompt(tokenizer, short), a) for a in (GOOD_ANSWER, POOR_ANSWER)]
+        for answer in (GOOD_ANSWER, POOR_ANSWER):
+            pair = {"instruction": short, "response": answer}
+            examples.append((chat_prompt(tokenizer, rubric_text(DEFAULT_RUBRIC, pair)), answer))
+    return examples
+
+
+def make_mixed_model(out: Path, steps: int = 300, seed: int = 0) -> Path:
+    """Write chat-mixed/ under `out` (see the module docstring); return its folder."""
+    texts = fixture_texts()
+    tokenizer = build_tokenizer(texts + stage_prompts())
+    path = out / "chat-mixed"
+    tokenizer.save_pretrained(path)
+    model = tiny_llama(tokenizer, seed)
+    train_answers(model, tokenizer, mixed_examples(tokenizer, texts), steps, seed)
+    model.save_pretrained(path)
+    return path
+
+
 def make_tiny_models(out: Path, steps: int = 200, seed: int = 0) -> dict[str, Path]:
     """Write chat-random/ and chat-constant/ under `out`; return their folders."""
     texts = fixture_texts()
@@ -163,3 +206,4 @@ if __name__ == "__main__":
     target = Path(sys.argv[1]) if len(sys.argv) > 1 else REPO / "runs" / "tiny-models"
     for name, path in make_tiny_models(target).items():
         print(f"{name}: {path}")
+    print(f"mixed: {make_mixed_model(target)}")

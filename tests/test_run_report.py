@@ -131,10 +131,34 @@ def test_shards_section_sizes_and_fill():
 def test_training_section_one_line_per_stage():
     html = training_section({"train": metrics()})
     words = text(html)
-    assert "cpt 3 1-3 4.5 3.5 3.5 200 -" in words and "sft 3 4-6 3 2 2 500 -" in words
+    assert "cpt 3 1-3 4.5 3.5 3.5 - 200 -" in words and "sft 3 4-6 3 2 2 - 500 -" in words
     assert html.count("<polyline") == 2 and "Loss per step: train" in html
+    assert "Alignment" not in html  # no preference numbers, no answer lengths
     one = training_section({"one": metrics(1)})
     assert "<circle" in one and "<polyline" not in one
+
+
+def test_training_section_validation_loss_and_alignment():
+    """Validation lines are their own series and column, not steps; a preference stage's
+    numbers and the answer lengths go into an alignment table, first -> last."""
+    pref = {"chosen_logp": -1.0, "rejected_logp": -1.2, "reward_margin": 0.2,
+            "reward_accuracy": 0.5}  # fmt: skip
+    lines = metrics(3) + [
+        {"step": 3, "stage": "cpt", "split": "validation", "val_loss": 3.9, "gen_length": 10.0},
+        {"step": 4, "stage": "orpo", "loss": 1.0, **pref},
+        {"step": 5, "stage": "orpo", "loss": 0.8, **pref, "reward_margin": 0.9},
+        {"step": 5, "stage": "orpo", "split": "validation", "val_loss": 0.9,
+         "val_reward_margin": 0.7, "gen_length": 24.0},
+    ]  # fmt: skip
+    html = training_section({"run": lines})
+    words = text(html)
+    assert "cpt 3 1-3 4.5 3.5 3.5 3.9 200 -" in words and "orpo 2 4-5 1 0.8 0.8 0.9" in words
+    # cpt and orpo are lines; each validation series has one point here, drawn as a circle.
+    assert html.count("<polyline") == 2 and html.count("<circle") == 2
+    assert "orpo (validation)" in html and "cpt (validation)" in html
+    assert "Alignment (first → last)" in words
+    assert "0.2 → 0.9" in words and "0.7 → 0.7" in words and "24 → 24" in words
+    assert "10 → 10" in words
 
 
 def test_eval_section_tasks_stderr_and_generation():

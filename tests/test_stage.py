@@ -180,6 +180,7 @@ def test_every_stage_registers_itself_with_its_config_and_summary():
     assert list(types) == [
         "normalize", "langid", "filters", "dedup_exact", "dedup_near", "extract", "categorize",
         "xcit", "decontaminate", "synthesize", "translate", "respond", "judge", "mix", "pack",
+        "preference",
     ]  # fmt: skip
     for name, cls in types.items():
         assert issubclass(cls, Stage) and cls.type_name == name and cls.summary

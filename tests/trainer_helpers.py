@@ -145,3 +145,33 @@ def rank_env_restored() -> Iterator[None]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+def write_pairs(out: Path, tokenizer: Path, *, pairs: int, seed: int = 0) -> Path:
+    """`pairs` preference pairs (layout pairs): BOS and random prompt words, then as the chosen
+    response a count (the toy language), as the rejected one random words; EOS after each."""
+    rng = np.random.default_rng(seed)
+    with ShardWriter(
+        out,
+        seq_len=SEQ_LEN,
+        vocab_size=VOCAB,
+        tokenizer_path=str(tokenizer),
+        tokenizer_sha256=sha256_file(tokenizer),
+        special_tokens=SPECIAL,
+        spec_hash="test",
+        seed=seed,
+        has_loss_mask=True,
+        sequences_per_shard=16,
+        layout="pairs",
+    ) as writer:
+        for _ in range(pairs):
+            prompt = np.concatenate([[1], rng.integers(3, VOCAB, size=8)])
+            size = int(rng.integers(6, 12))
+            for response in (_count(rng, size), rng.integers(3, VOCAB, size=size)):
+                tokens = np.zeros(SEQ_LEN, np.int64)
+                body = np.concatenate([prompt, response, [2]])
+                tokens[: len(body)] = body
+                mask = np.zeros(SEQ_LEN, np.uint8)
+                mask[len(prompt) : len(body)] = 1
+                writer.add(tokens, mask, (0,))
+    return out

@@ -139,7 +139,8 @@ def resume_identity(
     seed, model, tokenizer, precision, batch, each stage (its data by the shard manifest's
     sha256, so a moved directory is the same data), and the DeepSpeed JSON (less the values
     filled in from the keys above). Left out, as free to change: run_dir, checkpoint, metrics,
-    export and activation_checkpointing (recomputation gives the same numbers)."""
+    export, eval, each stage's validation data, and activation_checkpointing (recomputation gives
+    the same numbers)."""
     identity: dict[str, Any] = {
         "seed": run.seed,
         "model.config": run.model.config,
@@ -155,6 +156,11 @@ def resume_identity(
     for i, (stage, manifest) in enumerate(zip(run.stages, manifests, strict=True)):
         fields = asdict(stage)
         fields.pop("data")
+        fields.pop("validation")  # evaluation reads it; training never does
+        if stage.mode != "orpo":
+            fields.pop("orpo_lambda")  # a mode's own weight only: older checkpoints resume
+        if stage.mode != "dpo":
+            fields.pop("dpo_beta")
         identity |= {f"stages.{i}.{key}": value for key, value in fields.items()}
         identity[f"stages.{i}.data (manifest sha256)"] = manifest
     identity |= {

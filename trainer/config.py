@@ -29,7 +29,9 @@ MODEL_SUFFIXES = (".yaml", ".yml", ".json")
 DEEPSPEED_SUFFIXES = (".json",)
 TRAIN_SUFFIXES = (".yaml", ".yml")
 
-Mode = Literal["pretrain", "sft", "synth_tune"]
+Mode = Literal["pretrain", "sft", "synth_tune", "orpo", "dpo"]
+PREFERENCE_MODES = ("orpo", "dpo")
+"""Modes that train on preference pairs (shards with layout `pairs`)."""
 _STRICT = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
 
@@ -72,7 +74,13 @@ class StageConfig:
     data: str
     """Shard directory written by the pack stage (holds manifest.json)."""
     mode: Mode = "pretrain"
-    """`pretrain`: loss on every token but padding. `sft`: loss on tokens whose loss mask is 1 (responses). `synth_tune`: the same mechanism for the instruction synthesizer, whose mask marks the instruction-response pairs. Padding (the trailing pad ids of a row, `trainer.data.padding`) is never a target in any mode."""
+    """`pretrain`: loss on every token but padding. `sft`: loss on tokens whose loss mask is 1 (responses). `synth_tune`: the same mechanism for the instruction synthesizer, whose mask marks the instruction-response pairs. `orpo` (Hong et al. 2024) and `dpo` (Rafailov et al. 2023): preference pairs (shards packed with `preference: true`); micro_batch_size then counts pairs. `sft` on preference shards trains on the chosen responses. Padding (the trailing pad ids of a row, `trainer.data.padding`) is never a target in any mode."""
+    validation: str | None = None
+    """Shard directory of this stage's validation split; default the `validation` folder beside `data` when it holds a manifest.json (the pack stage's `validation` option writes it)."""
+    orpo_lambda: float = Field(0.1, ge=0)
+    """Mode orpo: weight of the odds-ratio term added to the SFT loss (Hong et al. 2024 use 0.1; PLLuM's value is not published)."""
+    dpo_beta: float = Field(0.1, gt=0)
+    """Mode dpo: beta, the strength of the pull towards the reference model (Rafailov et al. 2023: 0.1 for dialogue)."""
     steps: int | None = Field(None, ge=1)
     """Optimizer steps in this stage; give this or `epochs`."""
     epochs: float | None = Field(None, gt=0)
@@ -135,6 +143,20 @@ class MetricsConfig:
 
 
 @dataclass(config=_STRICT)
+class EvalConfig:
+    """Validation while training: the stage's loss on its validation split, and answer lengths."""
+
+    every_steps: int = Field(0, ge=0)
+    """Evaluate every this many optimizer steps (0: only at the end of each stage, which always happens when a validation split exists)."""
+    max_items: int = Field(256, ge=1)
+    """Validation sequences (pairs, in preference modes) evaluated each time: the first ones in the shards' order, the same every time."""
+    generate: int = Field(4, ge=0)
+    """Prompts (the first validation rows with a loss mask: the tokens before the response) answered greedily each time; their mean answer length in tokens is reported. 0: none."""
+    max_new_tokens: int = Field(64, ge=1)
+    """Most tokens generated per answer; an answer that reaches it counts as truncated."""
+
+
+@dataclass(config=_STRICT)
 class ExportConfig:
     """The Hugging Face export at the end of the run."""
 
@@ -172,6 +194,8 @@ class RunConfig:
     """Checkpointing and resuming."""
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     """Reporting."""
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    """Validation loss and answer lengths while training."""
     export: ExportConfig = Field(default_factory=ExportConfig)
     """Hugging Face export."""
 

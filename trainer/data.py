@@ -10,6 +10,7 @@ batch. Resuming needs only the step number; there is no sampler state to save.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,11 +19,9 @@ import torch
 from transformers import PretrainedConfig
 
 from iptkit.errors import IptkitError
-from iptkit.shards import ShardError, ShardSet, open_shards, sha256_file
-from iptkit.trainer.config import Mode, StageConfig
-
-IGNORE_INDEX = -100
-"""Label value that cross_entropy skips: positions outside the loss mask."""
+from iptkit.shards import MANIFEST_NAME, ShardError, ShardSet, open_shards, sha256_file
+from iptkit.trainer.config import PREFERENCE_MODES, Mode, StageConfig
+from iptkit.trainer.losses import IGNORE_INDEX
 
 
 def padding(
@@ -66,8 +65,55 @@ class Layout:
         return self.micro_batch_size * self.accumulation * self.world_size
 
 
+def items(shards: ShardSet) -> int:
+    """What a stage steps over: sequences, or preference pairs (two rows each)."""
+    return shards.manifest.pairs or len(shards)
+
+
+def item_rows(shards: ShardSet, item: int) -> list[int]:
+    """The rows of one item: the sequence, or a pair's chosen then rejected row."""
+    return [2 * item, 2 * item + 1] if shards.manifest.layout == "pairs" else [item]
+
+
+def rows_batch(shards: ShardSet, rows: list[int], mode: Mode) -> dict[str, torch.Tensor]:
+    """input_ids, position_ids (restarting per document) and labels of these rows."""
+    tokens = np.stack([np.asarray(shards[i].tokens, dtype=np.int64) for i in rows])
+    labels = tokens.copy()
+    if mode != "pretrain":
+        mask = np.stack([np.asarray(shards[i].loss_mask) for i in rows])
+        labels[mask == 0] = IGNORE_INDEX
+    # Padding is never a target, in any mode (pretrain has no mask to say so).
+    special = shards.manifest.special_tokens
+    pads = np.stack(
+        [
+            padding(row, shards[i].doc_starts, special.get("pad"), special.get("eos"))
+            for row, i in zip(tokens, rows, strict=True)
+        ]
+    )
+    labels[pads] = IGNORE_INDEX
+    positions = np.stack([shards.position_ids(i) for i in rows])
+    return {
+        "input_ids": torch.from_numpy(tokens),
+        "position_ids": torch.from_numpy(positions),
+        "labels": torch.from_numpy(labels),
+    }
+
+
+def items_batch(shards: ShardSet, picked: list[int], mode: Mode) -> dict[str, torch.Tensor]:
+    """The rows of these items; for pairs every chosen row first, then every rejected row, so
+    a preference loss splits the batch in halves (mode sft on pairs: the chosen rows only)."""
+    per_item = [item_rows(shards, i) for i in picked]
+    rows = [r[0] for r in per_item]
+    if mode in PREFERENCE_MODES:
+        rows += [r[1] for r in per_item]
+    return rows_batch(shards, rows, mode)
+
+
 class StageBatches:
-    """Micro-batches of one stage for one rank, addressed by (step within the stage, micro-step)."""
+    """Micro-batches of one stage for one rank, addressed by (step within the stage, micro-step).
+
+    The stream is of items (`items`): sequences, or preference pairs, whose micro-batch holds
+    micro_batch_size pairs, i.e. twice as many rows."""
 
     def __init__(
         self,
@@ -86,34 +132,15 @@ class StageBatches:
         self._epoch_order: tuple[int, np.ndarray] | None = None
 
     def micro_batch(self, step: int, micro: int) -> dict[str, torch.Tensor]:
-        """input_ids, position_ids (restarting per document) and labels, each [micro_batch, seq_len]."""
+        """input_ids, position_ids (restarting per document) and labels, each [rows, seq_len]."""
         lay = self.layout
         first = step * lay.global_batch + (micro * lay.world_size + lay.rank) * lay.micro_batch_size
-        rows = [self._sequence_at(p) for p in range(first, first + lay.micro_batch_size)]
-        tokens = np.stack([np.asarray(self.shards[i].tokens, dtype=np.int64) for i in rows])
-        labels = tokens.copy()
-        if self.mode != "pretrain":
-            mask = np.stack([np.asarray(self.shards[i].loss_mask) for i in rows])
-            labels[mask == 0] = IGNORE_INDEX
-        # Padding is never a target, in any mode (pretrain has no mask to say so).
-        special = self.shards.manifest.special_tokens
-        pads = np.stack(
-            [
-                padding(row, self.shards[i].doc_starts, special.get("pad"), special.get("eos"))
-                for row, i in zip(tokens, rows, strict=True)
-            ]
-        )
-        labels[pads] = IGNORE_INDEX
-        positions = np.stack([self.shards.position_ids(i) for i in rows])
-        return {
-            "input_ids": torch.from_numpy(tokens),
-            "position_ids": torch.from_numpy(positions),
-            "labels": torch.from_numpy(labels),
-        }
+        picked = [self._sequence_at(p) for p in range(first, first + lay.micro_batch_size)]
+        return items_batch(self.shards, picked, self.mode)
 
     def _sequence_at(self, position: int) -> int:
-        """Sequence index at a position of the endless stream of epoch permutations."""
-        n = len(self.shards)
+        """Item index at a position of the endless stream of epoch permutations."""
+        n = items(self.shards)
         if not self.shuffle:
             return position % n
         epoch = position // n
@@ -139,6 +166,17 @@ def open_stage(stage: StageConfig, tokenizer_sha256: str | None, verify: bool) -
             f"stage {stage.name!r}: mode {stage.mode!r} trains on masked spans, but {stage.data} "
             "has no loss mask; pack it with a loss mask or use mode: pretrain"
         )
+    pairs = m.layout == "pairs"
+    if stage.mode in PREFERENCE_MODES and not pairs:
+        raise DataMismatchError(
+            f"stage {stage.name!r}: mode {stage.mode!r} trains on preference pairs, but "
+            f"{stage.data} holds packed sequences; pack preference records with `preference: true`"
+        )
+    if stage.mode == "pretrain" and pairs:
+        raise DataMismatchError(
+            f"stage {stage.name!r}: {stage.data} holds preference pairs; train them with mode "
+            "orpo or dpo, or sft (on the chosen responses)"
+        )
     if tokenizer_sha256 is not None and m.tokenizer.sha256 != tokenizer_sha256:
         raise DataMismatchError(
             f"stage {stage.name!r}: {stage.data} was tokenized with {m.tokenizer.path} "
@@ -146,6 +184,25 @@ def open_stage(stage: StageConfig, tokenizer_sha256: str | None, verify: bool) -
             f"(sha256 {tokenizer_sha256[:12]}...); re-pack it with the run's tokenizer"
         )
     return shards
+
+
+def validation_dir(stage: StageConfig) -> Path | None:
+    """The stage's validation split: `validation:`, else the pack stage's `validation` folder
+    beside `data` when it is a finished shard set, else None (nothing to evaluate)."""
+    if stage.validation is not None:
+        return Path(stage.validation)
+    sibling = Path(stage.data).parent / "validation"
+    if Path(stage.data).name != "validation" and (sibling / MANIFEST_NAME).is_file():
+        return sibling
+    return None
+
+
+def open_validation(stage: StageConfig, tokenizer_sha256: str, verify: bool) -> ShardSet | None:
+    """The stage's validation shards, checked as its training shards are (mode, tokenizer)."""
+    path = validation_dir(stage)
+    if path is None:
+        return None
+    return open_stage(dataclasses.replace(stage, data=str(path)), tokenizer_sha256, verify)
 
 
 def resolve_tokenizer(configured: str | None, pretrained: str | None, shards: ShardSet) -> Path:

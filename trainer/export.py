@@ -26,11 +26,7 @@ def export_hf(
 ) -> None:
     """Gather the weights (a collective: call on every rank); rank 0 writes `out_dir`."""
     model = engine.module
-    state = {}
-    for name, param in model.named_parameters():
-        with deepspeed.zero.GatheredParameters([param], enabled=hasattr(param, "ds_id")):
-            if dist.get_rank() == 0:
-                state[name] = param.detach().to("cpu", dtype).clone()
+    state = gather_parameters(engine, dtype)
     if dist.get_rank() == 0:
         temp = out_dir.with_name(f".tmp-{out_dir.name}")
         shutil.rmtree(temp, ignore_errors=True)
@@ -43,6 +39,17 @@ def export_hf(
         shutil.rmtree(out_dir, ignore_errors=True)
         temp.replace(out_dir)
     dist.barrier()
+
+
+def gather_parameters(engine: Any, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """Every parameter, whole, on rank 0's CPU (other ranks get {}); a collective under ZeRO-3,
+    one tensor at a time. Tied weights appear once, as named_parameters gives them."""
+    state = {}
+    for name, param in engine.module.named_parameters():
+        with deepspeed.zero.GatheredParameters([param], enabled=hasattr(param, "ds_id")):
+            if dist.get_rank() == 0:
+                state[name] = param.detach().to("cpu", dtype).clone()
+    return state
 
 
 def load_tokenizer(tokenizer_file: Path, manifest: Manifest) -> PreTrainedTokenizerBase:

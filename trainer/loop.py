@@ -17,7 +17,6 @@ from typing import Any
 import deepspeed
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 import yaml
 from deepspeed.accelerator import get_accelerator
 
@@ -30,25 +29,29 @@ from iptkit.trainer.checkpoint import (
     resume_identity,
     save_checkpoint,
 )
-from iptkit.trainer.config import RunConfig
+from iptkit.trainer.config import PREFERENCE_MODES, RunConfig, StageConfig
 from iptkit.trainer.data import (
-    IGNORE_INDEX,
     Layout,
     StageBatches,
     check_fits,
+    items,
     open_stage,
+    open_validation,
     resolve_tokenizer,
 )
 from iptkit.trainer.distributed import init_distributed
+from iptkit.trainer.evaluate import Evaluator
 from iptkit.trainer.export import export_hf
 from iptkit.trainer.metrics import MetricsLog, plot_loss
 from iptkit.trainer.models import architecture, build_model, flops_per_token
+from iptkit.trainer.objective import objective
 from iptkit.trainer.optim import (
     WarmupCosine,
     deepspeed_config,
     parameter_groups,
     stage_schedules,
 )
+from iptkit.trainer.reference import reference_file, reference_model
 from iptkit.trainer.runlock import RunLock, RunLocked
 
 
@@ -114,8 +117,9 @@ def _train(run: RunConfig, rank: int, world: int, allow_config_change: bool) -> 
     tokenizer_file = resolve_tokenizer(run.tokenizer, run.model.pretrained, first)
     sha = first.manifest.tokenizer.sha256
     shard_sets = [first] + [open_stage(s, sha, verify) for s in run.stages[1:]]
+    validations = [open_validation(s, sha, verify) for s in run.stages]
     stage_steps = [
-        stage.total_steps(len(shards), layout.global_batch)
+        stage.total_steps(items(shards), layout.global_batch)
         for stage, shards in zip(run.stages, shard_sets, strict=True)
     ]
     schedules = list(stage_schedules(run, stage_steps))
@@ -167,6 +171,12 @@ def _train(run: RunConfig, rank: int, world: int, allow_config_change: bool) -> 
         StageBatches(shards, stage.mode, run.seed, index, layout, shuffle=stage.order == "shuffle")
         for index, (stage, shards) in enumerate(zip(run.stages, shard_sets, strict=True))
     ]
+    evaluators = [
+        None if v is None else Evaluator(v, stage, run.eval, run.micro_batch_size)
+        for stage, v in zip(run.stages, validations, strict=True)
+    ]
+    dtype = torch.bfloat16 if run.precision == "bf16" else torch.float32
+    reference: tuple[int, Any] | None = None  # (stage index, model) of the dpo stage running
     metrics = MetricsLog(
         run_dir,
         run.metrics,
@@ -179,30 +189,43 @@ def _train(run: RunConfig, rank: int, world: int, allow_config_change: bool) -> 
     engine.train()
     while step < total_steps:
         k = next(i for i, s in enumerate(schedules) if step < s.start + s.steps)
+        stage = run.stages[k]
+        if stage.mode == "dpo" and (reference is None or reference[0] != k):
+            file = reference_file(run_dir, stage.name)
+            reference = (k, reference_model(engine, config, run.model.attn_implementation, file,
+                                            stage_start=step == schedules[k].start, dtype=dtype))  # fmt: skip
+        ref_model = reference[1] if reference is not None and reference[0] == k else None
         lr = engine.lr_scheduler.get_last_lr()[0]
         started = time.perf_counter()
-        loss = train_step(engine, batches[k], step - schedules[k].start)
+        loss, stats = train_step(engine, batches[k], step - schedules[k].start, stage, ref_model)
         seconds = time.perf_counter() - started
         step += 1
         seq_len = shard_sets[k].manifest.seq_len
         grad_norm = engine.get_global_grad_norm()
+        rows = 2 if stage.mode in PREFERENCE_MODES else 1
         metrics.log(
             step=step,
-            stage=run.stages[k].name,
+            stage=stage.name,
             loss=loss,
             lr=lr,
             grad_norm=None if grad_norm is None else float(grad_norm),
-            tokens=layout.global_batch * seq_len,
+            tokens=layout.global_batch * rows * seq_len,
             seconds=seconds,
             flops_per_token=flops_per_token(config, parameters, seq_len),
+            extra=stats,
         )
+        stage_end = step == schedules[k].start + schedules[k].steps
+        every = run.eval.every_steps
+        if evaluators[k] is not None and (stage_end or (every and step % every == 0)):
+            metrics.log_eval(
+                step=step, stage=stage.name, values=evaluators[k].run(engine, ref_model)
+            )
         every = run.checkpoint.every_steps
         if step == total_steps or (every and step % every == 0):
             save_checkpoint(engine, checkpoints, step, identity, run.checkpoint.keep_last)
     metrics.close()
 
     if run.export.enabled:
-        dtype = torch.bfloat16 if run.precision == "bf16" else torch.float32
         export_hf(engine, run.export_dir, tokenizer_file, first.manifest, dtype)
     if rank == 0 and run.metrics.plot:
         plot_loss(metrics.path, run_dir / "loss.png")
@@ -225,37 +248,27 @@ def _write_config(run: RunConfig, run_dir: Path, latest: Path | None, changes: l
     path.write_text(yaml.safe_dump(asdict(run), sort_keys=False))
 
 
-def train_step(engine: Any, batches: StageBatches, stage_step: int) -> float:
-    """One optimizer step; returns its loss averaged over micro-batches and ranks.
+def train_step(
+    engine: Any, batches: StageBatches, stage_step: int, stage: StageConfig, reference: Any = None
+) -> tuple[float, dict[str, float]]:
+    """One optimizer step; returns its loss and preference numbers (objective.py), each
+    averaged over micro-batches and ranks.
 
     DeepSpeed scales each micro-batch's loss by 1/accumulation and only updates
     the weights at the accumulation boundary, so engine.step() runs every time.
     """
-    total = torch.zeros((), device=engine.device)
-    for micro in range(batches.layout.accumulation):
+    micro_batches = batches.layout.accumulation
+    total: torch.Tensor | None = None
+    keys: list[str] = []
+    for micro in range(micro_batches):
         batch = {k: v.to(engine.device) for k, v in batches.micro_batch(stage_step, micro).items()}
-        # No attention mask: transformers then reads document boundaries from the position
-        # ids and confines attention to each packed document.
-        logits = engine(input_ids=batch["input_ids"], position_ids=batch["position_ids"]).logits
-        loss = causal_lm_loss(logits, batch["labels"])
+        loss, stats = objective(engine, batch, stage, reference)
         engine.backward(loss)
         engine.step()
-        total += loss.detach().float()
+        keys = list(stats)
+        values = torch.tensor([loss.item(), *stats.values()], device=engine.device)
+        total = values if total is None else total + values
+    assert total is not None
     dist.all_reduce(total)
-    return total.item() / (batches.layout.accumulation * dist.get_world_size())
-
-
-def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy of each target token given the tokens before it.
-
-    Summed and divided by the target count (at least 1), so a micro-batch whose
-    mask selects nothing adds 0 instead of NaN.
-    """
-    targets = labels[:, 1:]
-    summed = F.cross_entropy(
-        logits[:, :-1].float().reshape(-1, logits.shape[-1]),
-        targets.reshape(-1),
-        ignore_index=IGNORE_INDEX,
-        reduction="sum",
-    )
-    return summed / (targets != IGNORE_INDEX).sum().clamp(min=1)
+    mean = (total / (micro_batches * dist.get_world_size())).tolist()
+    return mean[0], dict(zip(keys, mean[1:], strict=True))

@@ -1,7 +1,10 @@
 """What a run reports: JSONL metrics, a progress bar, TensorBoard, a loss curve.
 
 Only rank 0 reports. metrics.jsonl has one object per optimizer step (step,
-stage, loss, lr, grad_norm, tokens_per_s, mfu); on resume, lines after the
+stage, loss, lr, grad_norm, tokens_per_s, mfu; in the preference modes also
+chosen_logp, rejected_logp, reward_margin, reward_accuracy) and one per
+evaluation (step, stage, split "validation", val_loss, val_<preference number>,
+gen_length, gen_truncated: evaluate.py); on resume, lines after the
 checkpoint's step are dropped, so the file reads as one uninterrupted run.
 """
 
@@ -63,8 +66,10 @@ class MetricsLog:
         tokens: int,
         seconds: float,
         flops_per_token: float,
+        extra: dict[str, float] | None = None,
     ) -> None:
-        """Record optimizer step `step` (1-based): `tokens` of the global batch in `seconds`."""
+        """Record optimizer step `step` (1-based): `tokens` of the global batch in `seconds`;
+        `extra`: the step's preference numbers."""
         if not self.enabled:
             return
         tokens_per_s = tokens / seconds
@@ -76,16 +81,33 @@ class MetricsLog:
             "grad_norm": grad_norm,
             "tokens_per_s": tokens_per_s,
             "mfu": flops_per_token * tokens_per_s / self._peak_flops if self._peak_flops else None,
+            **(extra or {}),
         }
-        with self.path.open("a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record) + "\n")
+        self._append(record)
         if self._bar is not None:
             self._bar.update(1)
             self._bar.set_postfix(stage=stage, loss=f"{loss:.4f}", lr=f"{lr:.2e}")
         if self._tensorboard is not None:
-            for key in ("loss", "lr", "grad_norm", "tokens_per_s", "mfu"):
-                if record[key] is not None:
-                    self._tensorboard.add_scalar(f"train/{key}", record[key], step)
+            for key, value in record.items():
+                if key not in ("step", "stage") and value is not None:
+                    self._tensorboard.add_scalar(f"train/{key}", value, step)
+
+    def log_eval(self, *, step: int, stage: str, values: dict[str, float]) -> None:
+        """Record an evaluation after optimizer step `step` (evaluate.Evaluator.run)."""
+        if not self.enabled:
+            return
+        self._append({"step": step, "stage": stage, "split": "validation", **values})
+        if self._bar is not None:
+            self._bar.write(
+                f"step {step} {stage}: " + ", ".join(f"{k} {v:.4g}" for k, v in values.items())
+            )
+        if self._tensorboard is not None:
+            for key, value in values.items():
+                self._tensorboard.add_scalar(f"validation/{key}", value, step)
+
+    def _append(self, record: dict[str, Any]) -> None:
+        with self.path.open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record) + "\n")
 
     def close(self) -> None:
         if self._bar is not None:
@@ -95,7 +117,8 @@ class MetricsLog:
 
 
 def plot_loss(metrics_path: Path, png: Path) -> None:
-    """Draw loss over steps, one colour per stage (matplotlib's headless Agg backend)."""
+    """Draw loss over steps, one colour per stage, the validation loss as dots of the same
+    colour (matplotlib's headless Agg backend)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -104,10 +127,17 @@ def plot_loss(metrics_path: Path, png: Path) -> None:
     records = _records(metrics_path, up_to_step=None)
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for stage in dict.fromkeys(r["stage"] for r in records):
-        points = [(r["step"], r["loss"]) for r in records if r["stage"] == stage]
-        ax.plot(*zip(*points, strict=True), label=stage)
+        points = [(r["step"], r["loss"]) for r in records if r["stage"] == stage and "loss" in r]
+        (line,) = ax.plot(*zip(*points, strict=True), label=stage)
+        val = [
+            (r["step"], r["val_loss"]) for r in records if r["stage"] == stage and "val_loss" in r
+        ]
+        if val:
+            ax.plot(
+                *zip(*val, strict=True), "o", color=line.get_color(), label=f"{stage} (validation)"
+            )
     ax.set_xlabel("optimizer step")
-    ax.set_ylabel("training loss")
+    ax.set_ylabel("loss")
     ax.legend()
     fig.tight_layout()
     fig.savefig(png, dpi=120)

@@ -23,7 +23,9 @@ GROUP_FIELDS = ("source", "kind", "lang", "category", "origin")
 class TokenizedDoc:
     """One document's tokens. `mask[i] == 1` marks `ids[i]` as a loss target (SFT responses,
     synthesizer pairs); `mask` is None when every token is a target. `copy` numbers the
-    repeats a mix made of the same document (0 for the first), so their ids stay distinct."""
+    repeats a mix made of the same document (0 for the first), so their ids stay distinct.
+    A preference pair formatted for preference shards (pack's `preference: true`) carries
+    its rejected conversation's tokens and mask as well; `ids` is then the chosen one."""
 
     id: str
     source: str
@@ -36,6 +38,8 @@ class TokenizedDoc:
     difficulty: float | None = None
     copy: int = 0
     meta: dict[str, Any] = field(default_factory=dict)
+    rejected_ids: list[int] | None = None
+    rejected_mask: list[int] | None = None
 
     @property
     def n_tokens(self) -> int:

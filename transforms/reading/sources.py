@@ -5,7 +5,10 @@ without Beam; `iptkit.transforms.reading.read` runs them on workers, one file pe
 
 Formats: `jsonl` (plain, .gz, .zst), `parquet`, `text` (a file per document, or paragraphs),
 `conversations` (JSONL or Parquet rows in the LMSYS-Chat-1M schema, `conversation` as a list of
-`{role, content}`, or the ShareGPT form, `conversations` as a list of `{from, value}`).
+`{role, content}`, or the ShareGPT form, `conversations` as a list of `{from, value}`),
+`preference` (JSONL or Parquet rows of preference pairs: iptkit's own, UltraFeedback,
+HH-RLHF; `transforms/reading/preference.py`), read as preference records
+(`transforms/preference.py`).
 
 Ids: a source's `id_field` value when it names one (a string as it is, an integer in decimal; any
 other type, an empty string or a string with bytes that are not UTF-8 is a reject); otherwise
@@ -31,10 +34,13 @@ from typing import Any, BinaryIO, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from iptkit.transforms.preference import preference_record
+from iptkit.transforms.reading.preference import PreferenceRowError, parse_preference
 from iptkit.transforms.record import KINDS, ORIGINS, Record, Reject, escaped_text, plain_json
 from iptkit.transforms.typology import DEFAULT_BY_KIND
 
-FORMATS = ("jsonl", "parquet", "text", "conversations")
+FORMATS = ("jsonl", "parquet", "text", "conversations", "preference")
+_CHAT_FORMATS = ("conversations", "preference")
 READ_STAGE = "read"
 # A raw line kept in a read reject is cut here, so one huge broken line cannot bloat rejects.
 MAX_REJECT_CHARS = 20_000
@@ -64,8 +70,9 @@ class SourceConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="unique source name")
-    format: Literal["jsonl", "parquet", "text", "conversations"] = Field(
-        description="jsonl (.gz, .zst too), parquet, text files, or chat logs (JSONL or Parquet)"
+    format: Literal["jsonl", "parquet", "text", "conversations", "preference"] = Field(
+        description="jsonl (.gz, .zst too), parquet, text files, chat logs or preference pairs "
+        "(JSONL or Parquet)"
     )
     path: str | list[str] = Field(
         description="glob or list of globs, relative to the spec's folder; gs:// and s3:// work; "
@@ -93,8 +100,12 @@ class SourceConfig(BaseModel):
     split: Literal["file", "paragraph"] | None = Field(
         None, description="text format only: a document per file, or per paragraph (default)"
     )
-    dialect: Literal["auto", "lmsys", "sharegpt"] | None = Field(
-        None, description="conversations format only: schema of the rows (default auto)"
+    dialect: Literal["auto", "lmsys", "sharegpt", "iptkit", "ultrafeedback", "hh_rlhf"] | None = (
+        Field(
+            None,
+            description="conversations (auto, lmsys, sharegpt) or preference (auto, iptkit, "
+            "ultrafeedback, hh_rlhf) format only: schema of the rows (default auto)",
+        )
     )
     meta_fields: Literal["all", "none"] | list[str] = Field(
         "all", description="fields copied into the record's meta: all other fields, none, or a list"
@@ -104,11 +115,21 @@ class SourceConfig(BaseModel):
     def _format_options(self) -> SourceConfig:
         if self.split is not None and self.format != "text":
             raise ValueError(f"'split' applies only to format: text (this source is {self.format})")
-        if self.dialect is not None and self.format != "conversations":
+        dialects = {
+            "conversations": ("auto", "lmsys", "sharegpt"),
+            "preference": ("auto", "iptkit", "ultrafeedback", "hh_rlhf"),
+        }.get(self.format, ())
+        if self.dialect is not None and not dialects:
             raise ValueError(
-                f"'dialect' applies only to format: conversations (this source is {self.format})"
+                "'dialect' applies only to format: conversations or preference (this source is "
+                f"{self.format})"
             )
-        if "text_field" in self.model_fields_set and self.format in ("text", "conversations"):
+        if self.dialect is not None and self.dialect not in dialects:
+            raise ValueError(
+                f"dialect {self.dialect!r} does not apply to format: {self.format} (its "
+                f"dialects: {', '.join(dialects)})"
+            )
+        if "text_field" in self.model_fields_set and self.format in ("text", *_CHAT_FORMATS):
             raise ValueError(
                 f"'text_field' does not apply to format: {self.format} "
                 "(text is the file or paragraph, or the first user turn)"
@@ -123,7 +144,7 @@ class SourceConfig(BaseModel):
     def record_kind(self) -> str:
         if self.kind is not None:
             return self.kind
-        return "instruction" if self.format == "conversations" else "raw"
+        return "instruction" if self.format in _CHAT_FORMATS else "raw"
 
 
 @dataclass(frozen=True)
@@ -242,7 +263,16 @@ def record_from_object(cfg: SourceConfig, obj: Any, default_id: str, where: str)
         return _too_deep(cfg, default_id, where, None)  # the row itself is too deep to keep
     consumed = {cfg.id_field, cfg.lang_field, cfg.category_field}
     meta: dict[str, Any] = {}
-    if cfg.format == "conversations":
+    preference = None
+    if cfg.format == "preference":
+        try:
+            preference = parse_preference(obj, cfg.dialect or "auto")
+        except PreferenceRowError as exc:
+            return bad(exc.reason, str(exc))
+        text = preference.pairs[-1]["instruction"]
+        consumed |= preference.consumed
+        meta = dict(preference.meta)
+    elif cfg.format == "conversations":
         parsed = _conversation_turns(obj, cfg.dialect or "auto")
         if isinstance(parsed, str):
             return bad("bad_conversation", parsed)
@@ -301,7 +331,7 @@ def record_from_object(cfg: SourceConfig, obj: Any, default_id: str, where: str)
         value = obj.get(field_name) if field_name else None
         return str(value) if value is not None else None
 
-    return Record(
+    record = Record(
         id=rid,
         source=cfg.name,
         text=text,
@@ -311,6 +341,9 @@ def record_from_object(cfg: SourceConfig, obj: Any, default_id: str, where: str)
         origin=cfg.origin or DEFAULT_BY_KIND[cfg.record_kind],
         meta=meta,
     )
+    if preference is None:
+        return record
+    return preference_record(record, preference.pairs, preference.rejected, **preference.facts)
 
 
 Located = tuple[int, str, str, "Record | Reject"]
@@ -460,7 +493,7 @@ def parse_located(cfg: SourceConfig, file: SourceFile, raw: BinaryIO) -> Iterato
     """Every item of one file, as a record or a read reject, with where it was; a file that
     breaks off mid-way (corrupt archive) yields what it had, then one `unreadable_file` reject
     saying where."""
-    if cfg.format == "parquet" or (cfg.format == "conversations" and _is_parquet(file.path)):
+    if cfg.format == "parquet" or (cfg.format in _CHAT_FORMATS and _is_parquet(file.path)):
         parse = _parse_parquet
     elif cfg.format == "text":
         parse = _parse_text

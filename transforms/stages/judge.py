@@ -105,6 +105,11 @@ class JudgeConfig(InferenceOptions):
     top_n: int | None = Field(
         None, ge=1, description="keep the N best records of each group; null: no cap"
     )
+    keep_reason: bool = Field(
+        False,
+        description="keep the judgement's text (up to 1,000 characters) in meta.judge.reason; "
+        "the preference stage passes the chosen response's on",
+    )
     per: Literal["source", "instruction", "overall"] = Field(
         "source",
         description="rank each source apart, each instruction's candidate responses apart "
@@ -145,6 +150,8 @@ def scored(record: Record, generation: Generation, cfg: JudgeConfig) -> Record |
     info = {"score": score, "model": cfg.model, "new_tokens": generation.new_tokens}
     if score is None:
         info["output"] = generation.text[-500:]
+    elif cfg.keep_reason:
+        info["reason"] = generation.text.strip()[:1000]
     return dataclasses.replace(record, meta={**record.meta, "judge": info})
 
 

@@ -24,6 +24,7 @@ the same spec still gives the same bytes on every runner and worker count).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import shutil
@@ -50,6 +51,7 @@ from iptkit.files import (
 from iptkit.hashing import seeded_int
 from iptkit.shards import MANIFEST_NAME, Manifest, ShardWriter, Totals
 from iptkit.transforms.document import GROUP_FIELDS, TokenizedDoc
+from iptkit.transforms.preference import preference_of, rejected_view
 from iptkit.transforms.record import Record
 from iptkit.transforms.stage import Drop, RecordStage, Stage, StageContext, StageFn, outputs
 from iptkit.transforms.stage_config import ExistingPath, StageConfig
@@ -147,6 +149,13 @@ class PackConfig(StageConfig):
     megatron: bool = Field(
         False, description="also write Megatron-LM .bin/.idx files under SPLIT/megatron/"
     )
+    preference: bool = Field(
+        False,
+        description="write preference shards (layout pairs) for the trainer's orpo and dpo "
+        "modes: each preference record as two rows, prompt + chosen and prompt + rejected, "
+        "padded, never packed; other records are dropped (not_a_pair), pairs over seq_len "
+        "too (too_long); sequences_per_shard is rounded up to even",
+    )
     model_max_length: int | None = Field(
         None,
         ge=1,
@@ -163,6 +172,8 @@ class PackConfig(StageConfig):
             )
         if self.validation >= 1 and self.validation != int(self.validation):
             raise ValueError(f"validation {self.validation}: a share below 1 or a whole count")
+        if self.preference and self.megatron:
+            raise ValueError("megatron: the Megatron-LM files hold packed documents, not pairs")
         names = [s.name for s in self.training_stages]
         if len(set(names)) != len(names) or {"train", "validation"} & set(names):
             raise ValueError(f"training_stages names {names}: unique, not train or validation")
@@ -269,17 +280,29 @@ class FormatTokenize(RecordStage):
 
     def apply_batch(self, records: list[Record]) -> list[TokenizedDoc | Drop]:
         results: list[Any] = []
-        batch, where = [], []
-        for record in records:
+        batch, where = [], []  # segments to tokenize; (record index, is the rejected side)
+        for k, record in enumerate(records):
             try:
-                batch.append(format_record(record, self._template, self._eos_text))
-                where.append(len(results))
-                results.append(None)
+                views = [record]
+                if self.config.preference and preference_of(record) is not None:
+                    views.append(rejected_view(record))
+                segments = [format_record(v, self._template, self._eos_text) for v in views]
             except FormatError as exc:
                 results.append(Drop(exc.reason, str(exc)))
-        for k, (ids, mask) in zip(where, tokenize_segments(self._tok, batch), strict=True):
-            r = records[k]
-            if not ids:
+                continue
+            results.append(None)
+            for side, segs in enumerate(segments):
+                batch.append(segs)
+                where.append((k, side == 1))
+        tokens: dict[tuple[int, bool], tuple[list[int], list[int] | None]] = dict(
+            zip(where, tokenize_segments(self._tok, batch), strict=True)
+        )
+        for k, r in enumerate(records):
+            if results[k] is not None:
+                continue
+            ids, mask = tokens[(k, False)]
+            rejected = tokens.get((k, True), (None, None))
+            if not ids or rejected[0] == []:
                 results[k] = Drop("empty_after_format", "no tokens after tokenizing")
                 continue
             results[k] = TokenizedDoc(
@@ -292,6 +315,8 @@ class FormatTokenize(RecordStage):
                 category=r.category,
                 origin=r.origin,
                 difficulty=difficulty_of(r),
+                rejected_ids=rejected[0],
+                rejected_mask=rejected[1],
             )
         return results
 
@@ -333,6 +358,15 @@ def doc_piece(ids: bytes, mask: bytes, bos: bool) -> Piece:
     return Piece(tokens, ones)
 
 
+def padded_row(piece: Piece, seq_len: int, pad: int) -> tuple[np.ndarray, np.ndarray]:
+    """One side of a preference pair as a row: its tokens, then padding (mask 0)."""
+    tokens = np.full(seq_len, pad, np.uint32)
+    mask = np.zeros(seq_len, np.uint8)
+    tokens[: len(piece.ids)] = piece.ids
+    mask[: len(piece.mask)] = piece.mask
+    return tokens, mask
+
+
 def curriculum_bucket(
     difficulty: float | None, span: tuple[float, float] | None, buckets: int
 ) -> int:
@@ -367,7 +401,11 @@ class _RouteFn(StageFn):
         cfg, seed = self.stage.config, self.stage.seed
         bos, eos = self._specials.get("bos"), self._specials["eos"] if cfg.add_eos else None
         n_tokens = doc.n_tokens + (bos is not None) + (eos is not None)
-        if cfg.long_documents == "drop" and n_tokens > cfg.seq_len:
+        if cfg.preference:
+            if doc.rejected_ids is None:
+                return Drop("not_a_pair", "not a preference record (no meta.preference.rejected)")
+            n_tokens = max(n_tokens, len(doc.rejected_ids) + (bos is not None) + (eos is not None))
+        if (cfg.long_documents == "drop" or cfg.preference) and n_tokens > cfg.seq_len:
             return Drop("too_long", f"{n_tokens} tokens > seq_len {cfg.seq_len}")
         folder = ""
         if cfg.training_stages:
@@ -390,7 +428,11 @@ class _RouteFn(StageFn):
         hardness = doc.difficulty if doc.difficulty is not None else math.inf
         sort_key = (hardness if cfg.order == "curriculum" else 0.0, order, doc.key)
         key = (folder + split, prefix, bucket)
-        return key, (sort_key, *doc_bytes(doc, bos, eos))
+        value = (sort_key, *doc_bytes(doc, bos, eos))
+        if cfg.preference:
+            rejected = dataclasses.replace(doc, ids=doc.rejected_ids, mask=doc.rejected_mask)
+            value += doc_bytes(rejected, bos, eos)
+        return key, value
 
 
 def _span(pairs: Any) -> tuple[float, float]:
@@ -421,7 +463,8 @@ class _WriteBucketFn(StageFn):
         (folder, prefix, bucket), values = item
         docs = sorted(values, key=lambda v: v[0])
         bos = "bos" in self._header["special_tokens"]
-        pieces = [doc_piece(ids, mask, bos) for _, ids, mask in docs]
+        # A pair's value holds both sides; each piece list keeps them in order, chosen first.
+        pieces = [doc_piece(v[i], v[i + 1], bos) for v in docs for i in range(1, len(v), 2)]
         part = _part_dir(self._root, folder, bucket)
         # The writers need a local folder: the part itself, or a staging folder copied to a
         # remote RUN (gs://...) once complete.
@@ -443,6 +486,7 @@ class _WriteBucketFn(StageFn):
     ) -> None:
         cfg, h = self._cfg, self._header
         name = f"{prefix}-b{bucket:05d}"
+        per_shard = cfg.sequences_per_shard + (cfg.sequences_per_shard % 2 if cfg.preference else 0)
         with ShardWriter(
             part,
             seq_len=cfg.seq_len,
@@ -452,11 +496,16 @@ class _WriteBucketFn(StageFn):
             special_tokens=h["special_tokens"],
             spec_hash=h["spec_hash"],
             seed=h["seed"],
-            has_loss_mask=has_mask,
-            sequences_per_shard=cfg.sequences_per_shard,
+            has_loss_mask=has_mask or cfg.preference,
+            sequences_per_shard=per_shard,
             split=folder.rsplit("/", 1)[-1],
             prefix=name,
+            layout="pairs" if cfg.preference else "packed",
         ) as writer:
+            if cfg.preference:
+                for piece in pieces:
+                    writer.add(*padded_row(piece, cfg.seq_len, h["special_tokens"]["pad"]), (0,))
+                return
             for row in PACKERS[cfg.packing](pieces, cfg.seq_len, h["special_tokens"]["pad"]):
                 writer.add(row.tokens, row.mask if has_mask else None, row.starts)
         if cfg.megatron:

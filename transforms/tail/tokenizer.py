@@ -152,8 +152,13 @@ class LoadedTokenizer:
 
     @property
     def chat_template(self) -> str | None:
+        """tokenizer_config.json's chat_template, else chat_template.jinja beside it (where
+        transformers' save_pretrained writes it since 4.43)."""
         template = self.config.get("chat_template")
-        return template if isinstance(template, str) else None
+        if isinstance(template, str):
+            return template
+        jinja = self.path.parent / "chat_template.jinja"
+        return jinja.read_text(encoding="utf-8") if jinja.is_file() else None
 
     @cached_property
     def special_tokens(self) -> dict[str, int]:
