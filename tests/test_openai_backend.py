@@ -463,3 +463,33 @@ def test_stages_naming_the_same_model_share_one_server(model_dir, vllm_with_test
     log = logged_requests(control)
     assert len(log) == 6 and {row["status"] for row in log} == {200}
     assert len({row["pid"] for row in log}) == 1 and len(backend_vllm._SERVERS) == 1
+
+
+def test_swallow_ja_moves_a_stage_onto_an_endpoint_with_one_line(tmp_path, tiny_chat_models):
+    """The issue's promise: swallow_ja.yaml's respond goes to an OpenAI-compatible server
+    serving the same model by adding one line (`base_url`); with no tokenizer named, respond's
+    chat requests go to the chat endpoint (the server applies the model's template), and the
+    output is byte for byte the local run's."""
+    model = tiny_chat_models["constant"]
+    server = ServerProcess(model, tmp_path / "server", name=str(model))
+    try:
+        spec = REPO / "pipelines" / "examples" / "swallow_ja.yaml"
+        models = [f"stages.{s}.model={model}" for s in ("translate", "respond", "judge")]
+        runs = {}
+        for name, extra in (
+            ("local", []),
+            ("endpoint", [f"stages.respond.base_url={server.base_url}"]),
+        ):
+            args = ["run", spec, "--out", tmp_path / name]
+            for item in models + extra:
+                args += ["--set", item]
+            assert run_cli(*args) == 0
+            out = tmp_path / name / "output"
+            runs[name] = {Path(k).relative_to(out): v for k, v in _files_bytes(out).items()}
+        stats = json.loads((tmp_path / "endpoint" / "stats.json").read_text())
+        respond = stats["stages"]["respond"]["model"]
+        assert respond["http_requests"] == respond["prompts"] > 0
+        assert {body.get("messages") is not None for body in server.bodies()} == {True}
+        assert runs["endpoint"] and runs["endpoint"] == runs["local"]
+    finally:
+        server.stop()

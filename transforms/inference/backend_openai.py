@@ -43,6 +43,7 @@ from iptkit.transforms.inference.core import (
     ModelSpec,
     SamplingSpec,
     spec_tokenizer,
+    uses_chat,
 )
 from iptkit.transforms.inference.prompt_handler import Fitted, PromptHandler
 
@@ -103,7 +104,7 @@ def request_body(spec: ModelSpec, fitted: Fitted) -> tuple[str, dict[str, Any]]:
         "top_p": sampling.top_p,
         "seed": request.seed,
     }
-    if spec.endpoint == "chat":
+    if spec.endpoint == "chat" or uses_chat(spec, request):
         if request.messages is None:
             raise RequestError(
                 "endpoint chat: this stage's request has no chat messages; use endpoint "
@@ -135,7 +136,7 @@ def parse_answer(spec: ModelSpec, fitted: Fitted, answer: dict[str, Any]) -> Gen
     prompt count when the server sends none)."""
     try:
         choice = answer["choices"][0]
-        text = choice["message"]["content"] if spec.endpoint == "chat" else choice["text"]
+        text = choice["message"]["content"] if "message" in choice else choice["text"]
     except (KeyError, IndexError, TypeError) as exc:
         raise RequestError(f"unexpected answer (no {exc}): {str(answer)[:300]}", False) from exc
     usage = answer.get("usage") or {}

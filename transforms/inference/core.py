@@ -96,7 +96,7 @@ class ModelSpec:
     # Servers (backend openai: an endpoint; vllm: a server per worker started by iptkit).
     base_url: str | None = None
     api_key_env: str | None = None
-    endpoint: str = "completions"
+    endpoint: str = "auto"
     concurrency: int = 8
     timeout_s: float = 600.0
     max_retries: int = 4
@@ -218,11 +218,12 @@ class InferenceOptions(StageConfig):
         description="openai: the NAME of the environment variable holding the API key, read on "
         "each worker (the key never enters the spec, the run directory or logs); null: no key",
     )
-    endpoint: Literal["completions", "chat"] = Field(
-        "completions",
+    endpoint: Literal["auto", "completions", "chat"] = Field(
+        "auto",
         description="openai, vllm: /v1/completions (the prompt as built here, token ids when "
         "there is a tokenizer) or /v1/chat/completions (the messages; the server applies the "
-        "chat template)",
+        "chat template); auto: chat for a chat stage's requests on an endpoint named without a "
+        "tokenizer (its template is the server's), else completions",
     )
     concurrency: int = Field(
         8, ge=1, description="openai, vllm: requests in flight per worker process and stage"
@@ -444,6 +445,18 @@ def spec_tokenizer(spec: ModelSpec) -> Any:
     if spec.backend == "openai" and spec.tokenizer is None:
         return NO_TOKENIZER
     return load_tokenizer(spec.tokenizer or spec.model, spec.trust_remote_code)
+
+
+def uses_chat(spec: ModelSpec, request: GenerationRequest) -> bool:
+    """Whether `request` goes to the chat endpoint. With `endpoint: auto`, a chat stage's request
+    (one with messages) to an endpoint named without a tokenizer does: iptkit cannot render the
+    model's chat template, the server can. So one line (`base_url:`) moves a local chat stage
+    onto a server and it still prompts the model in its own chat format."""
+    if request.messages is None:
+        return False
+    if spec.endpoint == "auto":
+        return spec.backend == "openai" and spec.tokenizer is None
+    return spec.endpoint == "chat"
 
 
 def encode(tokenizer: Any, text: str, add_special_tokens: bool) -> list[int]:

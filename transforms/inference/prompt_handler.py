@@ -28,6 +28,7 @@ from iptkit.transforms.inference.core import (
     encode,
     fit_ids,
     isolated,
+    uses_chat,
 )
 
 
@@ -96,7 +97,7 @@ class PromptHandler(ModelHandler):
             return Fitted(request, None)
         ids = encode(tokenizer, request.prompt, spec.add_special_tokens)
         # Chat messages cannot be cut token by token: an over-long chat prompt is rejected.
-        chat = spec.endpoint == "chat" and request.messages is not None
+        chat = uses_chat(spec, request)
         fitted = fit_ids(ids, spec.prompt_budget, "reject" if chat else spec.prompt_too_long)
         if fitted is None:
             return Generation(
