@@ -70,10 +70,17 @@ setup(
         "accelerate>=1.0",  # partitioned model loading under ZeRO-3
     ],
     extras_require={
-        "vllm": ["vllm>=0.6"],
+        # openai: the client Beam's vllm_inference (and users' own scripts) talk to the server with.
+        "vllm": ["vllm>=0.6", "openai>=1.40"],
         # setuptools: tests/test_wheel.py builds the wheel without build isolation (offline).
         # hypothesis: the property-based fuzzing of tests/reliability/.
-        "dev": ["pytest>=8", "ruff>=0.6", "setuptools>=70.1", "hypothesis>=6.100"],
+        "dev": [
+            "pytest>=8",
+            "pytest-timeout>=2.3",
+            "ruff>=0.6",
+            "setuptools>=70.1",
+            "hypothesis>=6.100",
+        ],
     },
     entry_points={"console_scripts": ["iptkit = iptkit.pipelines.cli:main"]},
 )

@@ -10,6 +10,7 @@ the spec alone.
 from __future__ import annotations
 
 import gzip
+from collections.abc import Iterable
 
 import apache_beam as beam
 
@@ -58,7 +59,7 @@ class WriteJsonlShards(beam.PTransform):
     def expand(self, pcoll):
         n, directory, compress = self._num_shards, self._directory, self._compress
 
-        def write(item: tuple[int, list[tuple[bytes, bytes] | None]]) -> str:
+        def write(item: tuple[int, Iterable[tuple[bytes, bytes] | None]]) -> str:
             index, lines = item
             path = f"{directory}/{shard_name(index, n, compress)}"
             atomic_write(path, shard_bytes([x for x in lines if x is not None], compress))

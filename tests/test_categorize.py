@@ -124,7 +124,7 @@ def test_names_and_responses():
     assert classify_record(rec, CategorizeConfig(use_response=False)).category == "general"
 
 
-def test_options_are_checked():
+def test_options_are_checked(tmp_path):
     with pytest.raises(ValidationError, match="names"):
         CategorizeConfig(names={"cooking": "food"})
     with pytest.raises(ValidationError, match="method"):
@@ -134,9 +134,9 @@ def test_options_are_checked():
     with pytest.raises(ValidationError, match="needs model"):
         CategorizeConfig(method="classifier")
     with pytest.raises(ValidationError, match="takes no model"):
-        CategorizeConfig(model="x.npz")
+        CategorizeConfig(model=str(tmp_path))
     with pytest.raises(ValidationError, match="is for method llm"):
-        CategorizeConfig(backend="transformers", model="x")
+        CategorizeConfig(backend="transformers", model=str(tmp_path))
     assert CategorizeConfig(method="llm", base_url="http://h:1/v1", model="m").backend == "openai"
 
 

@@ -64,10 +64,11 @@ def test_derived_origin():
 # ---------------------------------------------------------------------------------------------
 # Every stage, walked: what it writes has the origin PLLuM's typology gives it.
 
-# Stages that never write a record's text or pairs: what leaves them has its input's origin.
+# Stages that never write a record's text or pairs: what leaves them has its input's origin
+# (preference's pair is the chosen candidate's record, so it has that candidate's origin).
 KEEPERS = {
     "normalize", "langid", "filters", "dedup_exact", "dedup_near", "categorize",
-    "decontaminate", "judge", "mix", "pack",
+    "decontaminate", "judge", "preference", "mix", "pack",
 }  # fmt: skip
 # Stages that write records, and what they write: a model (or the rule miner) -> synthetic;
 # templates over others -> converted, or synthetic over machine-written text; extract fills

@@ -28,11 +28,26 @@ def init_distributed() -> tuple[int, int]:
     accelerator = get_accelerator()
     if accelerator.device_name() == "cpu":
         backend = "gloo"
+        _skip_shared_memory_allreduce()
     else:
         backend = accelerator.communication_backend_name()
         accelerator.set_device(int(os.environ["LOCAL_RANK"]))
     deepspeed.init_distributed(dist_backend=backend)
     return dist.get_rank(), dist.get_world_size()
+
+
+def _skip_shared_memory_allreduce() -> None:
+    """Keep DeepSpeed from JIT-compiling its CPU shared-memory all-reduce op at group start.
+
+    The op only speeds up `inference_all_reduce`, which training never calls; gloo does the
+    training collectives. Building it needs a C++ toolchain and minutes on a small machine,
+    and torch guards the build with a lock file: a rank killed while holding it (Ctrl-C, a
+    preempted worker, the OOM killer) leaves the lock behind and every later launch on the
+    machine waits on it forever.
+    """
+    from deepspeed.ops.op_builder.cpu import ShareMemCommBuilder
+
+    deepspeed.ops.__compatible_ops__[ShareMemCommBuilder.NAME] = False
 
 
 def _free_port() -> int:

@@ -292,7 +292,9 @@ class Stage(beam.PTransform):
     def setup(self) -> None:  # noqa: B027 (optional hook: most stages need no set-up)
         """Per-worker set-up; called once per DoFn instance (keep it idempotent)."""
 
-    def expand(self, inputs: Any) -> dict[str, Any]:
+    def expand(self, inputs):
+        # Unannotated: Beam reads a PTransform's return annotation as its output type hint,
+        # and warns on every application that a dict of outputs is not one.
         upstream = {}
         if isinstance(inputs, dict):
             upstream = {k: v for k, v in inputs.items() if k != RECORDS}
@@ -335,7 +337,7 @@ class _SizeGateFn(beam.DoFn):
         self.stage, self.limit = stage, limit
         self._dropped = Metrics.counter(metrics_namespace(stage), f"dropped.{RECORD_TOO_LARGE}")
 
-    def process(self, record):
+    def process(self, record) -> Iterator[Any]:
         size = record_chars(record, self.limit)
         if size <= self.limit:
             yield record

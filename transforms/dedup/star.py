@@ -126,7 +126,7 @@ class _StepFn(beam.DoFn):
         self._final = final
         self._unsettled = Metrics.counter(namespace, "star_unsettled_nodes")
 
-    def process(self, element: tuple[Node, Iterable[tuple[int, Any]]]):
+    def process(self, element: tuple[Node, Iterable[tuple]]) -> Iterator[Any]:
         node, values = element
         for out in star_step(node, values, self._final):
             if isinstance(out, beam.pvalue.TaggedOutput) and out.tag == UNSETTLED:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import apache_beam as beam
@@ -121,7 +122,7 @@ class Lookup(beam.DoFn):
         self._hits = Metrics.counter(namespace, MODEL_COUNTER_PREFIX + HITS)
         self._misses = Metrics.counter(namespace, MODEL_COUNTER_PREFIX + MISSES)
 
-    def process(self, item: tuple[Any, GenerationRequest]):
+    def process(self, item: tuple[Any, GenerationRequest]) -> Iterator[Any]:
         key, request = item
         cache_key = request_key(self._identity, request)
         found = load(self._root, cache_key)

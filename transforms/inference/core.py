@@ -440,10 +440,13 @@ NO_TOKENIZER = NoTokenizer()
 
 
 def spec_tokenizer(spec: ModelSpec) -> Any:
-    """The tokenizer prompts are built and fitted with; `NO_TOKENIZER` for an endpoint named
-    without one."""
+    """The tokenizer prompts are built, fitted and counted with; `NO_TOKENIZER` for an endpoint
+    named without one. An endpoint whose served name is an absolute path to a local model
+    folder (what `vllm serve /models/x` serves it as) counts tokens with that folder's
+    tokenizer, so moving a local stage onto such a server is one line (`base_url:`)."""
     if spec.backend == "openai" and spec.tokenizer is None:
-        return NO_TOKENIZER
+        if not (os.path.isabs(spec.model) and os.path.isdir(spec.model)):
+            return NO_TOKENIZER
     return load_tokenizer(spec.tokenizer or spec.model, spec.trust_remote_code)
 
 

@@ -21,7 +21,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import apache_beam as beam
@@ -129,7 +129,7 @@ class _ReadFileFn(beam.DoFn):
         self._us = Metrics.counter(ns, "process_us")
         self._ns = ns
 
-    def _reject(self, item: Reject):
+    def _reject(self, item: Reject) -> Iterator[Any]:
         Metrics.counter(self._ns, f"dropped.{item.reason}").inc()
         return beam.pvalue.TaggedOutput(REJECTS, item)
 
@@ -190,7 +190,7 @@ class _FirstOfIdFn(beam.DoFn):
         self._out = Metrics.counter(ns, "out")
         self._dropped = Metrics.counter(ns, f"dropped.{DUPLICATE_ID}")
 
-    def process(self, element: tuple[bytes, Iterable[bytes]]):
+    def process(self, element: tuple[bytes, Iterable[bytes]]) -> Iterator[Any]:
         _, payloads = element
         first: dict[str, Any] | None = None
         for payload in payloads:

@@ -362,7 +362,7 @@ class _SignFn(StageFn):
         self._hasher = MinHasher(self.stage.config.num_perm, self.stage.seed)
         self._bands, self._rows = lsh_params(self.stage.config)
 
-    def process(self, record: Record):
+    def process(self, record: Record) -> Iterator[Any]:
         with self.timed():
             cfg = self.stage.config
             text = record.text[: cfg.max_chars]
@@ -463,7 +463,7 @@ class _SplitFn(StageFn):
     `near_duplicate` reject that names its centre and their similarity; one report event per
     record."""
 
-    def process(self, item: tuple[bytes, dict[str, list]]):
+    def process(self, item: tuple[bytes, dict[str, list]]) -> Iterator[Any]:
         _, joined = item
         measure = JACCARD if self.stage.config.verify else ESTIMATE
         pairs = []
@@ -515,10 +515,9 @@ class DedupNear(
         edges = (
             signed["buckets"]
             | "Buckets" >> beam.GroupByKey()
+            | "Bucket members" >> beam.Values()
             | "Candidates"
-            >> beam.FlatMapTuple(lambda _, m: bucket_pairs(m, min_estimate)).with_outputs(
-                COPIES, main="edges"
-            )
+            >> beam.FlatMap(bucket_pairs, min_estimate).with_outputs(COPIES, main="edges")
         )
         copies = edges[COPIES] | "Distinct copies" >> beam.Distinct()
         edges = edges["edges"] | "Distinct candidates" >> beam.Distinct()

@@ -30,6 +30,7 @@ import math
 import shutil
 import tempfile
 from array import array
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -388,7 +389,7 @@ class _RouteFn(StageFn):
         super().__init__(stage)
         self._specials = specials
 
-    def process(self, doc: TokenizedDoc, validation_ids: Any, span: Any):
+    def process(self, doc: TokenizedDoc, validation_ids: Any, span: Any) -> Iterator[Any]:
         with self.timed():
             (routed,) = self.decide(lambda d: [self._route(d[0], validation_ids, span)], [doc])
         if isinstance(routed, Drop):

@@ -344,7 +344,7 @@ class _BuildPrompts(StageFn):
     def setup(self) -> None:
         self._tokenizer = spec_tokenizer(self._spec)
 
-    def process(self, chain: Chain):
+    def process(self, chain: Chain) -> Iterator[Any]:
         with self.timed():
             prompt = build_prompt(chain, self._k, self._tokenizer, self._spec)
         if prompt.text is None:

@@ -45,7 +45,7 @@ it (`added` by reason `translation` in the ledger), for bilingual or X-CIT data.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
 import apache_beam as beam
@@ -464,7 +464,7 @@ class _SegmentRequestFn(RequestFn):
     """A segment that cannot be asked (its prompt failed to build) is settled as failed, so its
     record is decided once, with its other segments."""
 
-    def process(self, pending: Pending):
+    def process(self, pending: Pending) -> Iterator[Any]:
         result = self.asked(pending)
         if isinstance(result, Drop):
             settled = Settled(pending.segment, result, pending.attempt)
@@ -477,7 +477,7 @@ class _CheckFn(ParseFn):
     """Parses an attempt: a `Pending` goes to the next attempt, a settled segment to its
     record's assembly."""
 
-    def process(self, item: tuple[Pending, Generation]):
+    def process(self, item: tuple[Pending, Generation]) -> Iterator[Any]:
         result = self.parsed(item)
         pending = item[0]
         if isinstance(result, Pending):

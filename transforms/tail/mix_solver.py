@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Any, Literal
 
 from iptkit.errors import IptkitError
 
@@ -225,7 +225,9 @@ def remainder_cutoff(
 # cutoff needs one worker to hold only the documents of one range, not the whole group.
 RANGE_BITS = 12
 
-RangeTotal = tuple[int, tuple[int, str]]  # tokens in a range, its last (hash, id)
+# Tokens in a range and its last (hash, id). The hash is an unsigned 64-bit int: typed Any
+# because Beam picks its signed 64-bit int coder for `int` and fails on the upper half.
+RangeTotal = tuple[int, tuple[Any, str]]
 
 
 def hash_range(h: int, bits: int = RANGE_BITS) -> int:
