@@ -50,7 +50,10 @@ setup(
         "iptkit.configs": ["deepspeed/*.json", "models/*.yaml", "train/*.yaml"],
     },
     install_requires=[
-        "apache-beam>=2.60",
+        # Capped at the newest release the suite has passed on: Beam's construction-time type
+        # inference changes between releases (2.78 began inferring tagged outputs into the main
+        # output), so raise the cap after `make test` passes on the next one.
+        "apache-beam>=2.60,<2.79",
         # Not pinned for users; the Makefile installs the CPU build 2.13.0 first on this machine.
         "torch>=2.4",
         "transformers>=4.45",
