@@ -6,7 +6,7 @@ lm-eval tasks and for the generation metrics:
 
     {"format": "iptkit-eval-summary/1", "model": ..., "suite": ..., "limit": ...,
      "rows": [{"task", "metric", "value", "stderr", "n", "lang", "num_fewshot", "filter",
-               "higher_is_better", "source", "flag"}, ...],
+               "higher_is_better", "source", "flag", "category", "interval"}, ...],
      "flags": ["generation/ja: ...", ...], "files": {"lm_eval": "lm_eval_results.json", ...}}
 """
 
@@ -40,6 +40,10 @@ class Row:
     higher_is_better: bool | None = True
     source: str = "lm-eval"
     flag: str | None = None
+    # The papers report chat, code and math per category (Kodama & Oda: coding, general, math,
+    # reasoning) and judge scores with intervals; rows of every suite kind carry both.
+    category: str | None = None
+    interval: tuple[float, float] | None = None  # 95% confidence interval of `value`
 
     @property
     def key(self) -> tuple[str, str]:
@@ -133,6 +137,12 @@ def lm_eval_rows(results: dict, tasks: list[SuiteTask]) -> list[Row]:
     return rows
 
 
+def _row(data: dict[str, Any]) -> Row:
+    """A row as read back: JSON has no tuples, so the interval comes back as a list."""
+    interval = data.get("interval")
+    return Row(**{**data, "interval": tuple(interval) if interval is not None else None})
+
+
 def load_summary(path: str | Path) -> Summary:
     """A run's summary, from its directory or its summary.json; errors name the file."""
     file = Path(path)
@@ -150,7 +160,7 @@ def load_summary(path: str | Path) -> Summary:
         return Summary(
             model=data["model"],
             suite=data.get("suite"),
-            rows=[Row(**row) for row in data["rows"]],
+            rows=[_row(row) for row in data["rows"]],
             limit=data.get("limit"),
             created=data.get("created", ""),
             lm_eval_version=data.get("lm_eval_version"),
