@@ -1,6 +1,7 @@
 """`iptkit eval`: evaluate a model, compare runs, cache a suite's datasets, list the suites.
 
     iptkit eval MODEL --suite NAME [--tasks T ...] [--limit N] [--out DIR] [--prompts FILE]
+                      [--set KEY=VALUE ...]   (e.g. --set chat.judge.base_url=http://HOST/v1)
     iptkit eval compare RUN_A RUN_B ... [--out DIR]
     iptkit eval cache --suite NAME [--tasks T ...]      (on a machine with internet)
     iptkit eval suites
@@ -55,8 +56,9 @@ def _ratio(text: str) -> tuple[str, float]:
 def _run_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="iptkit eval",
-        description="Evaluate a model offline: lm-eval tasks of a suite and generation metrics "
-        "on a prompt set. Other commands: iptkit eval compare|cache|suites --help.",
+        description="Evaluate a model offline: lm-eval tasks of a suite, its chat benchmark "
+        "graded by an LLM judge, and generation metrics on a prompt set. Other commands: "
+        "iptkit eval compare|cache|suites --help.",
     )
     parser.add_argument(
         "model",
@@ -65,6 +67,15 @@ def _run_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--suite", help="suite name (iptkit eval suites) or suite YAML file")
     parser.add_argument("--tasks", nargs="+", metavar="TASK", help="only these tasks of the suite")
+    parser.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a suite key, e.g. --set chat.judge.base_url=http://HOST:8000/v1 "
+        "--set chat.judge.model=NAME (a chat suite's judge)",
+    )
     parser.add_argument("--limit", type=_limit, help="examples per task (testing only)")
     parser.add_argument("--out", type=Path, help="output directory (default runs/eval/MODEL-SUITE)")
     parser.add_argument(
@@ -142,7 +153,9 @@ def run_command(argv: Sequence[str]) -> int:
     from iptkit.eval.summary import SUMMARY_FILE, load_summary
 
     args = _run_parser().parse_args(argv)
-    suite = load_suite(args.suite) if args.suite else None
+    if args.sets and not args.suite:
+        raise EvalError("--set overrides keys of a --suite; name one")
+    suite = load_suite(args.suite, args.sets) if args.suite else None
     prompts = args.prompts or (suite.prompts_path if suite is not None else None)
     if args.no_generation:
         prompts = None
@@ -230,6 +243,9 @@ def suites_command(argv: Sequence[str]) -> int:
             print(f"  {task.task:<34} {task.num_fewshot}-shot  {task.metric:<12} {task.lang}")
         if suite.prompts:
             print(f"  prompts: {suite.prompts_path}")
+        if suite.chat is not None:
+            judge = suite.chat.judge.base_url or suite.chat.judge.model
+            print(f"  chat ({suite.chat.lang}): {suite.chat.questions}; judge {judge}")
     return 0
 
 

@@ -1,4 +1,8 @@
-"""Comparing eval runs: each (task, metric) across runs, and each run's difference from the first.
+"""Comparing eval runs: each (task, metric, category) across runs, and each run's difference
+from the first.
+
+Rows with a `category` (a chat suite's per-category judge scores, and any suite kind reporting
+per category) are compared per category, and show their 95% interval beside the value.
 
 The first run is the baseline (e.g. vanilla pre-training; then instruction pre-training, mix
 variants). A difference carries the standard error sqrt(se_a^2 + se_b^2), which treats the two
@@ -21,11 +25,12 @@ Z95 = 1.96  # two-sided 95% under a normal approximation
 
 @dataclass(frozen=True)
 class Cell:
-    """One run's number for a (task, metric)."""
+    """One run's number for a (task, metric, category), with its 95% interval where known."""
 
     value: float
     stderr: float | None
     n: int
+    interval: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -53,7 +58,7 @@ def difference(base: Cell, other: Cell) -> Diff:
 
 @dataclass(frozen=True)
 class ComparedRow:
-    """A (task, metric) across the runs; `cells[i]` is None where run i lacks it."""
+    """A (task, metric, category) across the runs; `cells[i]` is None where run i lacks it."""
 
     task: str
     metric: str
@@ -61,6 +66,15 @@ class ComparedRow:
     num_fewshot: int | None
     higher_is_better: bool | None
     cells: list[Cell | None]
+    category: str | None = None
+
+    @property
+    def label(self) -> str:
+        """The row's name in tables and charts: the task, its category and language, or its
+        shots."""
+        if self.category is not None:
+            return f"{self.task} / {self.category}" + (f" ({self.lang})" if self.lang else "")
+        return self.task + (f" ({self.num_fewshot}-shot)" if self.num_fewshot is not None else "")
 
     @property
     def diffs(self) -> list[Diff | None]:
@@ -88,6 +102,7 @@ class Comparison:
                 {
                     "task": r.task,
                     "metric": r.metric,
+                    "category": r.category,
                     "lang": r.lang,
                     "num_fewshot": r.num_fewshot,
                     "higher_is_better": r.higher_is_better,
@@ -112,17 +127,22 @@ def run_names(summaries: list[Summary]) -> list[str]:
     return [str(i) for i in range(1, len(summaries) + 1)]  # the same directory given twice
 
 
+def row_key(row: Row) -> tuple[str, str, str | None]:
+    """What identifies a number across runs: its task, metric and category."""
+    return (row.task, row.metric, row.category)
+
+
 def compare(summaries: list[Summary]) -> Comparison:
-    """All (task, metric) rows of the runs, in the order they first appear."""
-    order: dict[tuple[str, str], Row] = {}
+    """All (task, metric, category) rows of the runs, in the order they first appear."""
+    order: dict[tuple[str, str, str | None], Row] = {}
     for summary in summaries:
         for row in summary.rows:
-            order.setdefault(row.key, row)
-    by_run = [{row.key: row for row in s.rows} for s in summaries]
+            order.setdefault(row_key(row), row)
+    by_run = [{row_key(row): row for row in s.rows} for s in summaries]
     rows = []
     for key, first in order.items():
         cells = [
-            None if (r := rows_of.get(key)) is None else Cell(r.value, r.stderr, r.n)
+            None if (r := rows_of.get(key)) is None else Cell(r.value, r.stderr, r.n, r.interval)
             for rows_of in by_run
         ]
         rows.append(
@@ -133,6 +153,7 @@ def compare(summaries: list[Summary]) -> Comparison:
                 first.num_fewshot,
                 first.higher_is_better,
                 cells,
+                first.category,
             )
         )
     return Comparison(run_names(summaries), [s.path for s in summaries], rows)
@@ -141,7 +162,10 @@ def compare(summaries: list[Summary]) -> Comparison:
 def _cell(cell: Cell | None) -> str:
     if cell is None:
         return "–"
-    return f"{cell.value:.4f}" + ("" if cell.stderr is None else f" ± {cell.stderr:.4f}")
+    text = f"{cell.value:.4f}" + ("" if cell.stderr is None else f" ± {cell.stderr:.4f}")
+    if cell.interval is not None:
+        text += f" [{cell.interval[0]:.4g}, {cell.interval[1]:.4g}]"
+    return text
 
 
 def _diff(diff: Diff | None) -> str:
@@ -162,10 +186,11 @@ def to_markdown(comparison: Comparison) -> str:
     head = ["task", "metric", "n", *runs, *(f"{name} − {runs[0]}" for name in runs[1:])]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in comparison.rows:
-        task = row.task + (f" ({row.num_fewshot}-shot)" if row.num_fewshot is not None else "")
         cells = [_cell(c) for c in row.cells] + [_diff(d) for d in row.diffs[1:]]
-        lines.append("| " + " | ".join([task, row.metric, _n(row), *cells]) + " |")
+        lines.append("| " + " | ".join([row.label, row.metric, _n(row), *cells]) + " |")
     note = "value ± standard error"
+    if any(c is not None and c.interval is not None for r in comparison.rows for c in r.cells):
+        note += " [95% interval: percentile bootstrap over questions]"
     if len(runs) > 1:
         note += (
             "; a difference's standard error is sqrt(se_a² + se_b²); "

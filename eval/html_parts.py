@@ -195,3 +195,69 @@ def line_chart_svg(
         )
         legend_x += 24 + 7 * len(name)
     return "".join(parts) + "</svg>"
+
+
+@dataclass(frozen=True)
+class Interval:
+    """One estimate in an interval chart: its group (a category), its series (a run), the
+    value and its 95% interval."""
+
+    group: str
+    series: str
+    value: float
+    low: float
+    high: float
+
+
+def interval_chart_svg(title: str, points: Sequence[Interval]) -> str:
+    """An inline SVG of estimates with their intervals: one line per group and series, a dot at
+    the value and a whisker from low to high on a shared axis, one colour per series (so runs
+    compare category by category)."""
+    line_h, label_w, plot_w, top = 16, 200, 360, 24
+    series = list(dict.fromkeys(p.series for p in points))
+    colours = {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(series)}
+    low = min((min(p.low, p.value) for p in points), default=0.0)
+    high = max((max(p.high, p.value) for p in points), default=1.0)
+    if high <= low:
+        low, high = low - 0.5, high + 0.5
+
+    def px(x: float) -> float:
+        return label_w + (x - low) / (high - low) * plot_w
+
+    height = top + len(points) * line_h + 40
+    width = label_w + plot_w + 90
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'role="img" aria-label="{escape(title)}">',
+        f'<text x="0" y="14" font-size="13" font-weight="bold">{escape(title)}</text>',
+    ]
+    axis_y = top + len(points) * line_h + 4
+    for x in _ticks(low, high):  # the grid first, under the whiskers
+        parts.append(
+            f'<line x1="{px(x):.1f}" x2="{px(x):.1f}" y1="{top}" y2="{axis_y}" stroke="#eee"/>'
+            f'<text x="{px(x):.1f}" y="{axis_y + 12}" font-size="11" '
+            f'text-anchor="middle">{x:.3g}</text>'
+        )
+    last_group = None
+    for i, p in enumerate(points):
+        y = top + i * line_h + line_h / 2
+        colour = colours[p.series]
+        if p.group != last_group:
+            label = escape(p.group[:30])
+            parts.append(f'<text x="0" y="{y + 4:.1f}" font-size="12">{label}</text>')
+            last_group = p.group
+        parts.append(
+            f'<line x1="{px(p.low):.1f}" x2="{px(p.high):.1f}" y1="{y:.1f}" y2="{y:.1f}" '
+            f'stroke="{colour}" stroke-width="2"/>'
+            f'<circle cx="{px(p.value):.1f}" cy="{y:.1f}" r="3.5" fill="{colour}">'
+            f"<title>{escape(p.series)}: {p.value:.4g} [{p.low:.4g}, {p.high:.4g}]</title></circle>"
+            f'<text x="{label_w + plot_w + 6}" y="{y + 4:.1f}" font-size="11">{p.value:.3g}</text>'
+        )
+    x = 0.0
+    for name in series:
+        parts.append(
+            f'<rect x="{x:.0f}" y="{height - 10}" width="10" height="10" fill="{colours[name]}"/>'
+            f'<text x="{x + 14:.0f}" y="{height - 1}" font-size="12">{escape(name)}</text>'
+        )
+        x += 24 + 7 * len(name)
+    return "".join(parts) + "</svg>"

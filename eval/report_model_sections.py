@@ -5,8 +5,10 @@ object per optimizer step: step, stage, loss, lr, grad_norm, tokens_per_s, mfu, 
 preference modes chosen_logp, rejected_logp, reward_margin, reward_accuracy; one per evaluation:
 step, stage, split "validation", val_loss, val_<those>, gen_length, gen_truncated) and an
 `iptkit eval` run's summary.json (format iptkit-eval-summary/1: rows of task, metric, value,
-stderr, n, ...; rows with source "generation" are the generation metrics). The loss curve is
-drawn here as inline SVG, so the page needs no loss.png beside it.
+stderr, n, ...; rows with source "generation" are the generation metrics; rows with a
+`category` are reported per category, with their 95% `interval`: a chat suite's judge scores,
+and any suite kind that reports per category). The loss curve is drawn here as inline SVG, so
+the page needs no loss.png beside it.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 from html import escape
 from typing import Any
 
-from iptkit.eval.html_parts import html_table, line_chart_svg
+from iptkit.eval.html_parts import Interval, html_table, interval_chart_svg, line_chart_svg
 
 
 def _mean(values: list[float]) -> float | None:
@@ -120,9 +122,64 @@ def _alignment_table(
 
 
 def _value(row: dict[str, Any]) -> str:
-    """value ± stderr, or the value alone when lm-eval computed no standard error."""
-    stderr = row.get("stderr")
-    return f"{row['value']:.4g}" + (f" ± {stderr:.2g}" if stderr is not None else "")
+    """value ± stderr (when known) and [low, high], the 95% interval (when the row has one)."""
+    stderr, interval = row.get("stderr"), row.get("interval")
+    text = f"{row['value']:.4g}" + (f" ± {stderr:.2g}" if stderr is not None else "")
+    return text + (f" [{interval[0]:.3g}, {interval[1]:.3g}]" if interval else "")
+
+
+def _by_category(rows: list[dict[str, Any]]) -> dict[tuple[str, str | None], list[dict]]:
+    """Rows with a category, grouped by (task, language), in first-seen order."""
+    groups: dict[tuple[str, str | None], list[dict]] = {}
+    for r in rows:
+        if r.get("category") is not None:
+            groups.setdefault((r["task"], r.get("lang")), []).append(r)
+    return groups
+
+
+def _category_table(rows: list[dict[str, Any]]) -> str:
+    """One line per category, one column per metric (the judge score beside the unparsed
+    rate and the target-language character ratio), then the flags."""
+    metrics = list(dict.fromkeys(r["metric"] for r in rows))
+    cells: dict[str, dict[str, dict]] = {}
+    for r in rows:
+        cells.setdefault(r["category"], {})[r["metric"]] = r
+    body = []
+    for category, mine in cells.items():
+        flags = "; ".join(r["flag"] for r in mine.values() if r.get("flag"))
+        n = ", ".join(f"{m} {mine[m]['n']}" for m in metrics if m in mine)
+        body.append(
+            [category, *(_value(mine[m]) if m in mine else None for m in metrics), n, flags or None]
+        )
+    return html_table(["category", *metrics, "n", "flag"], body)
+
+
+def category_section(summaries: dict[str, dict[str, Any]]) -> str:
+    """Per task and language, each category's numbers across the eval runs: a chart of the
+    first metric (the judge score) with its 95% interval per run, and a table per run."""
+    groups: dict[tuple[str, str | None], dict[str, list[dict]]] = {}
+    for name, summary in summaries.items():
+        for key, rows in _by_category(summary.get("rows", [])).items():
+            groups.setdefault(key, {})[name] = rows
+    parts = []
+    for (task, lang), runs in groups.items():
+        metric = next(iter(runs.values()))[0]["metric"]
+        points = [
+            Interval(r["category"], name, r["value"], *(r.get("interval") or (r["value"],) * 2))
+            for name, rows in runs.items()
+            for r in rows
+            if r["metric"] == metric
+        ]
+        title = f"{task}" + (f" ({lang})" if lang else "") + f": {metric}, 95% interval"
+        parts.append(
+            f"<h4>{escape(task)} by category" + (f" ({escape(lang)})" if lang else "") + "</h4>"
+            + f'<div class="chart">{interval_chart_svg(title, points)}</div>'
+            + "".join(
+                f"<p>Eval <code>{escape(name)}</code></p>" + _category_table(rows)
+                for name, rows in runs.items()
+            )
+        )
+    return "".join(parts)
 
 
 def _facts(summary: dict[str, Any]) -> str:
@@ -139,11 +196,16 @@ def _facts(summary: dict[str, Any]) -> str:
 def eval_section(summaries: dict[str, dict[str, Any]]) -> str:
     """Per eval run: its model and suite, a table of lm-eval results per task and metric with
     the standard error, and a table of the generation metrics with their flags (e.g. a
-    Japanese target-language character ratio under 0.60)."""
+    Japanese target-language character ratio under 0.60); then the rows reported per category
+    (chat judge scores), per task and language, every run side by side."""
     parts = ['<section id="eval"><h2>Evaluation</h2>']
     for name, summary in summaries.items():
         rows = summary.get("rows", [])
-        tasks = [r for r in rows if r.get("source", "lm-eval") != "generation"]
+        tasks = [
+            r
+            for r in rows
+            if r.get("source", "lm-eval") != "generation" and r.get("category") is None
+        ]
         generation = [r for r in rows if r.get("source") == "generation"]
         parts.append(f"<h3>Eval <code>{escape(name)}</code></h3>" + _facts(summary))
         if tasks:
@@ -184,4 +246,4 @@ def eval_section(summaries: dict[str, dict[str, Any]]) -> str:
             )
         if not rows:
             parts.append('<p class="missing">This eval run has no result rows.</p>')
-    return "".join(parts) + "</section>"
+    return "".join(parts) + category_section(summaries) + "</section>"

@@ -3,6 +3,7 @@
     OUT/lm_eval_results.json   lm-eval's results as it returns them (per-sample logs left out)
     OUT/samples/TASK.jsonl     lm-eval's per-sample logs (with --log-samples)
     OUT/generations.jsonl      each prompt's answer and its metrics (when a prompt set is given)
+    OUT/chat/                  a chat suite's answers and judgments (iptkit.eval.chat_run)
     OUT/summary.json           the rows of both, flat (iptkit.eval.summary), written last
 
 `summary.json` is written last, so a directory without it is an unfinished run.
@@ -101,12 +102,20 @@ def evaluate(request: EvalRequest) -> Summary:
             files["samples"] = "samples/"
         rows += lm_eval_rows(results, tasks)
         lm_eval_version = results.get("lm_eval_version")
+    if suite is not None and suite.chat is not None:
+        from iptkit.eval.chat_run import CHAT_DIR, run_chat
+
+        gc.collect()
+        rows += run_chat(model, suite.name, suite.chat, request.harness.device, out)
+        files["chat"] = f"{CHAT_DIR}/"
     if request.generation is not None:
         gc.collect()  # lm-eval's copy of the model, before the generation loads its own
         rows += run_generation(model, request.generation, request.harness.device, out)
         files["generations"] = "generations.jsonl"
     if not rows:
-        raise EvalError("nothing to evaluate: name a suite with tasks, or a prompt set")
+        raise EvalError(
+            "nothing to evaluate: name a suite with tasks or a chat section, or a prompt set"
+        )
     summary = Summary(
         model=model,
         suite=suite.name if suite is not None else None,

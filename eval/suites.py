@@ -6,17 +6,22 @@ few-shot examples, the one metric the summary and comparisons report, and the la
 measures. `task_dir` adds a folder of lm-eval task YAMLs (the smoke suite's local tasks);
 `builtin_tasks: false` skips indexing lm-eval's ~10,000 built-in task files (about 10 s) for
 suites that use none of them. `prompts` names a prompt set for the generation metrics.
+`chat` describes an MT-Bench-style benchmark graded by an LLM judge (`eval/chat_suite.py`); a
+suite with one needs no lm-eval tasks.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from iptkit.config_file import ConfigFile, package_dir
 from iptkit.errors import EvalError, SpecError
+from iptkit.eval.chat_suite import ChatSection
+from iptkit.transforms.stage_config import BASE_DIR
 
 
 class SuiteError(SpecError):
@@ -57,8 +62,19 @@ class Suite(BaseModel):
     )
     builtin_tasks: bool = Field(True, description="index lm-eval's built-in tasks")
     prompts: str | None = Field(None, description="prompt set (JSONL) for generation metrics")
-    tasks: list[SuiteTask] = Field(..., min_length=1, description="the tasks, in report order")
+    tasks: list[SuiteTask] = Field(
+        default_factory=list, description="the lm-eval tasks, in report order"
+    )
+    chat: ChatSection | None = Field(
+        None, description="a chat benchmark graded by an LLM judge (eval/chat_suite.py)"
+    )
     path: str = Field("", description="the file the suite was read from (filled in on load)")
+
+    @model_validator(mode="after")
+    def _measures_something(self) -> Suite:
+        if not self.tasks and self.chat is None:
+            raise ValueError("a suite needs tasks (lm-eval) or a chat section")
+        return self
 
     @property
     def base(self) -> Path:
@@ -105,13 +121,22 @@ def suite_file(name_or_path: str) -> Path:
     )
 
 
-def load_suite(name_or_path: str) -> Suite:
-    """Read and validate a suite; raise `SuiteError` listing every problem, each naming the
-    file, line and key at fault."""
+def load_suite(name_or_path: str, sets: Sequence[str] = ()) -> Suite:
+    """Read and validate a suite, with `--set KEY=VALUE` overrides (e.g. the chat judge's
+    endpoint); raise `SuiteError` listing every problem, each naming the file, line and key at
+    fault. Paths in the suite (a judge's model folder too) are relative to its file."""
     source = ConfigFile.read(
-        suite_file(name_or_path), what="suite", error=SuiteError, keys_hint="name, tasks, ..."
+        suite_file(name_or_path),
+        what="suite",
+        error=SuiteError,
+        sets=sets,
+        keys_hint="name, tasks, ...",
     )
-    suite, problems = source.check(Suite, {**source.data, "path": source.origin})
+    suite, problems = source.check(
+        Suite,
+        {**source.data, "path": source.origin},
+        context={BASE_DIR: str(Path(source.origin).parent)},
+    )
     for key in ("task_dir", "prompts"):  # as written, checked even when other keys are wrong
         value = source.data.get(key)
         target = (Path(source.origin).parent / value).resolve() if isinstance(value, str) else None

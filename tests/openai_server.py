@@ -16,7 +16,10 @@ It takes (and ignores) vLLM's other arguments, so the vllm backend can start it 
 - `POST /control`: what the next requests do: `{"fail": {"status": 429, "times": 2,
   "retry_after": 0}}`, `{"hang": {"times": 1, "seconds": 30}}` (answers after the client gave
   up), `{"die_after": 3}` (the process exits on receiving the 3rd generation request from now),
-  `{"echo_auth": true}` (failures echo the Authorization header, as careless servers do).
+  `{"echo_auth": true}` (failures echo the Authorization header, as careless servers do),
+  `{"replies": [["SUBSTRING", "TEXT"], ...]}` (a request whose prompt or messages contain
+  SUBSTRING is answered TEXT, the first rule that matches, instead of the model: fixed judge
+  verdicts for the chat benchmark tests).
 
 With a control dir (`--control-dir` or `$IPTKIT_TEST_SERVER_DIR`, inherited by a server the
 vllm backend starts), every generation request is appended to `requests.jsonl` there (so counts
@@ -98,6 +101,7 @@ class State:
         self.hang: dict[str, Any] = {}
         self.die_after: int | None = None
         self.echo_auth = False
+        self.replies: list[tuple[str, str]] = []
 
     def apply(self, control: dict[str, Any]) -> None:
         with self.lock:
@@ -109,6 +113,14 @@ class State:
                 self.die_after = control["die_after"]
             if "echo_auth" in control:
                 self.echo_auth = bool(control["echo_auth"])
+            if "replies" in control:
+                self.replies = [(str(a), str(b)) for a, b in control["replies"] or []]
+
+    def reply(self, body: dict[str, Any]) -> str | None:
+        """The fixed answer of the first `replies` rule whose substring the request holds."""
+        what = json.dumps(body.get("messages") or body.get("prompt"), ensure_ascii=False)
+        with self.lock:
+            return next((text for part, text in self.replies if part in what), None)
 
     def read_control_file(self) -> None:
         if not self.control_dir:
@@ -228,7 +240,10 @@ class Handler(BaseHTTPRequestHandler):
     def _answer(self, body: dict[str, Any]) -> None:
         model = self.state.model
         tokenizer = model.tokenizer
-        if self.path == "/v1/chat/completions":
+        fixed = self.state.reply(body)
+        if fixed is not None:
+            ids, (text, n_new) = [], (fixed, len(tokenizer(fixed)["input_ids"]))
+        elif self.path == "/v1/chat/completions":
             text = tokenizer.apply_chat_template(
                 body["messages"], tokenize=False, add_generation_prompt=True
             )
@@ -237,7 +252,8 @@ class Handler(BaseHTTPRequestHandler):
             ids = [int(t) for t in body["prompt"]]
         else:
             ids = tokenizer(body.get("prompt", ""), add_special_tokens=True)["input_ids"]
-        text, n_new = model.generate(ids, body)
+        if fixed is None:
+            text, n_new = model.generate(ids, body)
         finish = "length" if n_new >= int(body.get("max_tokens") or 16) else "stop"
         usage = {"prompt_tokens": len(ids), "completion_tokens": n_new}
         usage["total_tokens"] = len(ids) + n_new
@@ -314,7 +330,7 @@ class ServerProcess:
         self._call("/control", what)
 
     def reset(self) -> None:
-        self.control(fail={}, hang={}, die_after=None, echo_auth=False)
+        self.control(fail={}, hang={}, die_after=None, echo_auth=False, replies=[])
 
     def counts(self) -> dict[str, int]:
         return self._call("/stats")["counts"]
