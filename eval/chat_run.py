@@ -24,7 +24,7 @@ from iptkit.eval.chat_scores import Judgment, Scoring, parse_rating, summary_row
 from iptkit.eval.chat_suite import ChatSection
 from iptkit.eval.files import write_jsonl
 from iptkit.eval.summary import Row
-from iptkit.transforms.inference.core import GenerationRequest, sampling_seed
+from iptkit.transforms.inference.core import GenerationRequest, SamplingSpec, sampling_seed
 from iptkit.transforms.text.language_checks import MIN_SCRIPT_RATIO, min_ratio, target_char_ratio
 
 CHAT_DIR = "chat"
@@ -57,7 +57,7 @@ def answer_questions(
     answers = [Answer(q, s) for q in questions for s in range(chat.samples)]
     for turn in range(chat.turns):
         live = [a for a in answers if a.error is None]
-        by_sampling: dict = {}
+        by_sampling: dict[SamplingSpec, list[Answer]] = {}
         for a in live:
             by_sampling.setdefault(
                 chat.answer.sampling(model.spec, a.question.category), []

@@ -77,7 +77,7 @@ class ChatAnswer(BaseModel):
         gives each category its temperature)."""
         return ModelSpec(
             "transformers", model, dtype=self.dtype,
-            device=device if device in ("cpu", "cuda") else "auto",
+            device=device or "auto",
             max_model_len=self.max_model_len, batch_size=self.batch_size,
             prompt_too_long="reject", sampling=SamplingSpec(max_new_tokens=self.max_new_tokens),
         )  # fmt: skip
