@@ -59,7 +59,8 @@ def plot(comparison: Comparison, path: Path) -> Path:
         ax.axis("off")
     legend = "   ".join(f"{i + 1}: {name}" for i, name in enumerate(comparison.runs))
     fig.suptitle(f"{legend}   (error bars: ±1 standard error, or the 95% interval)", fontsize=8)
-    fig.tight_layout()
+    height = 2.8 * lines + 0.6
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.45 / height))  # room for the legend line on top
     png = io.BytesIO()
     fig.savefig(png, dpi=120, format="png")
     plt.close(fig)
