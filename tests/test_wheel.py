@@ -42,6 +42,7 @@ DATA = {
     "pipelines/examples": "pipelines/examples",
     "eval/suites": "eval/suites",
     "eval/prompts": "eval/prompts",
+    "eval/questions": "eval/questions",
     "eval/tasks": "eval/tasks",
     "transforms/synth/patterns": "transforms/synth/patterns",
 }
