@@ -45,7 +45,7 @@ setup(
         # Suites, prompt sets and the smoke tasks (lm-eval YAMLs, their loader and data).
         # The synthesis pattern inventories (transforms/synth/templates.py).
         "iptkit.transforms.synth": ["patterns/*.yaml"],
-        "iptkit.eval": ["suites/*.yaml", "prompts/*.jsonl", "tasks/*/*", "tasks/*/data/*"],
+        "iptkit.eval": ["suites/*.yaml", "prompts/*.jsonl", "tasks/*/*", "tasks/*/data/*", "problems/*/*"],
         # The trainer's presets: DeepSpeed JSONs, model architectures, run configs.
         "iptkit.configs": ["deepspeed/*.json", "models/*.yaml", "train/*.yaml"],
     },

@@ -228,6 +228,8 @@ def suites_command(argv: Sequence[str]) -> int:
         print(f"{name}: {suite.description}")
         for task in suite.tasks:
             print(f"  {task.task:<34} {task.num_fewshot}-shot  {task.metric:<12} {task.lang}")
+        for item in suite.execution:
+            print(f"  {item.name:<34} {item.format} execution, pass@{item.k}  {item.lang}")
         if suite.prompts:
             print(f"  prompts: {suite.prompts_path}")
     return 0

@@ -3,6 +3,7 @@
     OUT/lm_eval_results.json   lm-eval's results as it returns them (per-sample logs left out)
     OUT/samples/TASK.jsonl     lm-eval's per-sample logs (with --log-samples)
     OUT/generations.jsonl      each prompt's answer and its metrics (when a prompt set is given)
+    OUT/code/NAME.jsonl        each completion of a code problem set and how its program ended
     OUT/summary.json           the rows of both, flat (iptkit.eval.summary), written last
 
 `summary.json` is written last, so a directory without it is an unfinished run.
@@ -101,6 +102,12 @@ def evaluate(request: EvalRequest) -> Summary:
             files["samples"] = "samples/"
         rows += lm_eval_rows(results, tasks)
         lm_eval_version = results.get("lm_eval_version")
+    if suite is not None and suite.execution:
+        from iptkit.eval.code_exec import run_execution
+
+        gc.collect()
+        rows += run_execution(model, suite, request.harness.device, out)
+        files["code"] = "code/"
     if request.generation is not None:
         gc.collect()  # lm-eval's copy of the model, before the generation loads its own
         rows += run_generation(model, request.generation, request.harness.device, out)
