@@ -152,7 +152,7 @@ class SampleResult:
 def execute(
     problems: Sequence[CodeProblem],
     completions: dict[str, list[str]],
-    limits: Limits = Limits(),
+    limits: Limits | None = None,
     isolation: str = "auto",
     workers: int = 2,
 ) -> list[SampleResult]:
@@ -162,7 +162,7 @@ def execute(
 
     def run(job: tuple[CodeProblem, int, str]) -> Outcome:
         problem, _, completion = job
-        return run_program(program(problem, completion), limits, isolation)  # type: ignore[arg-type]
+        return run_program(program(problem, completion), limits or Limits(), isolation)  # type: ignore[arg-type]
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
         outcomes = list(pool.map(run, jobs))

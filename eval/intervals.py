@@ -23,4 +23,7 @@ def wilson_interval(share: float, n: int, z: float = Z95) -> tuple[float, float]
     centre = share + z * z / (2 * n)
     half = z * math.sqrt(share * (1 - share) / n + z * z / (4 * n * n))
     scale = 1 + z * z / n
-    return (round(max(0.0, (centre - half) / scale), 6), round(min(1.0, (centre + half) / scale), 6))
+    return (
+        round(max(0.0, (centre - half) / scale), 6),
+        round(min(1.0, (centre + half) / scale), 6),
+    )

@@ -167,9 +167,7 @@ def _read_capped(path: Path, limit: int, tail: bool = False) -> str:
     return "[cut ...]\n" + text if tail else text + "\n[... cut]"
 
 
-def run_program(
-    program: str, limits: Limits = Limits(), isolation: Isolation = "auto"
-) -> Outcome:
+def run_program(program: str, limits: Limits = Limits(), isolation: Isolation = "auto") -> Outcome:
     """Run `program` (Python source) in the sandbox; never raises for what the program does."""
     mode = resolve_isolation(isolation)
     with tempfile.TemporaryDirectory(prefix="iptkit-sandbox-") as tmp:

@@ -22,7 +22,6 @@ import re
 import resource
 import signal
 import sys
-import traceback
 
 MEMORY_EXIT = 86
 CPU_EXIT = 87
@@ -145,10 +144,4 @@ def main():
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except SystemExit:
-        raise
-    except BaseException:
-        traceback.print_exc()
-        sys.exit(1)
+    main()  # an exception the program raises prints its traceback and exits 1

@@ -132,7 +132,9 @@ def test_math_answers_are_scored_by_their_last_number() -> None:
     from lm_eval.api.instance import Instance
     from lm_eval.tasks import TaskManager
 
-    manager = TaskManager(include_path=str(REPO / "eval" / "tasks" / "math"), include_defaults=False)
+    manager = TaskManager(
+        include_path=str(REPO / "eval" / "tasks" / "math"), include_defaults=False
+    )
     task = manager.load(["iptkit_math_en"])["tasks"]["iptkit_math_en"]
     doc = next(iter(task.test_docs()))
     assert doc["answer_number"] == "60"
@@ -163,8 +165,18 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 def test_code_suite_end_to_end(chat_model: Path, tmp_path: Path) -> None:
+    """The shipped code suite, its completions cut to 24 tokens (a random model's code fails
+    whatever its length; on a loaded CPU the budget is the test's time)."""
+    import yaml
+
+    data = yaml.safe_load((REPO / "eval" / "suites" / "code.yaml").read_text())
+    for item in data["execution"]:
+        item["problems"] = str(REPO / "eval" / "suites" / item["problems"])
+        item["max_new_tokens"] = 24
+    suite = tmp_path / "code.yaml"
+    suite.write_text(yaml.safe_dump(data))
     out = tmp_path / "run"
-    argv = ["eval", str(chat_model), "--suite", "code", "--out", str(out), "--device", "cpu"]
+    argv = ["eval", str(chat_model), "--suite", str(suite), "--out", str(out), "--device", "cpu"]
     assert main(argv) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["files"] == {"code": "code/"}
@@ -195,7 +207,7 @@ def test_sampled_chat_completions_are_seeded(chat_model: Path, tmp_path: Path) -
             samples: 2
             k: [1, 2]
             temperature: 1.0
-            max_new_tokens: 24
+            max_new_tokens: 12
             seed: 5
         """)
     )
@@ -216,12 +228,12 @@ def test_sampled_chat_completions_are_seeded(chat_model: Path, tmp_path: Path) -
 def test_math_suite_end_to_end(chat_model: Path, tmp_path: Path) -> None:
     out = tmp_path / "math"
     argv = ["eval", str(chat_model), "--suite", "math", "--out", str(out), "--device", "cpu"]
-    assert main([*argv, "--log-samples"]) == 0
+    assert main([*argv, "--log-samples", "--limit", "3"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     rows = {r["task"]: r for r in summary["rows"]}
     assert set(rows) == {"iptkit_math_en", "iptkit_math_ja", "iptkit_math_pl"}
-    for task, n in (("iptkit_math_en", 8), ("iptkit_math_ja", 6), ("iptkit_math_pl", 6)):
-        row = rows[task]
+    for task in rows:
+        row, n = rows[task], 3
         assert (row["metric"], row["filter"], row["n"], row["category"]) == (
             "exact_match",
             "flexible-extract",

@@ -142,7 +142,9 @@ def test_files_outside_the_directory_and_huge_files_are_refused(
     assert outcome.status == "failed" and "refused" in outcome.stderr and not target.exists()
     moved = run(f"import os\nos.rename('program.py', {str(target)!r})\n", isolation)
     assert "os.rename" in moved.stderr and not target.exists()
-    inside = run("open('scratch.txt', 'w').write('x')\nprint(open('scratch.txt').read())\n", isolation)
+    inside = run(
+        "open('scratch.txt', 'w').write('x')\nprint(open('scratch.txt').read())\n", isolation
+    )
     assert inside.stdout == "x\n"
     huge = run("with open('big', 'wb') as f:\n    f.write(b'x' * (4 << 20))\n", isolation)
     assert huge.status == "failed" and "File too large" in huge.stderr  # RLIMIT_FSIZE 1 MiB

@@ -55,5 +55,8 @@ def load(test: str, train: str, **_: Any) -> datasets.DatasetDict:
     """The test questions and the few-shot examples as lm-eval's splits. lm-eval also hands
     over its metadata (the model arguments) as keywords; they are ignored."""
     return datasets.DatasetDict(
-        {"test": datasets.Dataset.from_list(read(test)), "train": datasets.Dataset.from_list(read(train))}
+        {
+            "test": datasets.Dataset.from_list(read(test)),
+            "train": datasets.Dataset.from_list(read(train)),
+        }
     )
