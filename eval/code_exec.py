@@ -252,11 +252,13 @@ def complete(
 def run_execution(model: str, suite: Suite, device: str | None, out: Path) -> list[Row]:
     """Every execution set of the suite: complete, run, write OUT/code/NAME.jsonl; the rows."""
     from iptkit.eval.files import write_jsonl
+    from iptkit.eval.offline import offline_mode
 
     rows: list[Row] = []
     for item in suite.execution:
         problems = read_problems(suite.problems_path(item), item.format)
-        completions = complete(model, problems, item, device)
+        with offline_mode():  # the model from local files or the local hub cache only
+            completions = complete(model, problems, item, device)
         limits = Limits(**item.limits.model_dump())
         results = execute(problems, completions, limits, item.isolation, item.workers)
         write_jsonl(out / "code" / f"{item.name}.jsonl", [asdict(r) for r in results])

@@ -121,17 +121,20 @@ def _wait(process: subprocess.Popen, deadline: float) -> tuple[int | None, float
     """Wait for the run until `deadline` (monotonic): its exit code (None: killed at the wall
     limit) and the CPU seconds of its whole process tree (wait4's usage)."""
     timed_out = False
-    while True:
-        pid, status, usage = os.wait4(process.pid, os.WNOHANG)
-        if pid:
-            break
-        if time.monotonic() >= deadline:
+    try:
+        while True:
+            pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.monotonic() >= deadline:
+                timed_out = True
+                break
+            time.sleep(0.01)
+    finally:
+        if timed_out or sys.exc_info()[0] is not None:  # the wall clock, or an interrupt
             # Not yet reaped, so its id still names its group: the group dies together.
             os.killpg(process.pid, signal.SIGKILL)
             _, status, usage = os.wait4(process.pid, 0)
-            timed_out = True
-            break
-        time.sleep(0.01)
     process.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
     return (None if timed_out else process.returncode), usage.ru_utime + usage.ru_stime
 
