@@ -45,8 +45,14 @@ setup(
         # Suites, prompt sets and the smoke tasks (lm-eval YAMLs, their loader and data).
         # The synthesis pattern inventories (transforms/synth/templates.py).
         "iptkit.transforms.synth": ["patterns/*.yaml"],
-        "iptkit.eval": ["suites/*.yaml", "prompts/*.jsonl", "tasks/*/*", "tasks/*/data/*",
-                        "questions/*.jsonl"],
+        "iptkit.eval": [
+            "suites/*.yaml",
+            "prompts/*.jsonl",
+            "tasks/*/*",
+            "tasks/*/data/*",
+            "problems/*/*",
+            "questions/*.jsonl",
+        ],
         # The trainer's presets: DeepSpeed JSONs, model architectures, run configs.
         "iptkit.configs": ["deepspeed/*.json", "models/*.yaml", "train/*.yaml"],
     },

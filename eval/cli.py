@@ -241,6 +241,9 @@ def suites_command(argv: Sequence[str]) -> int:
         print(f"{name}: {suite.description}")
         for task in suite.tasks:
             print(f"  {task.task:<34} {task.num_fewshot}-shot  {task.metric:<12} {task.lang}")
+        for item in suite.execution:
+            ks = ", ".join(f"pass@{k}" for k in item.k)
+            print(f"  {item.name:<34} {item.format} execution  {ks:<12} {item.lang}")
         if suite.prompts:
             print(f"  prompts: {suite.prompts_path}")
         if suite.chat is not None:

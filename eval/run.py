@@ -4,6 +4,7 @@
     OUT/samples/TASK.jsonl     lm-eval's per-sample logs (with --log-samples)
     OUT/generations.jsonl      each prompt's answer and its metrics (when a prompt set is given)
     OUT/chat/                  a chat suite's answers and judgments (iptkit.eval.chat_run)
+    OUT/code/NAME.jsonl        each completion of a code problem set and how its program ended
     OUT/summary.json           the rows of both, flat (iptkit.eval.summary), written last
 
 `summary.json` is written last, so a directory without it is an unfinished run.
@@ -108,6 +109,12 @@ def evaluate(request: EvalRequest) -> Summary:
         gc.collect()
         rows += run_chat(model, suite.name, suite.chat, request.harness.device, out)
         files["chat"] = f"{CHAT_DIR}/"
+    if suite is not None and suite.execution:
+        from iptkit.eval.code_exec import run_execution
+
+        gc.collect()
+        rows += run_execution(model, suite, request.harness.device, out)
+        files["code"] = "code/"
     if request.generation is not None:
         gc.collect()  # lm-eval's copy of the model, before the generation loads its own
         rows += run_generation(model, request.generation, request.harness.device, out)

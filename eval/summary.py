@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from iptkit.errors import EvalError
+from iptkit.eval.intervals import wilson_interval
 from iptkit.eval.suites import SuiteTask
 
 FORMAT = "iptkit-eval-summary/1"
@@ -121,17 +122,20 @@ def lm_eval_rows(results: dict, tasks: list[SuiteTask]) -> list[Row]:
         key = metric_key(scores, task)
         metric, filter_name = key.split(",", 1)
         better = results.get("higher_is_better", {}).get(task.task, {}).get(metric, True)
+        value, n = float(scores[key]), sample_count(results, task.task)
         rows.append(
             Row(
                 task=task.task,
                 metric=metric,
-                value=float(scores[key]),
+                value=value,
                 stderr=_number(scores.get(f"{metric}_stderr,{filter_name}")),
-                n=sample_count(results, task.task),
+                n=n,
                 lang=task.lang,
                 num_fewshot=results.get("n-shot", {}).get(task.task, task.num_fewshot),
                 filter=filter_name,
                 higher_is_better=better,
+                category=task.category,
+                interval=wilson_interval(value, n) if task.interval == "wilson" else None,
             )
         )
     return rows
