@@ -9,8 +9,9 @@ it with Beam's own `apiclient.Environment`, as `create_job_description` does, le
 uploads. Nothing needs credentials or the network, so a job request can be checked offline.
 
 For every other runner it is the portable pipeline proto (`Pipeline.to_runner_api`) with the
-environment the portable runners (Flink, Spark, the PortableRunner) build from
-`--environment_type` and `--environment_config`.
+runner's default environment: for the portable runners (Flink, Spark, the PortableRunner) the
+one `--environment_type` and `--environment_config` name (Flink's `[local]` with none:
+LOOPBACK).
 
 The summary names, per stage, its transforms and the resource hints they carry; the
 environments with their container image; and for Dataflow the machine type, worker counts and
@@ -29,13 +30,11 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import (
     GoogleCloudOptions,
     PipelineOptions,
-    PortableOptions,
     StandardOptions,
     TestOptions,
 )
 from apache_beam.portability import common_urns
 from apache_beam.portability.api import beam_runner_api_pb2
-from apache_beam.transforms import environments
 from apache_beam.utils import proto_utils
 
 from iptkit.files import atomic_write
@@ -109,8 +108,7 @@ def compile_pipeline(pipeline: beam.Pipeline, options: PipelineOptions) -> Compi
         environment = _job_environment(job)
         job.proto.environment = environment
         return CompiledJob(runner, job.proto_pipeline, json.loads(job.json()))
-    default_environment = environments.Environment.from_options(options.view_as(PortableOptions))
-    proto = pipeline.to_runner_api(default_environment=default_environment)
+    proto = pipeline.to_runner_api(default_environment=pipeline.runner.default_environment(options))
     return CompiledJob(runner, proto)
 
 
@@ -200,7 +198,9 @@ def environment_images(pipeline: beam_runner_api_pb2.Pipeline) -> dict[str, str]
     return found
 
 
-def stage_summaries(pipeline: beam_runner_api_pb2.Pipeline, stages: list[str]) -> list[StageSummary]:
+def stage_summaries(
+    pipeline: beam_runner_api_pb2.Pipeline, stages: list[str]
+) -> list[StageSummary]:
     """Per stage (by the label the builder gives it), its leaf transforms and the resource
     hints of their environments (a stage's hints reach every transform inside it)."""
     transforms = pipeline.components.transforms
@@ -251,7 +251,9 @@ def format_summary(compiled: CompiledJob, stages: list[str]) -> str:
                 f"  workers           {pool.get('numWorkers', '-')} to start, "
                 f"{scaling.get('maxNumWorkers', '-')} at most"
             )
-            images = sorted({i["containerImage"] for i in pool.get("sdkHarnessContainerImages", [])})
+            images = sorted(
+                {i["containerImage"] for i in pool.get("sdkHarnessContainerImages", [])}
+            )
             lines.append(f"  container images  {', '.join(images) or '-'}")
             packages = [p["name"] for p in pool.get("packages", [])]
             lines.append(f"  staged packages   {', '.join(packages) or '-'}")

@@ -81,7 +81,9 @@ def docker_images(pipeline: beam_runner_api_pb2.Pipeline) -> set[str]:
     for env_id in used:
         env = pipeline.components.environments[env_id]
         assert env.urn == common_urns.environments.DOCKER.urn, env.urn
-        images.add(proto_utils.parse_Bytes(env.payload, beam_runner_api_pb2.DockerPayload).container_image)
+        images.add(
+            proto_utils.parse_Bytes(env.payload, beam_runner_api_pb2.DockerPayload).container_image
+        )
     return images
 
 

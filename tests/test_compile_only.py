@@ -4,12 +4,8 @@ The Dataflow case is Beam's dry run of an example with model stages carrying res
 the checks read the job Beam built (its job request and portable pipeline), not iptkit's echo.
 """
 
-import json
-
-import pytest
 from compile_helpers import (
     ACCELERATOR,
-    ACCELERATOR_URN,
     EXAMPLE,
     MACHINE_TYPE,
     MIN_RAM_URN,
@@ -32,7 +28,7 @@ def test_dataflow_dry_run_puts_model_stages_on_gpu_workers(tmp_path, capsys):
     check_dataflow_job(job)
     out = capsys.readouterr().out
     assert f"machine type      {MACHINE_TYPE}" in out
-    assert f"translate" in out and f"accelerator={ACCELERATOR}" in out
+    assert "translate" in out and f"accelerator={ACCELERATOR}" in out
 
 
 def test_other_runners_compile_to_the_portable_pipeline(corpus, tmp_path, capsys):
@@ -63,14 +59,22 @@ def test_resources_are_validated_and_outside_the_spec_hash(corpus, capsys):
         ("min_ram", "16 parsecs", "is not a size"),
         ("gpus", "1", "gpus"),
     ):
-        assert run_cli("validate", corpus, "--set", f"stages.normalize.resources.{key}={value}") == 2
+        assert (
+            run_cli("validate", corpus, "--set", f"stages.normalize.resources.{key}={value}") == 2
+        )
         err = capsys.readouterr().err
         assert f"stages.0.normalize.resources.{key}" in err and message in err, err
 
 
 def test_worker_accelerator_with_stage_accelerators_is_refused(corpus, capsys):
     flags = [f for f in dataflow_flags() if not f.startswith("--dataflow_service_options")]
-    args = ["run", corpus, "--compile-only", "--set", f"stages.normalize.resources.accelerator={ACCELERATOR}"]
+    args = [
+        "run",
+        corpus,
+        "--compile-only",
+        "--set",
+        f"stages.normalize.resources.accelerator={ACCELERATOR}",
+    ]
     args += [*flags, f"--dataflow_service_options=worker_accelerator={ACCELERATOR}"]
     assert run_cli(*args) == 1
     err = capsys.readouterr().err
