@@ -119,9 +119,11 @@ class StageConfig(BaseModel):
     )
     resources: Resources | None = Field(
         None,
-        description="resource hints for this stage's workers: {accelerator, min_ram} "
-        "(docs/runners.md); honoured by Dataflow, ignored by other runners, outside the spec "
-        "hash",
+        description="resource hints for this stage's workers, {accelerator, min_ram}: "
+        "accelerator in Dataflow's form (`type:nvidia-l4;count:1;install-nvidia-driver`, "
+        "optionally `;machine_type:g2-standard-8`), min_ram a size (`16GB`); Dataflow runs the "
+        "stage on workers that have them (docs/runners.md), other runners ignore them; outside "
+        "the spec hash",
     )
 
     def selects(self, source: str, kind: str) -> bool:
