@@ -37,6 +37,7 @@ from apache_beam.portability import common_urns
 from apache_beam.portability.api import beam_runner_api_pb2
 from apache_beam.utils import proto_utils
 
+from iptkit.errors import IptkitError
 from iptkit.files import atomic_write
 
 DATAFLOW = "DataflowRunner"
@@ -71,21 +72,21 @@ class StageSummary:
     hints: dict[str, str] = field(default_factory=dict)
 
 
-def runner_name(options: PipelineOptions) -> str:
-    """The runner's class name as Beam resolves `--runner` (a name or a dotted path)."""
+def names_dataflow(options: PipelineOptions) -> bool:
+    """Whether `--runner` names the DataflowRunner, in any of the forms Beam accepts
+    (`DataflowRunner`, `dataflow`, a dotted path, the runner object)."""
     runner = options.view_as(StandardOptions).runner
-    if runner is None:
-        return "DirectRunner"
-    name = runner if isinstance(runner, str) else type(runner).__name__
-    name = name.rsplit(".", 1)[-1]
-    return name if name.endswith("Runner") else f"{name}Runner"
+    if runner is not None and not isinstance(runner, str):
+        runner = type(runner).__name__
+    name = (runner or "").rsplit(".", 1)[-1].lower()
+    return name.removesuffix("runner") == "dataflow"
 
 
 def accelerator_conflict(options: PipelineOptions, hinted: list[str]) -> str | None:
     """Why the job cannot go to Dataflow as asked, or None: stages with an accelerator hint
     (`hinted`) run on GPU workers of their own (Dataflow's right fitting), which Dataflow does
     not combine with the job-wide `worker_accelerator` service option."""
-    if runner_name(options) != DATAFLOW or not hinted:
+    if not names_dataflow(options) or not hinted:
         return None
     service = options.view_as(GoogleCloudOptions).dataflow_service_options or []
     if not any(o.startswith(WORKER_ACCELERATOR + "=") for o in service):
@@ -93,18 +94,24 @@ def accelerator_conflict(options: PipelineOptions, hinted: list[str]) -> str | N
     return (
         f"--dataflow_service_options={WORKER_ACCELERATOR}=... gives every worker a GPU, and "
         "Dataflow refuses it with per-stage accelerators (right fitting: "
-        f"resources.accelerator of {', '.join(hinted)}); drop one: the service option for one GPU pool for the whole "
-        "job, or the stages' resources to keep the other stages on CPU workers"
+        f"resources.accelerator of {', '.join(hinted)}); drop one: the service option for one "
+        "GPU pool for the whole job, or the stages' resources to keep the other stages on CPU "
+        "workers"
     )
 
 
 def compile_pipeline(pipeline: beam.Pipeline, options: PipelineOptions) -> CompiledJob:
     """The job of `pipeline` as its runner would receive it, without running anything."""
-    runner = runner_name(options)
+    runner = type(pipeline.runner).__name__
     if runner == DATAFLOW:
         if not options.view_as(TestOptions).dry_run:  # the job would be submitted
             raise ValueError(f"compile with {' '.join(COMPILE_FLAGS)} among the options")
-        job = pipeline.run().job
+        try:
+            job = pipeline.run().job
+        except ImportError as exc:
+            raise IptkitError(
+                f"the DataflowRunner needs Beam's gcp extra ({exc}): pip install 'iptkit[gcp]'"
+            ) from None
         environment = _job_environment(job)
         job.proto.environment = environment
         return CompiledJob(runner, job.proto_pipeline, json.loads(job.json()))
@@ -117,7 +124,7 @@ def _job_environment(job: Any) -> Any:
     create_job_description` builds it, without staging anything: the same Beam class, given the
     names the artifacts would be staged under and the staged pipeline's URL and hash."""
     from apache_beam.io.filesystems import FileSystems
-    from apache_beam.options.pipeline_options import GoogleCloudOptions, WorkerOptions
+    from apache_beam.options.pipeline_options import WorkerOptions
     from apache_beam.runners.dataflow.internal import apiclient
     from apache_beam.runners.internal import names
 

@@ -33,13 +33,15 @@ parse_args "$@"
 need --project "the Google Cloud project id (gcloud projects list)"
 need --region "a Dataflow region, e.g. europe-west4"
 need --temp_location "a gs://BUCKET/PATH folder the job may write (staging and temp files)"
-need --image "the worker image with iptkit installed, pushed to a registry the project reads (docs/runners.md)"
-check --temp_location '^gs://[^/]{3,}(/.*)?$' "Dataflow stages through Cloud Storage: give gs://BUCKET/PATH"
+need --image "the worker image with iptkit installed, pushed to a registry the project \
+reads (docs/runners.md)"
+check --temp_location '^gs://[^/]{3,}(/.*)?$' \
+    "Dataflow stages through Cloud Storage: give gs://BUCKET/PATH"
 check --max_workers '^[1-9][0-9]*$' "a positive whole number"
 check --worker_accelerator '(^|;)type:[^;]+' "write type:GPU_TYPE;count:N;install-nvidia-driver"
 out=$(passed --out)
 if ((!compile_only)) && [[ -n $out && $out != gs://* ]]; then
-    missing+=("--out $out is local: Dataflow workers write RUN, so give --out gs://BUCKET/runs/NAME")
+    missing+=("--out $out is local: Dataflow workers write RUN; give --out gs://BUCKET/runs/NAME")
 fi
 
 flags=(--runner=DataflowRunner "--project=${opt[--project]:-}" "--region=${opt[--region]:-}"

@@ -29,24 +29,28 @@ declare -A OPTIONS=(
 source "$(dirname "${BASH_SOURCE[0]}")/runner_options.sh"
 parse_args "$@"
 
-need --flink_master "[local] to run on this machine, or HOST:PORT of a Flink cluster's JobManager (REST, 8081 by default)"
+need --flink_master "[local] to run on this machine, or HOST:PORT of a Flink cluster's \
+JobManager (REST, 8081 by default)"
 check --flink_master '^(\[local\]|(https?://)?[^:/]+:[0-9]+)$' "[local] or HOST:PORT"
 check --parallelism '^[1-9][0-9]*$' "a positive whole number"
 check --worker_pool '^[^:/]+:[0-9]+$' "HOST:PORT of a worker pool"
 jar=${opt[--flink_job_server_jar]:-}
 if ((!compile_only)); then
-    need --flink_job_server_jar "download beam-runners-flink-FLINK_VERSION-job-server-BEAM_VERSION.jar from Maven Central (org/apache/beam) once and give its path"
+    need --flink_job_server_jar "download \
+beam-runners-flink-FLINK_VERSION-job-server-BEAM_VERSION.jar from Maven Central \
+(org/apache/beam) once and give its path (docs/runners.md)"
     [[ -z $jar || -f $jar ]] || missing+=("--flink_job_server_jar $jar: no such file")
 fi
 master=${opt[--flink_master]:-}
-if [[ -n $master && $master != "[local]" && -z ${opt[--worker_pool]:-} && -z $(passed --environment_type) ]]; then
-    missing+=("--worker_pool (or WORKER_POOL): a Flink cluster runs iptkit's Python in Beam worker pools; start 'python -m apache_beam.runners.worker.worker_pool_main --service_port=50000' beside each TaskManager and give --worker_pool HOST:50000")
+pool=${opt[--worker_pool]:-}
+if [[ -n $master && $master != "[local]" && -z $pool && -z $(passed --environment_type) ]]; then
+    missing+=("--worker_pool (or WORKER_POOL): a Flink cluster runs iptkit's Python in Beam \
+worker pools; start 'python -m apache_beam.runners.worker.worker_pool_main \
+--service_port=50000' beside each TaskManager and give --worker_pool HOST:50000")
 fi
 
 flags=(--runner=FlinkRunner "--flink_master=$master")
 [[ -z $jar ]] || flags+=("--flink_job_server_jar=$jar")
 [[ -z ${opt[--parallelism]:-} ]] || flags+=("--parallelism=${opt[--parallelism]}")
-if [[ -n ${opt[--worker_pool]:-} ]]; then
-    flags+=(--environment_type=EXTERNAL "--environment_config=${opt[--worker_pool]}")
-fi
+[[ -z $pool ]] || flags+=(--environment_type=EXTERNAL "--environment_config=$pool")
 run_iptkit "${flags[@]}"

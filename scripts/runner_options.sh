@@ -32,7 +32,11 @@ parse_args() {
             --print-command) print_command=1 ;;
             --compile-only) compile_only=1 && rest+=("$1") ;;
             --*=*)
-                if [[ -n ${OPTIONS[${1%%=*}]+x} ]]; then opt[${1%%=*}]=${1#*=}; else rest+=("$1"); fi ;;
+                if [[ -n ${OPTIONS[${1%%=*}]+x} ]]; then
+                    opt[${1%%=*}]=${1#*=}
+                else
+                    rest+=("$1")
+                fi ;;
             *)
                 if [[ -n ${OPTIONS[$1]+x} ]]; then
                     [[ $# -ge 2 ]] || die "$1 needs a value"

@@ -104,7 +104,10 @@ def test_flink_script_composes_the_beam_options(tmp_path):
         f"--flink_job_server_jar={jar}", "--parallelism=16", "--environment_type=EXTERNAL",
         "--environment_config=pool:50000", "--out", "/shared/runs/a", "--set", "seed=2",
     ]  # fmt: skip
-    local = script("run_flink.sh", "spec.yaml", "--flink_master=[local]", "--flink_job_server_jar", jar, "--print-command")  # fmt: skip
+    local = script(
+        "run_flink.sh", "spec.yaml", "--flink_master=[local]", "--flink_job_server_jar", jar,
+        "--print-command",
+    )  # fmt: skip
     assert shlex.split(local.stdout)[3:] == [
         "--runner=FlinkRunner", "--flink_master=[local]", f"--flink_job_server_jar={jar}",
     ]  # fmt: skip
