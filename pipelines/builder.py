@@ -35,9 +35,14 @@ def _count_stage(name: str, result: dict, events: list, rejects: list) -> None:
 
 
 def make_stage(stage: StagePlan, plan: Plan, run: RunDir) -> Stage:
-    """The stage object of one planned stage: `Stage(config, context)`."""
+    """The stage object of one planned stage: `Stage(config, context)`, carrying its
+    `resources` as Beam resource hints (Beam hands a composite's hints to every transform
+    inside it, so a runner that honours them places the whole stage)."""
     context = StageContext(stage.name, plan.spec.seed, run, plan.spec_hash)
-    return stage_types()[stage.type](stage.config, context)
+    built = stage_types()[stage.type](stage.config, context)
+    if stage.config.resources is not None:
+        built.with_resource_hints(**stage.config.resources.hints())
+    return built
 
 
 def build(pipeline: beam.Pipeline, plan: Plan, run: RunDir) -> list[Stage]:

@@ -1,6 +1,6 @@
 """The `iptkit` command.
 
-    iptkit run SPEC [--out RUN] [--set KEY=VALUE]... [Beam pipeline options]
+    iptkit run SPEC [--out RUN] [--set KEY=VALUE]... [--compile-only] [Beam pipeline options]
     iptkit validate SPEC [--out RUN] [--set KEY=VALUE]...
       (SPEC: a YAML file, or the name of an example shipped with iptkit: `iptkit validate demo`)
     iptkit reference [--stage NAME | --write PATH]
@@ -53,6 +53,19 @@ def _parser() -> argparse.ArgumentParser:
                 action="store_true",
                 help="replace an earlier run of another spec in RUN (files iptkit did not "
                 "write are kept)",
+            )
+            sub.add_argument(
+                "--compile-only",
+                action="store_true",
+                help="build the job the runner would get (Dataflow: its dry run) and print a "
+                "summary: stages, transforms, resource hints, images, machine type; runs "
+                "nothing, RUN untouched",
+            )
+            sub.add_argument(
+                "--job-out",
+                metavar="DIR",
+                help="with --compile-only: also write the compiled job to DIR (pipeline.pb, "
+                "the portable pipeline; job.json, Dataflow's job request)",
             )
         sub.add_argument(
             "--set",
@@ -227,8 +240,19 @@ def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
     from iptkit.pipelines.runner import execute
     from iptkit.pipelines.spec import load_plan
 
+    if args.job_out and not args.compile_only:
+        raise IptkitError("--job-out writes a compiled job: give it with --compile-only")
     spec = spec_file(args.spec)
     plan = load_plan(spec, args.sets, args.out)
+    if args.compile_only:
+        from iptkit.pipelines.compile import format_summary, write_job
+        from iptkit.pipelines.runner import compile_only
+
+        compiled = compile_only(plan, beam_args)
+        print(format_summary(compiled, ["read", *plan.flow.ledger_stages]))
+        for path in write_job(compiled, args.job_out) if args.job_out else []:
+            print(f"wrote {path}")
+        return 0
     where = plan.output if "://" in plan.output else os.path.abspath(plan.output)
     print(f"iptkit: running {spec} into {where}", flush=True)
     result = execute(plan, beam_args, force=args.force)

@@ -25,6 +25,12 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from iptkit.errors import ExceptionCeilingError, IptkitError, LedgerError
 from iptkit.files import atomic_write, read_bytes
 from iptkit.pipelines.builder import build
+from iptkit.pipelines.compile import (
+    COMPILE_FLAGS,
+    CompiledJob,
+    accelerator_conflict,
+    compile_pipeline,
+)
 from iptkit.pipelines.flow import FORMAT_STAGE
 from iptkit.pipelines.ledger import assemble, over_exception_ceiling, summary_table, violations
 from iptkit.pipelines.reports import (
@@ -100,8 +106,13 @@ def _stage_metrics(
 
 def _pipeline(plan: Plan, beam_args: list[str]) -> beam.Pipeline:
     """The Beam pipeline with the spec's options and the command line's (which win); a runner
-    Beam does not know is a clear error, raised before anything in RUN is touched."""
+    Beam does not know, or options the runner refuses with the spec's resource hints, are a
+    clear error, raised before anything in RUN is touched."""
     options = PipelineOptions(option_flags(plan.spec.pipeline_options) + list(beam_args))
+    hinted = [s.name for s in plan.stages if s.config.resources and s.config.resources.accelerator]
+    conflict = accelerator_conflict(options, hinted)
+    if conflict:
+        raise IptkitError(f"pipeline options: {conflict}")
     try:
         return beam.Pipeline(options=options)
     except ValueError as exc:
@@ -124,6 +135,17 @@ def _private_temp_dir() -> Iterator[None]:
         else:
             os.environ["TMPDIR"] = saved_env
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def compile_only(plan: Plan, beam_args: list[str]) -> CompiledJob:
+    """The job the runner would be given (Dataflow: its dry run's job request), built exactly
+    as `execute` builds it; RUN is not touched, nor anything run."""
+    run = RunDir(plan.output)
+    run.check_location()
+    with _private_temp_dir():
+        pipeline = _pipeline(plan, [*beam_args, *COMPILE_FLAGS])
+        build(pipeline, plan, run)
+        return compile_pipeline(pipeline, pipeline.options)
 
 
 def execute(plan: Plan, beam_args: list[str], force: bool = False) -> RunResult:

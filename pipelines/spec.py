@@ -26,7 +26,7 @@ from iptkit.pipelines.flow import Flow, StagePlan, plan_flow
 from iptkit.transforms.reading.read import match_source, resolve_pattern
 from iptkit.transforms.reading.sources import SourceConfig, SourceFile
 from iptkit.transforms.stage import stage_types
-from iptkit.transforms.stage_config import BASE_DIR
+from iptkit.transforms.stage_config import BASE_DIR, PLACEMENT_KEYS
 
 Path = tuple[Any, ...]
 # Keys that say where and how a run goes, not what it computes: outside the spec hash.
@@ -116,7 +116,8 @@ class Plan:
         header = (
             f"# iptkit resolved spec of {self.spec_path}\n"
             f"# spec_hash: {self.spec_hash}\n"
-            f"# the hash covers everything below except {', '.join(RUN_KEYS)}\n"
+            f"# the hash covers everything below except {', '.join(RUN_KEYS)} and each stage's "
+            f"{', '.join(PLACEMENT_KEYS)}\n"
         )
         return header + yaml.safe_dump(self.resolved, sort_keys=False, allow_unicode=True)
 
@@ -194,9 +195,15 @@ def _stage_plans(
 
 
 def spec_hash(resolved: dict[str, Any]) -> str:
-    """sha256 of the canonical JSON of the resolved spec, less where and how it runs (and the
-    exception ceiling, which decides whether a run passes, never what it writes)."""
+    """sha256 of the canonical JSON of the resolved spec, less where and how it runs (the
+    pipeline options, and each stage's resource hints: the same records on any worker) and the
+    exception ceiling, which decides whether a run passes, never what it writes."""
     content = {k: v for k, v in resolved.items() if k not in RUN_KEYS}
+    content["stages"] = [
+        {name: {k: v for k, v in options.items() if k not in PLACEMENT_KEYS}}
+        for stage in content.get("stages", [])
+        for name, options in stage.items()
+    ]
     digest = hashlib.sha256(json.dumps(content, sort_keys=True, ensure_ascii=False).encode())
     return "sha256:" + digest.hexdigest()
 
