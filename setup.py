@@ -12,7 +12,8 @@ a wheel, installs it into a fresh virtualenv and checks that every such file mad
 Dependencies are split so that a Beam worker installs only what runs there: the core
 (`install_requires`) runs every CPU stage without torch; extras add the model backend (`models`),
 the trainer (`train`), evaluation (`eval`), vLLM GPU workers (`vllm`) and the DataflowRunner
-(`gcp`); `all` is what `make install` puts in .venv/ for the demo and the tests (docs/workers.md).
+(`gcp`); `all` is what `make install` puts in .venv/ for the demo and the tests. What to install
+where, and the worker images: docker/README.md.
 """
 
 from setuptools import find_packages, setup

@@ -230,6 +230,7 @@ def test_images_have_the_launchers_beam_and_python(slim: Slim, kind: str) -> Non
         assert "COPY --from=beam /opt/apache/beam /opt/apache/beam" in text
         assert 'ENTRYPOINT ["/opt/apache/beam/boot"]' in text
         assert 'uv venv --seed --python "${PYTHON_VERSION}"' in text
+        assert "ENV RUN_PYTHON_SDK_IN_DEFAULT_ENVIRONMENT=1" in text  # boot uses that venv
 
 
 def test_images_install_the_right_extras(slim: Slim) -> None:
