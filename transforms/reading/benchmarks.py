@@ -21,6 +21,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from iptkit.errors import IptkitError
+from iptkit.extras import require
 from iptkit.transforms.stage_config import BASE_DIR
 
 ROLES = ("question", "context", "choices", "answer", "id")
@@ -103,6 +104,8 @@ class BenchmarkSet(BaseModel):
     def _one_kind(self) -> BenchmarkSet:
         if (self.path is None) == (self.lm_eval_task is None):
             raise ValueError("give either path (local files) or lm_eval_task, not both or none")
+        if self.lm_eval_task is not None:
+            require("eval", "lm_eval_task", "lm_eval")
         return self
 
     def files(self) -> list[str]:
