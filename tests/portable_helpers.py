@@ -28,8 +28,36 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from conftest import files_under, run_cli
+
 WORKER_BOOT = Path(__file__).with_name("portable_worker.py")
+JOB_SERVICE = Path(__file__).with_name("portable_job_service.py")
 READ_LOG_ENV = "IPTKIT_TEST_READ_LOG"
+
+
+def outputs(run: Path) -> dict[str, bytes]:
+    """What must be byte-identical between runs: records, rejects, kept data, shards and the
+    ledger."""
+    found = {
+        k: v
+        for k, v in files_under(run).items()
+        if k.startswith(("output/", "rejects/", "data/", "shards/")) or k == "stats.json"
+    }
+    assert found, f"no outputs under {run}"
+    return found
+
+
+def assert_same_bytes_as_default_runner(
+    spec: Path, *beam_args: str, base: Path | None = None
+) -> dict[str, bytes]:
+    """Runs the spec on the default DirectRunner and with `beam_args`, into `base` (the spec's
+    folder unless given); the outputs must match byte for byte. Returns them."""
+    base = base or spec.parent
+    assert run_cli("run", spec, "--out", base / "default") == 0
+    assert run_cli("run", spec, "--out", base / "other", *beam_args) == 0
+    found = outputs(base / "default")
+    assert outputs(base / "other") == found
+    return found
 
 
 def free_port() -> int:
@@ -38,11 +66,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _serve(module: str, port: int, args: list[str], log: Path, env: dict | None = None):
-    """`python -m module args`, its output in `log`, once it listens on `port`."""
+def _serve(command: list[str], port: int, log: Path, env: dict | None = None):
+    """`python command`, its output in `log`, once it listens on `port`."""
     with open(log, "ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", module, *args],
+            [sys.executable, *command],
             stdout=out,
             stderr=subprocess.STDOUT,
             env=env,
@@ -51,13 +79,17 @@ def _serve(module: str, port: int, args: list[str], log: Path, env: dict | None 
     deadline = time.time() + 60
     while time.time() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"{module} exited with {proc.returncode}: {log.read_text()[-2000:]}")
+            raise RuntimeError(
+                f"{command} exited with {proc.returncode}: {log.read_text()[-2000:]}"
+            )
         with socket.socket() as s:
             if s.connect_ex(("127.0.0.1", port)) == 0:
                 return proc
         time.sleep(0.2)
     _stop(proc)
-    raise RuntimeError(f"{module} did not listen on port {port} in 60 s: {log.read_text()[-2000:]}")
+    raise RuntimeError(
+        f"{command} did not listen on port {port} in 60 s: {log.read_text()[-2000:]}"
+    )
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -73,14 +105,10 @@ def _stop(proc: subprocess.Popen) -> None:
 
 @contextlib.contextmanager
 def job_service(logs: Path) -> Iterator[str]:
-    """Beam's local job service; yields its endpoint."""
+    """Beam's local job service (through `tests/portable_job_service.py`, which gives its runner
+    the job's `direct_num_workers`); yields its endpoint."""
     port = free_port()
-    proc = _serve(
-        "apache_beam.runners.portability.local_job_service_main",
-        port,
-        [f"--port={port}"],
-        logs / "job_service.log",
-    )
+    proc = _serve([str(JOB_SERVICE), f"--port={port}"], port, logs / "job_service.log")
     try:
         yield f"localhost:{port}"
     finally:
@@ -96,9 +124,9 @@ class ExternalWorkers:
     read_log: Path
 
     def beam_args(self, workers: int) -> list[str]:
-        """Flags for a run on the PortableRunner with `workers` EXTERNAL SDK workers (the local
-        job service honours `direct_num_workers`: it asks the pool for that many workers and
-        splits every bundle's input between them)."""
+        """Flags for a run on the PortableRunner with `workers` EXTERNAL SDK workers: the job
+        service asks the pool for `direct_num_workers` workers and splits every bundle's input
+        between them."""
         return [
             "--runner=PortableRunner",
             f"--job_endpoint={self.job_endpoint}",
@@ -129,9 +157,13 @@ def external_workers(logs: Path) -> Iterator[ExternalWorkers]:
     port = free_port()
     with job_service(logs) as endpoint:
         pool = _serve(
-            "apache_beam.runners.worker.worker_pool_main",
+            [
+                "-m",
+                "apache_beam.runners.worker.worker_pool_main",
+                f"--service_port={port}",
+                f"--container_executable={boot}",
+            ],
             port,
-            [f"--service_port={port}", f"--container_executable={boot}"],
             logs / "worker_pool.log",
             env,
         )
