@@ -57,15 +57,16 @@ def big_corpus(path, lines: int) -> None:
         elif i % 101 == 9:
             rows.append(rows[i - 50] if i >= 50 else json.dumps({"text": "a duplicate"}))
         else:
-            text = " ".join(rng.choice(WORDS) for _ in range(rng.randint(8, 30)))
+            text = " ".join(rng.choice(WORDS) for _ in range(rng.randint(30, 70)))
             rows.append(json.dumps({"text": f"Document {i}: {text}.", "n": i}))
     path.write_text("\n".join(rows) + "\n", encoding="utf-8")
 
 
 def test_one_big_file_is_read_in_ranges_by_both_external_workers(workers, tmp_path):
     data = tmp_path / "big.jsonl"
-    big_corpus(data, 20_000)
+    big_corpus(data, 6_000)
     size = data.stat().st_size
+    assert size > 1_500_000  # a few MB, in about 26 ranges
     spec = tmp_path / "spec.yaml"
     spec.write_text(
         textwrap.dedent(f"""\
@@ -79,14 +80,14 @@ def test_one_big_file_is_read_in_ranges_by_both_external_workers(workers, tmp_pa
           - dedup_exact: {{}}
         """)
     )
-    range_bytes = 128 * 1024
+    range_bytes = 64 * 1024
     workers.clear_reads()
-    # The DirectRunner reads the file whole (it is under 64 MiB); the workers in 128 KiB ranges.
+    # The DirectRunner reads the file whole (it is under 64 MiB); the workers in 64 KiB ranges.
     found = assert_same_bytes_as_default_runner(
         spec, *workers.beam_args(WORKERS), f"--read_range_bytes={range_bytes}"
     )
     stats = json.loads(found["stats.json"])
-    assert stats["read"] == 20_000 and stats["stages"]["dedup_exact"]["dropped"]
+    assert stats["read"] == 6_000 and stats["stages"]["dedup_exact"]["dropped"]
     reads = workers.reads()
     assert sorted((r["begin"], r["end"]) for r in reads) == [
         (begin, min(begin + range_bytes, size)) for begin in range(0, size, range_bytes)

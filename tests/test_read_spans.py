@@ -152,3 +152,31 @@ def test_range_size_must_be_positive(tmp_path):
     cfg = SourceConfig(name="s", format="jsonl", path="x.jsonl")
     with pytest.raises(ValueError, match="--read_range_bytes is 0"):
         _read(tmp_path / "out", [cfg], [], "--read_range_bytes=0")
+
+
+class _GoneAfter(io.BytesIO):
+    """A stream that fails once reading passes `limit` bytes, as a file removed mid-run does."""
+
+    def __init__(self, data: bytes, limit: int):
+        super().__init__(data)
+        self._limit = limit
+
+    def readline(self, *args):
+        if self.tell() >= self._limit:
+            raise OSError("gone")
+        return super().readline(*args)
+
+
+def test_a_range_that_breaks_off_is_one_reject_naming_the_range():
+    data = b"".join(json.dumps({"text": f"t{i}"}).encode() + b"\n" for i in range(10))
+    cfg = SourceConfig(name="s", format="jsonl", path="f.jsonl")
+    file = SourceFile("s", "/data/f.jsonl", "f.jsonl")
+    (span,) = [s for s in spans_of(data, 40) if s.begin == 40]
+    # 15-byte lines: the range owns lines 4 to 6 (starting at bytes 45, 60, 75); 75 is gone.
+    items = list(parse_located(cfg, file, _GoneAfter(data, 70), span))
+    kept, (_, rid, where, reject) = items[:-1], items[-1]
+    assert [item[1] for item in kept] == ["s:f.jsonl:4", "s:f.jsonl:5"]
+    assert rid == reject.id == "s:f.jsonl:bytes-40-80" and reject.reason == "unreadable_file"
+    assert (
+        where == "/data/f.jsonl (bytes 40-80)" and "OSError: gone (after 2 items)" in reject.detail
+    )
