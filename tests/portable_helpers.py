@@ -1,7 +1,12 @@
-"""Beam's portable services as separate local processes, for runs on the PortableRunner.
+"""Runner parity, and Beam's portable services as separate local processes.
 
-- `job_service()`: Beam's local job service (`local_job_service_main`), the job server a
-  PortableRunner submits to; with LOOPBACK the SDK harness runs inside the submitting process.
+- `assert_same_bytes_as_default_runner(spec, *beam_args)`: a spec run on the DirectRunner and
+  with other Beam flags writes the same bytes (`outputs`: records, rejects, kept data, shards,
+  the ledger).
+- `job_service()`: Beam's local job service (`local_job_service_main`, started through
+  `tests/portable_job_service.py`, which hands its runner the job's `direct_num_workers`), the
+  job server a PortableRunner submits to; with LOOPBACK the SDK harness runs inside the
+  submitting process.
 - `external_workers()`: the job service plus Beam's worker pool (`worker_pool_main`), the
   EXTERNAL environment Flink and Spark use: the runner asks the pool for SDK workers, and the
   pool starts each as a process of its own through its boot executable, as a worker image's
