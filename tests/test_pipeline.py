@@ -3,15 +3,14 @@
 import base64
 import gzip
 import json
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 from conftest import files_under, run_cli
+from portable_helpers import assert_same_bytes_as_default_runner, job_service, outputs
 
 EXPECTED_STAGES = {
     "read": {
@@ -21,17 +20,6 @@ EXPECTED_STAGES = {
     },
     "normalize": {"in": 7, "out": 6, "dropped": {"invalid_utf8": 1}},
 }
-
-
-def outputs(run: Path) -> dict[str, bytes]:
-    """What must be byte-identical between runs: records, rejects and the ledger."""
-    found = {
-        k: v
-        for k, v in files_under(run).items()
-        if k.startswith(("output/", "rejects/", "data/")) or k == "stats.json"
-    }
-    assert found, f"no outputs under {run}"
-    return found
 
 
 def records(run: Path) -> list[dict]:
@@ -114,59 +102,24 @@ def test_same_spec_twice_gives_identical_bytes_and_shards_partition(corpus):
     )
 
 
-def assert_same_bytes_as_default_runner(corpus: Path, *beam_args: str) -> None:
-    """Runs the spec on the default DirectRunner and with `beam_args`; outputs must match."""
-    base = corpus.parent
-    assert run_cli("run", corpus, "--out", base / "default") == 0
-    assert run_cli("run", corpus, "--out", base / "other", *beam_args) == 0
-    assert outputs(base / "default") == outputs(base / "other")
-
-
 def test_multiprocess_direct_runner_gives_same_bytes(corpus):
     assert_same_bytes_as_default_runner(
         corpus, "--direct_num_workers=2", "--direct_running_mode=multi_processing"
     )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
-def job_service():
+def job_endpoint(tmp_path):
     """Beam's own local job service, as a separate process."""
-    port = _free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "apache_beam.runners.portability.local_job_service_main",
-            f"--port={port}",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("localhost", port)) == 0:
-                break
-        time.sleep(0.2)
-    else:
-        proc.kill()
-        pytest.fail("the local job service did not start in 60 s")
-    yield f"localhost:{port}"
-    proc.terminate()
-    proc.wait(timeout=30)
+    with job_service(tmp_path) as endpoint:
+        yield endpoint
 
 
-def test_portable_runner_matches_direct_runner(corpus, job_service):
+def test_portable_runner_matches_direct_runner(corpus, job_endpoint):
     assert_same_bytes_as_default_runner(
         corpus,
         "--runner=PortableRunner",
-        f"--job_endpoint={job_service}",
+        f"--job_endpoint={job_endpoint}",
         "--environment_type=LOOPBACK",
     )
 

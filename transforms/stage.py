@@ -558,17 +558,35 @@ class ModelStage(Stage):
 
 
 def generation_step(stage: Stage, spec: Any) -> beam.PTransform:
-    """`(key, request) -> (key, Generation)` for a model stage: RunInference reporting into the
-    stage's metrics, behind the generation cache unless the stage's `cache` is false. A stage
-    built outside a run (no run directory: a library call, a unit test) keeps answers only in a
-    folder its `cache` names, never in the working directory."""
+    """`(key, request) -> (key, Generation)` for a model stage: the requests spread over workers,
+    then RunInference reporting into the stage's metrics, behind the generation cache unless the
+    stage's `cache` is false. A stage built outside a run (no run directory: a library call, a
+    unit test) keeps answers only in a folder its `cache` names, never in the working
+    directory."""
     from iptkit.transforms.inference.core import Generate
 
     where = stage.config.cache
     if where is True and not stage.context.run.root:
         where = False
     root = where if isinstance(where, str) else stage.context.run.cache_dir(stage.name)
-    return Generate(spec, namespace=metrics_namespace(stage.name), cache=root if where else None)
+    generate = Generate(
+        spec, namespace=metrics_namespace(stage.name), cache=root if where else None
+    )
+    return _Spread(generate)
+
+
+class _Spread(beam.PTransform):
+    """A Reshuffle, then `inner`. Inference is a run's costliest step, and its requests come
+    from wherever the step before left them (one file's records, one key's group), so they are
+    spread over every worker before RunInference batches them. Nothing depends on the order:
+    keys travel with their requests, and seeds come from ids."""
+
+    def __init__(self, inner: beam.PTransform):
+        super().__init__()
+        self._inner = inner
+
+    def expand(self, items):
+        return items | "Spread" >> beam.Reshuffle() | "Generate" >> self._inner
 
 
 class RequestFn(StageFn):

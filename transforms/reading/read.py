@@ -2,8 +2,17 @@
 
 Files are matched once on the driver (so a path or glob that matches no file, or names a folder,
 fails before the pipeline starts, naming the source and the path) and then spread over workers
-with a Reshuffle; a worker parses a whole file, which keeps line numbers exact. Paths go through
-Beam's FileSystems, so `gs://` and `s3://` globs work where those extras are installed.
+with a Reshuffle. Paths go through Beam's FileSystems, so `gs://` and `s3://` globs work where
+those extras are installed.
+
+Parallel from the first byte: a file larger than `--read_range_bytes` (64 MiB by default) whose
+format allows it is cut into spans (`spans.py`): an uncompressed JSON Lines file into byte
+ranges, whose first line numbers come from a parallel pass counting each range's newlines and a
+prefix sum per file; a Parquet file into runs of row groups. Every part (a span, or a whole file
+where it cannot be cut: .gz, .zst, text paragraphs) is spread over workers and parsed on its
+own, and the parsed records are spread again, so neither one huge file nor one worker's parse
+decides how the next stage's work is shared. Ids and line numbers are those of a whole-file
+read, whatever the range size.
 
 Ids are unique when the read step ends. Ids from file positions (`SOURCE:FILE:N`) are unique by
 construction (source names are unique and hold no `:`, and two files of one source may not give
@@ -28,18 +37,49 @@ import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
+from apache_beam.options.pipeline_options import PipelineOptions
 
 from iptkit.transforms.reading.sources import (
     READ_STAGE,
     SourceConfig,
     SourceFile,
+    file_span_unit,
     parse_located,
+)
+from iptkit.transforms.reading.spans import (
+    DEFAULT_RANGE_BYTES,
+    WHOLE,
+    Span,
+    byte_ranges,
+    count_newlines,
+    number_ranges,
+    row_group_spans,
 )
 from iptkit.transforms.record import Record, Reject, escaped_text
 from iptkit.transforms.stage import KEPT, REJECTS, metrics_namespace
 
 _GLOB_CHARS = re.compile(r"[*?\[]")
 DUPLICATE_ID = "duplicate_id"
+RANGES = "ranges"
+PARTS = "parts"  # the counter of parts parsed: whole files and spans
+# A part to parse: (source, path, rel, span).
+Part = tuple[str, str, str, Span]
+
+
+class ReadOptions(PipelineOptions):
+    """The read step's Beam option: how large the parts of a big file are. It says how the work
+    is shared, never what is read (ids and records are the same at any size), so, like every
+    pipeline option, it is outside the spec hash."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser) -> None:
+        parser.add_argument(
+            "--read_range_bytes",
+            type=int,
+            default=DEFAULT_RANGE_BYTES,
+            help="a file larger than this many bytes (uncompressed JSON Lines, Parquet) is "
+            "read in parts of about this size, by several workers (default 64 MiB)",
+        )
 
 
 def resolve_pattern(pattern: str, base_dir: str) -> str:
@@ -115,9 +155,98 @@ def source_files(cfg: SourceConfig, patterns: list[str]) -> list[SourceFile]:
     return match_source(cfg, patterns)[0]
 
 
-class _ReadFileFn(beam.DoFn):
-    """Parses one file. With `keyed`, records leave as `(id as UTF-8 bytes, JSON)` for the
-    duplicate check, the JSON holding the record, its rank and its place."""
+def _open(path: str):
+    # Decompression is ours (sources.open_decompressed), so Beam is told the bytes are plain.
+    return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+
+
+class _PlanFn(beam.DoFn):
+    """Cuts one file into the parts it is read in: a whole-file part for a small file or one
+    that cannot be cut; row-group runs of a large Parquet file (main output); the byte ranges of
+    a large JSON Lines file (output `ranges`, keyed by path, to be counted and numbered). A file
+    that cannot be opened or whose footer cannot be read is one whole part, so the parse step
+    reports it as it reports any unreadable file."""
+
+    def __init__(self, sources: dict[str, SourceConfig], range_bytes: int):
+        self._sources = sources
+        self._range_bytes = range_bytes
+        self._us = Metrics.counter(metrics_namespace(READ_STAGE), "process_us")
+
+    def process(self, element: tuple[str, str, str]) -> Iterator[Any]:
+        source, path, rel = element
+        start = time.perf_counter()
+        unit = file_span_unit(self._sources[source], path)
+        spans: list[Span] = []
+        ranges: list[tuple[int, int]] = []
+        try:
+            with _open(path) as raw:
+                if unit == "row_groups":
+                    spans = self._row_groups(raw)
+                elif unit == "bytes":
+                    size = raw.seek(0, os.SEEK_END)
+                    if size > self._range_bytes:
+                        ranges = byte_ranges(size, self._range_bytes)
+        except Exception:  # noqa: BLE001 (read it whole: the parse step says what is wrong)
+            spans, ranges = [], []
+        self._us.inc(int((time.perf_counter() - start) * 1e6))
+        for begin, end in ranges:
+            yield beam.pvalue.TaggedOutput(RANGES, (path, (source, rel, begin, end)))
+        if ranges:
+            return
+        for span in spans if len(spans) > 1 else [WHOLE]:
+            yield source, path, rel, span
+
+    def _row_groups(self, raw: Any) -> list[Span]:
+        """Runs of row groups of about `range_bytes` (none for a file smaller than that)."""
+        import pyarrow.parquet as pq
+
+        meta = pq.ParquetFile(raw).metadata
+        groups = [
+            (meta.row_group(g).total_byte_size, meta.row_group(g).num_rows)
+            for g in range(meta.num_row_groups)
+        ]
+        if sum(size for size, _ in groups) <= self._range_bytes:
+            return []
+        return row_group_spans(groups, self._range_bytes)
+
+
+class _CountFn(beam.DoFn):
+    """The newlines in one byte range: the parallel first pass that numbers a range's lines.
+    A range that cannot be read counts as None, which leaves its file to be read whole."""
+
+    def __init__(self):
+        self._us = Metrics.counter(metrics_namespace(READ_STAGE), "process_us")
+
+    def process(self, element: tuple[str, tuple[str, str, int, int]]) -> Iterator[Any]:
+        path, (source, rel, begin, end) = element
+        start = time.perf_counter()
+        try:
+            with _open(path) as raw:
+                count: int | None = count_newlines(raw, begin, end)
+        except OSError:
+            count = None
+        self._us.inc(int((time.perf_counter() - start) * 1e6))
+        yield path, (source, rel, begin, end, count)
+
+
+def number_file(element: tuple[str, Iterable[tuple[str, str, int, int, Any]]]) -> Iterator[Any]:
+    """One file's parts from its counted ranges: each range with the number of the line holding
+    its first byte (a prefix sum of the newlines before it); the whole file when a range could
+    not be counted, so the parse step reports why."""
+    path, ranges = element
+    ranges = list(ranges)
+    source, rel = ranges[0][0], ranges[0][1]
+    if any(r[4] is None for r in ranges):
+        yield source, path, rel, WHOLE
+        return
+    for span in number_ranges([(r[2], r[3], r[4]) for r in ranges]):
+        yield source, path, rel, span
+
+
+class _ReadPartFn(beam.DoFn):
+    """Parses one part: a whole file or a span of one. With `keyed`, records leave as `(id as
+    UTF-8 bytes, JSON)` for the duplicate check, the JSON holding the record, its rank and its
+    place."""
 
     def __init__(self, sources: dict[str, SourceConfig], keyed: bool):
         self._sources = sources
@@ -127,19 +256,20 @@ class _ReadFileFn(beam.DoFn):
         self._out = Metrics.counter(ns, "out")
         self._in = Metrics.counter(ns, "in")
         self._us = Metrics.counter(ns, "process_us")
+        self._parts = Metrics.counter(ns, PARTS)
         self._ns = ns
 
     def _reject(self, item: Reject) -> Iterator[Any]:
         Metrics.counter(self._ns, f"dropped.{item.reason}").inc()
         return beam.pvalue.TaggedOutput(REJECTS, item)
 
-    def process(self, element: tuple[str, str, str]):
-        source, path, rel = element
+    def process(self, element: Part):
+        source, path, rel, span = element
         cfg = self._sources[source]
-        compression = CompressionTypes.UNCOMPRESSED  # decompression is ours: see open_decompressed
+        self._parts.inc()
         start = time.perf_counter()
         try:
-            raw = FileSystems.open(path, compression_type=compression)
+            raw = _open(path)
         except OSError as exc:  # gone or unreadable since the spec was checked
             self._in.inc()
             yield self._reject(
@@ -154,7 +284,7 @@ class _ReadFileFn(beam.DoFn):
             return
         with raw:
             for number, default_id, where, item in parse_located(
-                cfg, SourceFile(source, path, rel), raw
+                cfg, SourceFile(source, path, rel), raw, span
             ):
                 self._us.inc(int((time.perf_counter() - start) * 1e6))
                 self._in.inc()
@@ -234,16 +364,34 @@ class ReadSources(beam.PTransform):
         self._files = [(f.source, f.path, f.rel) for f in files]
 
     def expand(self, pbegin):
+        range_bytes = pbegin.pipeline.options.view_as(ReadOptions).read_range_bytes
+        if range_bytes < 1:
+            raise ValueError(f"--read_range_bytes is {range_bytes}: it must be at least 1")
         keyed = any(s.id_field for s in self._sources.values())
-        outputs = (
+        planned = (
             pbegin
             | "Files" >> beam.Create(self._files)
             | "Spread" >> beam.Reshuffle()
+            | "Plan"
+            >> beam.ParDo(_PlanFn(self._sources, range_bytes)).with_outputs(RANGES, main="parts")
+        )
+        numbered = (
+            planned[RANGES]
+            | "Spread ranges" >> beam.Reshuffle()
+            | "Count lines" >> beam.ParDo(_CountFn())
+            | "Group ranges" >> beam.GroupByKey()
+            | "Number lines" >> beam.FlatMap(number_file)
+        )
+        outputs = (
+            (planned["parts"], numbered)
+            | "Parts" >> beam.Flatten()
+            | "Spread parts" >> beam.Reshuffle()
             | "Parse"
-            >> beam.ParDo(_ReadFileFn(self._sources, keyed)).with_outputs(REJECTS, main=KEPT)
+            >> beam.ParDo(_ReadPartFn(self._sources, keyed)).with_outputs(REJECTS, main=KEPT)
         )
         if not keyed:
-            return {KEPT: outputs[KEPT], REJECTS: outputs[REJECTS]}
+            spread = outputs[KEPT] | "Spread records" >> beam.Reshuffle()
+            return {KEPT: spread, REJECTS: outputs[REJECTS]}
         checked = (
             outputs[KEPT]
             | "Group ids" >> beam.GroupByKey()

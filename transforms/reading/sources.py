@@ -1,7 +1,9 @@
 """Sources: the spec's `sources` entries, and parsing of their files into records or rejects.
 
 Pure functions over a binary stream, so every format and every kind of broken input is tested
-without Beam; `iptkit.transforms.reading.read` runs them on workers, one file per element.
+without Beam; `iptkit.transforms.reading.read` runs them on workers, one file or one span of a
+large file (`spans.py`: a byte range of uncompressed JSON Lines, row groups of Parquet) per
+element.
 
 Formats: `jsonl` (plain, .gz, .zst), `parquet`, `text` (a file per document, or paragraphs),
 `conversations` (JSONL or Parquet rows in the LMSYS-Chat-1M schema, `conversation` as a list of
@@ -28,7 +30,7 @@ import io
 import json
 import re
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Literal
 
@@ -36,6 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from iptkit.transforms.preference import preference_record
 from iptkit.transforms.reading.preference import PreferenceRowError, parse_preference
+from iptkit.transforms.reading.spans import WHOLE, Span, SpanUnit, range_lines, span_unit
 from iptkit.transforms.record import KINDS, ORIGINS, Record, Reject, escaped_text, plain_json
 from iptkit.transforms.typology import DEFAULT_BY_KIND
 
@@ -351,8 +354,11 @@ Located = tuple[int, str, str, "Record | Reject"]
 order duplicates are decided by), its default id, and its place as messages name it."""
 
 
-def _parse_jsonl(cfg: SourceConfig, file: SourceFile, stream: BinaryIO) -> Iterator[Located]:
-    for lineno, raw in enumerate(stream, 1):
+def _parse_jsonl(
+    cfg: SourceConfig, file: SourceFile, lines: Iterable[tuple[int, bytes]]
+) -> Iterator[Located]:
+    """Records of `(line number, line)` pairs: a whole file's, or a byte range's."""
+    for lineno, raw in lines:
         if not raw.strip():
             continue
         line = raw.decode("utf-8", "surrogateescape").rstrip("\r\n")
@@ -426,16 +432,20 @@ def _batch_rows(batch: Any) -> list[dict[str, Any]]:
     return [{name: values[i] for name, values in columns.items()} for i in range(batch.num_rows)]
 
 
-def _parse_parquet(cfg: SourceConfig, file: SourceFile, stream: BinaryIO) -> Iterator[Located]:
-    """Rows, one row group at a time: a row group that cannot be read (a corrupt page) is one
-    `unreadable_row_group` reject naming the file, the group and its rows; the other groups are
-    read. Rows keep their numbers in the file (from the footer's row counts)."""
+def _parse_parquet(
+    cfg: SourceConfig, file: SourceFile, stream: BinaryIO, span: Span
+) -> Iterator[Located]:
+    """Rows of the span's row groups (all of them for a whole file), one group at a time: a row
+    group that cannot be read (a corrupt page) is one `unreadable_row_group` reject naming the
+    file, the group and its rows; the other groups are read. Rows keep their numbers in the file
+    (from the footer's row counts; the span's `first` for its first group)."""
     import pyarrow.parquet as pq
 
     errors = _arrow_errors()
     parquet = pq.ParquetFile(stream)
-    row = 0
-    for group in range(parquet.num_row_groups):
+    row = span.first - 1
+    end = parquet.num_row_groups if span.end is None else span.end
+    for group in range(span.begin, end):
         size = parquet.metadata.row_group(group).num_rows
         first, done = row + 1, 0
         try:
@@ -489,31 +499,55 @@ def _is_parquet(path: str) -> bool:
     return path.endswith(".parquet") or path.endswith(".pq")
 
 
-def parse_located(cfg: SourceConfig, file: SourceFile, raw: BinaryIO) -> Iterator[Located]:
-    """Every item of one file, as a record or a read reject, with where it was; a file that
-    breaks off mid-way (corrupt archive) yields what it had, then one `unreadable_file` reject
-    saying where."""
-    if cfg.format == "parquet" or (cfg.format in _CHAT_FORMATS and _is_parquet(file.path)):
-        parse = _parse_parquet
-    elif cfg.format == "text":
-        parse = _parse_text
-    else:
-        parse = _parse_jsonl
-    count, number = 0, 0
+def reads_parquet(cfg: SourceConfig, path: str) -> bool:
+    """Whether a file of this source is read as Parquet (its format, or a chat format's file
+    named .parquet or .pq)."""
+    return cfg.format == "parquet" or (cfg.format in _CHAT_FORMATS and _is_parquet(path))
+
+
+def file_span_unit(cfg: SourceConfig, path: str) -> SpanUnit | None:
+    """How a file of this source can be cut into spans (`spans.span_unit`), or None."""
+    return span_unit(reads_parquet(cfg, path), cfg.format == "text", path)
+
+
+def _items(cfg: SourceConfig, file: SourceFile, raw: BinaryIO, span: Span) -> Iterator[Located]:
+    if reads_parquet(cfg, file.path):
+        return _parse_parquet(cfg, file, raw, span)
+    if span.whole:
+        stream = open_decompressed(raw, file.path)
+        if cfg.format == "text":
+            return _parse_text(cfg, file, stream)
+        return _parse_jsonl(cfg, file, enumerate(stream, 1))
+    return _parse_jsonl(cfg, file, range_lines(raw, span))
+
+
+def parse_located(
+    cfg: SourceConfig, file: SourceFile, raw: BinaryIO, span: Span = WHOLE
+) -> Iterator[Located]:
+    """Every item of one file, or of one span of it (`spans.py`: a byte range of an uncompressed
+    JSON Lines file, row groups of a Parquet file), as a record or a read reject, with where it
+    was; a file that breaks off mid-way (corrupt archive) yields what it had, then one
+    `unreadable_file` reject saying where (for a span, its id names the span)."""
+    count, number = 0, span.first - 1
     try:
-        stream = raw if parse is _parse_parquet else open_decompressed(raw, file.path)
-        for located in parse(cfg, file, stream):
+        for located in _items(cfg, file, raw, span):
             count += 1
             number = located[0]
             yield located
     except (OSError, EOFError, ValueError, zlib.error, *_broken_file_errors()) as exc:
-        rid = f"{cfg.name}:{file.rel}"
-        detail = f"{file.path}: {type(exc).__name__}: {exc} (after {count} items)"
-        yield number + 1, rid, file.path, _read_reject(cfg, rid, "unreadable_file", detail, None)
+        rid, where = f"{cfg.name}:{file.rel}", file.path
+        if not span.whole:
+            unit = "bytes" if file_span_unit(cfg, file.path) == "bytes" else "row-groups"
+            rid += f":{unit}-{span.begin}-{span.end}"
+            where += f" ({unit} {span.begin}-{span.end})"
+        detail = f"{where}: {type(exc).__name__}: {exc} (after {count} items)"
+        yield number + 1, rid, where, _read_reject(cfg, rid, "unreadable_file", detail, None)
 
 
-def parse_file(cfg: SourceConfig, file: SourceFile, raw: BinaryIO) -> Iterator[Record | Reject]:
-    """Every item of one file, as a record or a read reject (`parse_located` without the
-    places)."""
-    for _, _, _, item in parse_located(cfg, file, raw):
+def parse_file(
+    cfg: SourceConfig, file: SourceFile, raw: BinaryIO, span: Span = WHOLE
+) -> Iterator[Record | Reject]:
+    """Every item of one file or span, as a record or a read reject (`parse_located` without
+    the places)."""
+    for _, _, _, item in parse_located(cfg, file, raw, span):
         yield item
