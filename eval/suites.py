@@ -43,6 +43,9 @@ class SuiteTask(BaseModel):
         description="lm-eval task config keys replaced for this run (e.g. metric_list)",
     )
     note: str = Field("", description="why this setting (paper, table)")
+    category: str | None = Field(
+        None, description="the group its row is reported in (e.g. a domain: biomedicine)"
+    )
 
 
 class Suite(BaseModel):

@@ -132,6 +132,7 @@ def lm_eval_rows(results: dict, tasks: list[SuiteTask]) -> list[Row]:
                 num_fewshot=results.get("n-shot", {}).get(task.task, task.num_fewshot),
                 filter=filter_name,
                 higher_is_better=better,
+                category=task.category,
             )
         )
     return rows
