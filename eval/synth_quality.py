@@ -335,7 +335,7 @@ def summary_rows(items: Iterable[dict[str, Any]], unseen: set[str] | None, seed:
                 value=mean,
                 stderr=stderr,
                 n=len(values[key]),
-                num_fewshot=shots,
+                num_fewshot=None if metric == "response_f1" else shots,
                 source=SUITE,
                 flag=f"synth/{group} {name}: {failed[key]} failed generation(s) scored 0"
                 if failed[key]

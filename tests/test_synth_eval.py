@@ -2,6 +2,7 @@
 with a tiny synthesizer trained here, through the transformers backend and the test server."""
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -30,8 +31,8 @@ def qa(q, a):
 def test_token_f1_by_hand():
     # SQuAD normalisation: case, punctuation and articles go.
     assert token_f1("The Capital, Paris!", "paris capital") == 1.0
-    # 2 shared of 3 predicted and 4 gold tokens: P 2/3, R 1/2, F1 4/7.
-    assert token_f1("paris is big", "paris is a very old city") == pytest.approx(4 / 7)
+    # 2 shared of 3 predicted and 5 gold tokens ("a" goes): P 2/3, R 2/5, F1 1/2.
+    assert token_f1("paris is big", "paris is a very old city") == pytest.approx(0.5)
     assert token_f1("", "paris") == 0.0 and token_f1("rome", "paris") == 0.0
     # A CJK character is a token: 東京 vs 京都 share 京 (P 1/2, R 1/2).
     assert tokens("東京です") == ["東", "京", "で", "す"]
@@ -76,6 +77,18 @@ def test_mean_interval():
     assert mean == 0.75 and stderr == pytest.approx(0.25)
     assert 0.0 <= low <= mean <= high <= 1.0
     assert mean_interval([0.0, 1.0, 1.0, 1.0], 0) == mean_interval([0.0, 1.0, 1.0, 1.0], 0)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Tiny models train and generate faster on one thread, and far faster on a machine
+    whose cores other processes share (ten times, measured under a load of 11 on 2 cores)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -139,7 +152,9 @@ def test_synth_eval_end_to_end(tmp_path, synthesizer, untrained):
 def test_synth_eval_against_an_openai_endpoint_equals_transformers(tmp_path, synthesizer):
     from openai_server import ServerProcess
 
-    server = ServerProcess(synthesizer, tmp_path / "server")
+    server = ServerProcess(
+        synthesizer, tmp_path / "server", env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
     try:
         assert synth_eval(synthesizer, tmp_path / "local", "--shots", "0", "--limit", "2") == 0
         assert synth_eval(
