@@ -13,7 +13,8 @@ from iptkit.eval.summary import lm_eval_rows, sample_count
 
 
 def test_shipped_suites() -> None:
-    assert suite_names() == ["ipt-general", "ipt-ja", "smoke"]
+    # Other suites (domain, chat, code) are checked in their own test files.
+    assert {"ipt-general", "ipt-ja", "smoke"} <= set(suite_names())
     general = load_suite("ipt-general")
     shots = {t.task: t.num_fewshot for t in general.tasks}
     # Cheng et al., Appendix C: 0-shot LM-style tasks, 5-shot question answering.
@@ -71,7 +72,7 @@ def test_suite_errors_name_the_file_and_key(tmp_path: Path) -> None:
         load_suite(str(bad))
     message = str(err.value)
     assert f"{bad}:3: tasks.0.num_fewshot:" in message and f"{bad}:3: tasks.0.colour:" in message
-    with pytest.raises(EvalError, match="no suite 'nope'; name one of ipt-general, ipt-ja, smoke"):
+    with pytest.raises(EvalError, match="no suite 'nope'; name one of .*ipt-general, ipt-ja"):
         load_suite("nope")
     missing = tmp_path / "m.yaml"
     missing.write_text(
