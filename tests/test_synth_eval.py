@@ -9,11 +9,10 @@ import pytest
 from synth_helpers import save, tiny_llama, train_synthesizer
 
 from iptkit.eval.summary import load_summary
-from iptkit.eval.synth_quality import (
+from iptkit.eval.synth_quality import pairs_prompt, response_prompt
+from iptkit.eval.synth_scores import (
     mean_interval,
     pair_score,
-    pairs_prompt,
-    response_prompt,
     response_text,
     token_f1,
     tokens,
