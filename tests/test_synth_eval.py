@@ -14,6 +14,7 @@ from iptkit.eval.synth_scores import (
     mean_interval,
     pair_score,
     response_text,
+    summary_rows,
     token_f1,
     tokens,
 )
@@ -76,6 +77,30 @@ def test_mean_interval():
     assert mean == 0.75 and stderr == pytest.approx(0.25)
     assert 0.0 <= low <= mean <= high <= 1.0
     assert mean_interval([0.0, 1.0, 1.0, 1.0], 0) == mean_interval([0.0, 1.0, 1.0, 1.0], 0)
+
+
+def test_summary_rows_group_by_dataset_split_and_all():
+    items = [
+        {"kind": "response", "dataset": "a", "shots": 0, "f1": 1.0, "error": None},
+        {"kind": "response", "dataset": "b", "shots": 0, "f1": 0.0, "error": "request_failed"},
+        {"kind": "pairs", "dataset": "a", "shots": 3, "f1": 0.2, "text_f1": 0.3, "error": None},
+        {"kind": "pairs", "dataset": "a", "shots": 3, "f1": 0.4, "text_f1": 0.5, "error": None},
+    ]
+    rows = {(r.task, r.metric): r for r in summary_rows(items, {"b"}, 0)}
+    assert list(rows)[:3] == [
+        ("synth/a", "response_f1"),
+        ("synth/a", "pair_f1_3shot"),
+        ("synth/a", "pair_text_f1_3shot"),
+    ]
+    assert rows[("synth/a", "pair_f1_3shot")].value == pytest.approx(0.3)
+    assert rows[("synth/a", "pair_f1_3shot")].num_fewshot == 3
+    assert rows[("synth/all", "response_f1")].value == 0.5
+    assert rows[("synth/all", "response_f1")].category is None
+    assert rows[("synth/unseen", "response_f1")].category == "unseen"
+    assert "1 failed generation" in rows[("synth/b", "response_f1")].flag
+    assert rows[("synth/a", "response_f1")].flag is None
+    # Without --unseen, no split rows.
+    assert {r.task for r in summary_rows(items, None, 0)} == {"synth/a", "synth/b", "synth/all"}
 
 
 @pytest.fixture(scope="module", autouse=True)
