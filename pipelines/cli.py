@@ -9,6 +9,7 @@
     iptkit tokenizer train RUN_OR_FILES... --out DIR --vocab-size N [--model unigram|bpe] ...
     iptkit eval MODEL --suite NAME ...  |  iptkit eval compare RUN_A RUN_B ...  (iptkit.eval.cli)
     iptkit synth tuning-data FILE[=DATASET]... --out OUT --tokenizer TOK ...
+    iptkit synth eval FILE[=DATASET]... --model SYNTH --out DIR [--unseen DATASET]... ...
 
 Errors a user can fix print one clear message (no traceback) and exit with the error's code:
 2 for a bad spec, 3 for a ledger that does not balance.
@@ -109,11 +110,18 @@ def _parser() -> argparse.ArgumentParser:
         "eval", add_help=False, help="evaluate a model (lm-eval, generation metrics); compare runs"
     )
     synth = commands.add_parser("synth", help="instruction synthesizer tools")
+    from iptkit.eval.synth_quality import add_arguments as synth_eval_arguments
     from iptkit.transforms.synth.tuning_data import add_arguments as tuning_arguments
 
+    synth_commands = synth.add_subparsers(dest="synth_command", required=True)
     tuning_arguments(
-        synth.add_subparsers(dest="synth_command", required=True).add_parser(
+        synth_commands.add_parser(
             "tuning-data", help="context-based task JSONL -> synthesizer tuning sequences"
+        )
+    )
+    synth_eval_arguments(
+        synth_commands.add_parser(
+            "eval", help="score a synthesizer on held-out tasks (Table 5: response F1, pair F1)"
         )
     )
     return parser
@@ -365,6 +373,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _reference(args)
         if args.command == "report":
             return _report(args)
+        if args.command == "synth" and args.synth_command == "eval":
+            from iptkit.eval.synth_quality import run_cli as synth_eval
+
+            return synth_eval(args)
         if args.command == "synth":
             from iptkit.transforms.synth.tuning_data import run_cli
 

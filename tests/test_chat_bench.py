@@ -179,7 +179,7 @@ def test_suite_chat_section_errors(tmp_path):
     )
     suite = tmp_path / "s.yaml"
     suite.write_text("name: s\n")
-    with pytest.raises(SpecError, match="tasks \\(lm-eval\\) or a chat section"):
+    with pytest.raises(SpecError, match="a suite names lm-eval `tasks`, a `chat` section"):
         load_suite(str(suite))
     suite.write_text(
         f"name: s\nchat:\n  questions: {questions.name}\n  judge:\n    model: no-such-folder\n"

@@ -14,7 +14,8 @@ from iptkit.eval.summary import lm_eval_rows, sample_count
 
 def test_shipped_suites() -> None:
     assert {
-        "code", "ipt-general", "ipt-ja", "math", "mt-bench", "mt-bench-ja", "mt-bench-pl", "smoke"
+        "code", "domain-biomed", "domain-finance", "ipt-general", "ipt-ja", "math", "mt-bench",
+        "mt-bench-ja", "mt-bench-pl", "smoke"
     } <= set(suite_names())
     general = load_suite("ipt-general")
     shots = {t.task: t.num_fewshot for t in general.tasks}
