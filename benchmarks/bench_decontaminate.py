@@ -215,6 +215,7 @@ def pipeline_run(
         "wall_seconds": timings["wall_seconds"],
         "stage_seconds": timings["stage_seconds"].get("decontaminate"),
         "maxrss_mb": json.loads(usage.read_text())["maxrss_mb"],
+        "cpu_seconds": json.loads(usage.read_text())["cpu_seconds"],
         "contaminated_examples": report["table"][0]["raw"],
     }
 
@@ -259,11 +260,12 @@ def index_vs_baseline(args: argparse.Namespace) -> None:
     (RESULTS / "decontaminate-index.json").write_text(json.dumps(result, indent=2) + "\n")
     print(f"index file {result['index_file_mb']:.1f} MB; {len(docs)} docs; "
           f"same outputs: {result['same_outputs']}")  # fmt: skip
-    print("| index | wall s (runs) | peak RSS MB (runs) | code |\n|---|---|---|---|")
+    print("| index | wall s | CPU s | peak RSS MB | code |\n|---|---|---|---|---|")
     for name, rs in runs.items():
         walls = ", ".join(f"{r['wall_seconds']:.1f}" for r in rs)
+        cpu = ", ".join(f"{r['cpu_seconds']:.1f}" for r in rs)
         rss = ", ".join(f"{r['maxrss_mb']:.0f}" for r in rs)
-        print(f"| {name} | {walls} | {rss} | {rs[0]['code']} |")
+        print(f"| {name} | {walls} | {cpu} | {rss} | {rs[0]['code']} |")
 
 
 def main() -> None:

@@ -563,7 +563,7 @@ def test_a_capped_hot_bucket_gives_the_same_stars_as_comparing_every_pair(tmp_pa
 def test_a_planted_cluster_of_10k_near_copies_costs_bounded_work_per_key(tmp_path):
     records = near_copies(10_000, "h")
     got = {}
-    options = {**HOT_OPTIONS, "num_perm": 32, "bands": 4, "rows": 4}
+    options = {**HOT_OPTIONS, "num_perm": 32, "bands": 4, "rows": 4, "rounds": 6}
     kept, rejects, _ = run_near(records, tmp_path, distributions=got, bucket_cap=8, **options)
     estimates = got["bucket_pair_estimates"]
     assert 0 < estimates.max <= 8 * 7 // 2
