@@ -256,9 +256,10 @@ def signature_heads(item: tuple[bytes, Iterable[bytes]], bands: int, rows: int) 
 
 
 def split_bucket(item: tuple[bytes, Iterable[tuple[bytes, bytes]]], cap: int) -> Iterator[Any]:
-    """One LSH bucket, `(key, members)` with members `(node, signature)`: the whole bucket as one chunk to compare when it
-    holds at most `cap` members; else, tagged `HOT`, each member under a sub-bucket key
-    `(key + salt)` and the bucket's representative (its smallest node) under every one, marked.
+    """One LSH bucket, `(key, members)` with members `(node, signature)`: the whole bucket as
+    one chunk to compare when it holds at most `cap` members; else, tagged `HOT`, each member
+    under a sub-bucket key (`key` + salt) and the bucket's representative (its smallest node)
+    under every one, marked.
 
     Why: a planted cluster of n near-copies puts n members in one bucket, and comparing every
     pair is n^2/2 estimates on one worker. Sub-buckets of about cap/2 members each, all holding
