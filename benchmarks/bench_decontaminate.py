@@ -2,6 +2,8 @@
 
     .venv/bin/python benchmarks/bench_decontaminate.py            # about 5 minutes on 2 cores
     .venv/bin/python benchmarks/bench_decontaminate.py --docs 10000 --examples 10000
+    .venv/bin/python benchmarks/bench_decontaminate.py --vs-baseline --docs 25000 \
+        --pipeline-docs 3000 --examples 20000 --example-words 200   # a ~50 MB index
 
 On the Debian-text corpus of `corpus.py` (built if missing), one core:
 - the benchmark set: `--examples` synthetic examples generated here (seeded): English ones are
@@ -17,7 +19,10 @@ On the Debian-text corpus of `corpus.py` (built if missing), one core:
   lm-eval's normalisation (lowercase, string.punctuation deleted, split on whitespace), and
   lm-eval's own Janitor (`register_contaminant` + `clean`, pure-Python mode: its C++ helper is
   not built by pip).
-Results: benchmarks/results/decontaminate.json and a Markdown table on stdout.
+Results: benchmarks/results/decontaminate.json and a Markdown table on stdout. With
+`--vs-baseline`, only `iptkit run` of this tree (the index built once into a file, loaded once
+per process through Beam's `Shared`) against the fork point's (the index a pickled side input),
+interleaved: wall, peak RSS and the output bytes (benchmarks/results/decontaminate-index.json).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import argparse
 import contextlib
 import gc
 import gzip
+import hashlib
 import io
 import json
 import os
@@ -39,6 +45,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from bench_dedup_exact import LAUNCH
+from bench_dedup_precision import baseline_tree
 
 from iptkit.transforms.reading.benchmarks import BenchExample
 from iptkit.transforms.record import Record
@@ -47,7 +55,6 @@ from iptkit.transforms.stages.decontaminate import DecontaminateConfig, build_in
 HERE = Path(__file__).resolve().parent
 WORK = HERE / ".work" / "decontaminate"
 RESULTS = HERE / "results"
-IPTKIT = Path(sys.executable).parent / "iptkit"
 NGRAM = 13
 
 
@@ -62,22 +69,25 @@ def corpus_docs(size: int) -> list[dict[str, Any]]:
         return [json.loads(line) for line in f]
 
 
-def synthetic_examples(docs: list[dict[str, Any]], count: int, seed: int) -> list[BenchExample]:
-    """Examples that read like the corpus's languages but occur nowhere in it."""
+def synthetic_examples(
+    docs: list[dict[str, Any]], count: int, seed: int, words: int = 15
+) -> list[BenchExample]:
+    """Examples that read like the corpus's languages but occur nowhere in it: `words` to
+    `words` + 10 words (four letters a word in Japanese)."""
     rng = random.Random(seed)
     examples = []
     while len(examples) < count:
         doc = docs[rng.randrange(len(docs))]
         text = doc["text"]
         if doc["lang"] == "ja":
-            start = rng.randrange(max(1, len(text) - 60))
-            chars = [c for c in text[start : start + 60] if not c.isspace()]
+            start = rng.randrange(max(1, len(text) - 4 * words))
+            chars = [c for c in text[start : start + 4 * words] if not c.isspace()]
             rng.shuffle(chars)
             question = "".join(chars)
         else:
-            words = text.split()
-            start = rng.randrange(max(1, len(words) - 25))
-            chosen = words[start : start + rng.randint(15, 25)]
+            tokens = text.split()
+            start = rng.randrange(max(1, len(tokens) - words - 10))
+            chosen = tokens[start : start + rng.randint(words, words + 10)]
             rng.shuffle(chosen)
             question = " ".join(chosen)
         if len(question) >= 30:
@@ -158,9 +168,12 @@ def decide_scan(texts: list[dict[str, Any]], index, cfg) -> tuple[int, set[str]]
     return flagged, found
 
 
-def pipeline_run(docs_path: Path, bench_path: Path, repeat: int) -> dict[str, Any]:
-    run = WORK / f"run-{repeat}"
-    spec = WORK / "spec.yaml"
+def pipeline_run(
+    docs_path: Path, bench_path: Path, repeat: int, baseline: Path | None = None
+) -> dict[str, Any]:
+    """`iptkit run` of the stage alone: this tree's code, or the baseline's on PYTHONPATH."""
+    run = WORK / f"run-{'baseline-' if baseline else ''}{repeat}"
+    spec = WORK / f"spec-{'baseline-' if baseline else ''}{repeat}.yaml"
     spec.write_text(
         yaml.safe_dump(
             {
@@ -172,22 +185,87 @@ def pipeline_run(docs_path: Path, bench_path: Path, repeat: int) -> dict[str, An
             }
         )
     )
-    usage = WORK / f"usage-{repeat}.json"
-    cmd = [sys.executable, str(HERE / "rusage.py"), str(usage), str(IPTKIT), "run", str(spec)]
-    subprocess.run(
-        cmd + ["--direct_num_workers=1", "--direct_running_mode=in_memory"],
+    usage = run.with_suffix(".usage.json")
+    cmd = [sys.executable, str(HERE / "rusage.py"), str(usage), sys.executable, "-c", LAUNCH]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    if baseline:
+        env["PYTHONPATH"] = str(baseline)
+    proc = subprocess.run(
+        [*cmd, "run", str(spec), "--direct_num_workers=1", "--direct_running_mode=in_memory"],
         check=True,
-        stdout=subprocess.DEVNULL,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        env=env,
     )
     timings = json.loads((run / "timings.json").read_text())
     report = json.loads((run / "contamination" / "report.json").read_text())
     return {
+        "code": proc.stdout.split("code:", 1)[1].split()[0],
+        "outputs": {  # what must not change between the two ways of loading the index
+            name: hashlib.sha256(
+                b"".join(p.read_bytes() for p in sorted(run.glob(name)))
+            ).hexdigest()
+            for name in (
+                "contamination/*.json",
+                "contamination/stages/*.json",
+                "rejects/*/*",
+                "output/*",
+            )
+        },
         "wall_seconds": timings["wall_seconds"],
         "stage_seconds": timings["stage_seconds"].get("decontaminate"),
         "maxrss_mb": json.loads(usage.read_text())["maxrss_mb"],
+        "cpu_seconds": json.loads(usage.read_text())["cpu_seconds"],
         "contaminated_examples": report["table"][0]["raw"],
     }
+
+
+def index_vs_baseline(args: argparse.Namespace) -> None:
+    """The index loaded once per process from a file (this tree) against the pickled side
+    input of the fork point (baseline), interleaved: peak RSS and wall of `iptkit run`, and
+    the same contamination report, rejects and output bytes."""
+    docs = corpus_docs(args.docs)[: args.pipeline_docs]
+    examples = synthetic_examples(docs, args.examples, args.seed, args.example_words)
+    docs, planted = plant(docs, examples, args.planted, args.seed)
+    docs_path, bench_path = WORK / "docs.jsonl", WORK / "bench.jsonl"
+    docs_path.write_text(
+        "".join(json.dumps({"text": d["text"]}, ensure_ascii=False) + "\n" for d in docs)
+    )
+    bench_path.write_text(
+        "".join(
+            json.dumps({"id": e.id, "question": e.question}, ensure_ascii=False) + "\n"
+            for e in examples
+        )
+    )
+    sha, baseline = baseline_tree()
+    runs: dict[str, list[dict[str, Any]]] = {"file + Shared": [], "side input (baseline)": []}
+    for repeat in range(args.repeats):
+        runs["file + Shared"].append(pipeline_run(docs_path, bench_path, repeat))
+        runs["side input (baseline)"].append(pipeline_run(docs_path, bench_path, repeat, baseline))
+    result = {
+        "command": " ".join(
+            [".venv/bin/python", "benchmarks/bench_decontaminate.py", *sys.argv[1:]]
+        ),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "load_average": os.getloadavg(),
+        "docs": len(docs),
+        "examples": len(examples),
+        "planted": len(planted),
+        "index_file_mb": max(p.stat().st_size for p in WORK.glob("run-*/*/bench-index-*.bin"))
+        / 2**20,
+        "baseline_commit": sha,
+        "runs": runs,
+        "same_outputs": len({json.dumps(r["outputs"]) for rs in runs.values() for r in rs}) == 1,
+    }
+    (RESULTS / "decontaminate-index.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(f"index file {result['index_file_mb']:.1f} MB; {len(docs)} docs; "
+          f"same outputs: {result['same_outputs']}")  # fmt: skip
+    print("| index | wall s | CPU s | peak RSS MB | code |\n|---|---|---|---|---|")
+    for name, rs in runs.items():
+        walls = ", ".join(f"{r['wall_seconds']:.1f}" for r in rs)
+        cpu = ", ".join(f"{r['cpu_seconds']:.1f}" for r in rs)
+        rss = ", ".join(f"{r['maxrss_mb']:.0f}" for r in rs)
+        print(f"| {name} | {walls} | {cpu} | {rss} | {rs[0]['code']} |")
 
 
 def main() -> None:
@@ -197,9 +275,21 @@ def main() -> None:
     parser.add_argument("--planted", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--seed", type=int, default=1234)
+    parser.add_argument("--example-words", type=int, default=15, help="words per example, at least")
+    parser.add_argument(
+        "--vs-baseline",
+        action="store_true",
+        help="only compare `iptkit run` with the fork point's index side input (peak RSS, wall)",
+    )
+    parser.add_argument(
+        "--pipeline-docs", type=int, default=None, help="with --vs-baseline: run on the first N"
+    )
     args = parser.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
+    if args.vs_baseline:
+        index_vs_baseline(args)
+        return
 
     docs = corpus_docs(args.docs)
     examples = synthetic_examples(docs, args.examples, args.seed)

@@ -8,6 +8,7 @@ import random
 import re
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import zstandard
@@ -23,9 +24,13 @@ from iptkit.transforms.stages.decontaminate import (
     build_index,
     decide,
     find_matches,
+    index_bytes,
+    index_from_bytes,
     load_index,
     mask_spans,
+    read_index,
     substring_starts,
+    write_index,
 )
 from iptkit.transforms.text.contam_text import fold
 
@@ -257,6 +262,31 @@ def test_index_holds_only_the_detectors_turned_on(examples):
     index = build_index(examples, ngram_only, 1)
     assert index.ngram_keys.size and index.substrings is None and not index.exact_keys.size
     assert index.totals == {"arc_mini_en": 32, "jqa_mini_ja": 30}
+
+
+def test_the_index_file_round_trips_and_is_the_same_bytes_each_build(
+    tmp_path, cfg, index, examples, hosts
+):
+    path = str(tmp_path / "run" / "decontaminate" / "bench-index.bin")
+    assert write_index(path, cfg, 7) == path
+    data = Path(path).read_bytes()
+    assert data == index_bytes(load_index(cfg, seed=7))  # deterministic: one build, one file
+    loaded = read_index(path)
+    for name in ("totals", "names", "ids", "questions", "ngram"):
+        assert getattr(loaded, name) == getattr(index, name), name
+    for name in ("ngram_keys", "ngram_owners", "exact_keys", "exact_owners"):
+        assert np.array_equal(getattr(loaded, name), getattr(index, name)), name
+        assert not getattr(loaded, name).flags.writeable  # views into the file's bytes
+    assert loaded.substrings.prefix == index.substrings.prefix
+    for a, b in zip(loaded.substrings.arrays(), index.substrings.arrays(), strict=True):
+        assert np.array_equal(a, b) and a.dtype == b.dtype
+    texts = [f"{host}\n{e.question}" for host, e in zip(hosts, examples, strict=False)]
+    found = [find_matches(t, loaded, cfg.detectors) for t in texts]
+    assert found == [find_matches(t, index, cfg.detectors) for t in texts]
+    assert all(found)
+    # Without the substring detector there is no table, and the file says so.
+    ngram_only = config(detectors=["ngram"])
+    assert index_from_bytes(index_bytes(load_index(ngram_only, 7))).substrings is None
 
 
 def test_parquet_and_nested_fields(tmp_path):

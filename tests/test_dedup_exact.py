@@ -3,6 +3,7 @@
 import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
 import apache_beam as beam
 
@@ -17,26 +18,37 @@ from iptkit.transforms.stages.dedup_exact import (
 )
 
 
-def run_stage(transform: beam.PTransform, records: list[Record], tmp_path: Path):
-    """Run `transform` on `records`; return (kept records by id, rejects as dicts by id)."""
+def run_stage(
+    transform: beam.PTransform,
+    records: list[Record],
+    tmp_path: Path,
+    distributions: dict[str, Any] | None = None,
+):
+    """Run `transform` on `records`; return (kept records by id, rejects as dicts by id). The
+    Beam metric distributions the run reported are put in `distributions`, by name, if given."""
     out = tmp_path / "stage-output.json"
+    tmp_path.mkdir(parents=True, exist_ok=True)
 
     def dump(rows: list[str]) -> None:
         out.write_text("[" + ",".join(rows) + "]")
 
-    with beam.Pipeline() as p:
-        result = p | beam.Create(records) | transform
+    p = beam.Pipeline()
+    result = p | beam.Create(records) | transform
+    (
         (
-            (
-                # As ASCII JSON: ids and texts may hold lone surrogates (undecodable bytes).
-                result[KEPT] | "Kept" >> beam.Map(lambda r: json.dumps([KEPT, r.to_dict()])),
-                result[REJECTS]
-                | "Rejects" >> beam.Map(lambda r: json.dumps([REJECTS, r.to_dict()])),
-            )
-            | beam.Flatten()
-            | beam.combiners.ToList()
-            | beam.Map(dump)
+            # As ASCII JSON: ids and texts may hold lone surrogates (undecodable bytes).
+            result[KEPT] | "Kept" >> beam.Map(lambda r: json.dumps([KEPT, r.to_dict()])),
+            result[REJECTS] | "Rejects" >> beam.Map(lambda r: json.dumps([REJECTS, r.to_dict()])),
         )
+        | beam.Flatten()
+        | beam.combiners.ToList()
+        | beam.Map(dump)
+    )
+    run = p.run()
+    run.wait_until_finish()
+    if distributions is not None:
+        for metric in run.metrics().query()["distributions"]:
+            distributions[metric.key.metric.name] = metric.committed
     rows = json.loads(out.read_text())
     kept = {r["id"]: Record(**r) for tag, r in rows if tag == KEPT}
     rejects = {r["id"]: r for tag, r in rows if tag == REJECTS}

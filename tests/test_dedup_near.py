@@ -31,16 +31,21 @@ from iptkit.transforms.reading.sources import SourceConfig, SourceFile, parse_fi
 from iptkit.transforms.record import Record
 from iptkit.transforms.stage import StageContext
 from iptkit.transforms.stages.dedup_near import (
+    HOT,
     ClusterReportFn,
     DedupNear,
     DedupNearConfig,
     MinHasher,
     band_keys,
     bucket_pairs,
+    estimate_bar,
     estimated_jaccard,
     lsh_params,
     permutation_seed,
     resolve_copies,
+    signature_heads,
+    split_bucket,
+    sub_bucket_chunks,
 )
 from iptkit.transforms.text.shingles import (
     comparable_text,
@@ -234,7 +239,7 @@ def test_star_rounds_equal_the_sequential_greedy_walk_and_flag_what_did_not_sett
     assert run_star_rounds([(b"a", b"b", 0.82), (b"b", b"c", 0.9)], 4) == ({b"b": b"c"}, set())
 
 
-def test_bucket_pairs_keep_pairs_whose_estimate_reaches_the_bar_and_tie_copies_linearly():
+def test_copies_are_one_node_and_bucket_pairs_keep_estimates_at_the_bar():
     rng = np.random.default_rng(0)
     base = rng.integers(0, 2**32, 128, dtype=np.uint32)
     near = base.copy()
@@ -242,19 +247,48 @@ def test_bucket_pairs_keep_pairs_whose_estimate_reaches_the_bar_and_tie_copies_l
     far = base.copy()
     far[:60] += 1  # estimate 68/128
     assert estimated_jaccard(base, np.stack([near, far])).tolist() == [108 / 128, 68 / 128]
-    members = [(b"c", near), (b"a", base), (b"b", far), (b"d", base), (b"e", base)]
-    members = [(node, sig.tobytes()) for node, sig in members]
-    out = list(bucket_pairs(members, 0.8))
+    # Records with one signature are one node, the smallest: its buckets, and its copies.
+    out = list(signature_heads((base.tobytes(), [b"e", b"a", b"d"]), 4, 8))
     copies = sorted(o.value for o in out if isinstance(o, beam.pvalue.TaggedOutput))
-    assert copies == [(b"a", b"d"), (b"a", b"e")]  # one node: the smallest of the copies
-    assert [o for o in out if not isinstance(o, beam.pvalue.TaggedOutput)] == [
-        (b"a", b"c", 108 / 128)
-    ]
-    assert len(list(bucket_pairs(members, 0.0))) == 5  # copies: 2; distinct signatures: 3 pairs
+    assert copies == [(b"a", b"d"), (b"a", b"e")]
+    entries = [o for o in out if not isinstance(o, beam.pvalue.TaggedOutput)]
+    assert entries == [(key, (b"a", base.tobytes())) for key in band_keys(base, 4, 8)]
+
+    members = sorted(
+        (node, sig.tobytes()) for node, sig in [(b"c", near), (b"a", base), (b"b", far)]
+    )
+    assert list(bucket_pairs(members, 0.8)) == [(b"a", b"c", 108 / 128)]
+    assert len(list(bucket_pairs(members, 0.0))) == 3
     assert list(bucket_pairs(members[:1], 0.0)) == []
     # A copy follows its head: removed with it (tied to the head's centre), or tied to it.
     assert list(resolve_copies(b"a", [(False, b"d"), (True, (b"c", 0.9))])) == [(b"d", b"c", 0.9)]
     assert list(resolve_copies(b"a", [(False, b"d")])) == [(b"d", b"a", 1.0)]
+
+
+def test_a_hot_bucket_is_split_into_sub_buckets_that_all_hold_its_representative():
+    cap = 8
+    rng = np.random.default_rng(1)
+    members = [(rng.bytes(8) + b"id%d" % i, rng.bytes(16)) for i in range(500)]
+    small = list(split_bucket((b"k", members[:cap]), cap))
+    assert small == [sorted(members[:cap])]  # a bucket within the cap: one chunk
+    assert list(split_bucket((b"k", members[:1]), cap)) == []
+
+    hot = list(split_bucket((b"k", members), cap))
+    assert all(isinstance(o, beam.pvalue.TaggedOutput) and o.tag == HOT for o in hot)
+    representative = min(members)
+    subs = collections.defaultdict(list)
+    for o in hot:
+        key, value = o.value
+        assert key.startswith(b"k") and len(key) == 5
+        subs[key].append(value)
+    assert len(subs) == -(-499 // (cap // 2))  # about cap/2 members a sub-bucket
+    chunks = [c for values in subs.values() for c in sub_bucket_chunks(values[::-1], cap)]
+    assert all(len(c) <= cap and c[0] == representative and c == sorted(c) for c in chunks)
+    # Every member once, besides the representative in every chunk; the same chunks from the
+    # same members in any order.
+    assert sorted(m for c in chunks for m in c[1:]) == sorted(set(members) - {representative})
+    shuffled = list(split_bucket((b"k", members[::-1]), cap))
+    assert sorted(o.value for o in shuffled) == sorted(o.value for o in hot)
 
 
 def test_star_transform_in_beam_matches_the_walk(tmp_path):
@@ -309,10 +343,10 @@ def test_report_combine_does_not_depend_on_order_or_bundles():
 # The stage on Beam
 
 
-def run_near(records, tmp_path, seed=1234, **options):
+def run_near(records, tmp_path, seed=1234, distributions=None, **options):
     cfg = DedupNearConfig(**options)
     context = StageContext("dedup_near", seed, RunDir(str(tmp_path / "run")))
-    kept, rejects = run_stage(DedupNear(cfg, context), records, tmp_path)
+    kept, rejects = run_stage(DedupNear(cfg, context), records, tmp_path, distributions)
     report = json.loads((tmp_path / "run" / "dedup_near" / "clusters.json").read_text())
     return kept, rejects, report
 
@@ -484,3 +518,59 @@ def test_a_huge_record_is_shingled_only_up_to_max_chars(tmp_path):
     assert list(kept) == ["a"] and rejects["b"]["reason"] == "near_duplicate"
     kept, rejects, _ = run_near(records, tmp_path / "whole")
     assert sorted(kept) == ["a", "b"] and rejects == {}
+
+
+def near_copies(n: int, prefix: str) -> list[Record]:
+    """A planted cluster: `n` copies of a 40-word text, each with one word of its own (word
+    Jaccard 38/41 between two copies), and 5 byte-identical copies of the first."""
+    texts = [words({i % 40: f"{prefix}{i}"}, n=40) for i in range(n)] + [
+        words({0: f"{prefix}0"}, n=40)
+    ] * 5
+    return [Record(id=f"{prefix}:{i}", source="p", text=t) for i, t in enumerate(texts)]
+
+
+HOT_OPTIONS = {"shingle_size": 1, "num_perm": 64, "bands": 16, "rows": 4}
+
+
+def stars_of(kept, rejects) -> dict[str, tuple]:
+    return {
+        i: (
+            r["record"]["meta"]["near_duplicate"]["survivor"],
+            r["record"]["meta"]["near_duplicate"]["similarity"],
+        )
+        for i, r in rejects.items()
+    } | {i: None for i in kept}
+
+
+def test_a_capped_hot_bucket_gives_the_same_stars_as_comparing_every_pair(tmp_path):
+    records = near_copies(300, "n") + read("web_en")
+    capped = {}
+    kept, rejects, report = run_near(
+        records, tmp_path / "capped", distributions=capped, bucket_cap=8, **HOT_OPTIONS
+    )
+    whole = {}
+    all_kept, all_rejects, all_report = run_near(
+        records, tmp_path / "whole", distributions=whole, bucket_cap=4096, **HOT_OPTIONS
+    )
+    assert capped["bucket_pair_estimates"].max <= 8 * 7 // 2
+    assert whole["bucket_pair_estimates"].max >= 150 * 149 // 2  # a bucket of most copies
+    assert stars_of(kept, rejects) == stars_of(all_kept, all_rejects)
+    assert report["size_histogram"] == all_report["size_histogram"]
+    planted = {r.id for r in records if r.id.startswith("n:")}
+    assert len(planted & set(rejects)) == len(planted) - 1  # one star: every copy but its centre
+
+
+def test_a_planted_cluster_of_10k_near_copies_costs_bounded_work_per_key(tmp_path):
+    records = near_copies(10_000, "h")
+    got = {}
+    options = {**HOT_OPTIONS, "num_perm": 32, "bands": 4, "rows": 4, "rounds": 6}
+    kept, rejects, _ = run_near(records, tmp_path, distributions=got, bucket_cap=8, **options)
+    estimates = got["bucket_pair_estimates"]
+    assert 0 < estimates.max <= 8 * 7 // 2
+    assert estimates.count >= 10_000 // 4  # the hot buckets were cut into many small chunks
+    assert len(rejects) >= 0.95 * len(records)
+    # Precision: each removed copy is tied to a survivor it has an edge with.
+    bar = estimate_bar(0.8, 32)
+    for reject in rejects.values():
+        evidence = reject["record"]["meta"]["near_duplicate"]
+        assert evidence["survivor"] in kept and evidence["similarity"] >= bar - 1e-4

@@ -14,8 +14,11 @@ Three detectors, each on or off (`detectors`):
 - `exact`: a whole normalised question equal to the whole text, one of its lines, or one
   synthesized pair's instruction or response.
 
-The index over every benchmark example is built once, by one worker, and reaches the workers as
-a Beam side input (`BenchIndex`: sorted 64-bit hash arrays, about 12 bytes per n-gram).
+The index over every benchmark example (`BenchIndex`: sorted 64-bit hash arrays, about 12 bytes
+per n-gram) is built once, by one worker, into a file in the run directory (any Beam FileSystems
+place, so remote workers read it too); the side input is only its path. Each worker process
+loads it once (`apache_beam.utils.shared.Shared`), its arrays views into the file's bytes, so a
+50 MB index costs 50 MB per process, not a decoded copy per thread as a pickled side input.
 
 What is checked is labelled by kind of text, which is what Table 9 needs: a record's `text` under
 its kind (`raw`, `augmented`: raw text and synthesized pairs rendered together, `instruction`,
@@ -32,6 +35,7 @@ import json
 import os
 import random
 import re
+import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any, Literal
@@ -39,11 +43,12 @@ from typing import Any, Literal
 import apache_beam as beam
 import numpy as np
 from apache_beam.metrics import Metrics
+from apache_beam.utils.shared import Shared
 from pydantic import Field, ValidationInfo, model_validator
 
 from iptkit.errors import IptkitError
-from iptkit.files import atomic_write
-from iptkit.hashing import seeded_int
+from iptkit.files import atomic_write, read_bytes
+from iptkit.hashing import digest, seeded_int
 from iptkit.transforms.reading.benchmarks import BenchExample, BenchmarkSet, load_set, set_name
 from iptkit.transforms.record import Record
 from iptkit.transforms.stage import (
@@ -285,6 +290,76 @@ def build_index(examples: Iterable[BenchExample], cfg: DecontaminateConfig, seed
 
 def load_index(cfg: DecontaminateConfig, seed: int) -> BenchIndex:
     return build_index((e for b in cfg.benchmarks for e in load_set(b)), cfg, seed)
+
+
+# ---------------------------------------------------------------------------------------------
+# The index as a file: built once, loaded once per worker process
+
+_ARRAYS = ("ngram_keys", "ngram_owners", "exact_keys", "exact_owners")
+_SUBSTRING_ARRAYS = ("keys", "full", "lengths", "owners")
+_ALIGN = 8
+
+
+def index_bytes(index: BenchIndex) -> bytes:
+    """The index as one file: a JSON header line (the example names, ids, questions and the
+    arrays' dtypes and sizes), then each array's bytes, 8-byte aligned. Deterministic: the same
+    index gives the same bytes."""
+    arrays = [(name, getattr(index, name)) for name in _ARRAYS]
+    if index.substrings:
+        arrays += [(f"substrings.{n}", getattr(index.substrings, n)) for n in _SUBSTRING_ARRAYS]
+    header = {
+        "totals": index.totals,
+        "names": index.names,
+        "ids": index.ids,
+        "questions": index.questions,
+        "ngram": index.ngram,
+        "substring_prefix": index.substrings.prefix if index.substrings else None,
+        "arrays": [[name, array.dtype.str, int(array.size)] for name, array in arrays],
+    }
+    head = json.dumps(header, ensure_ascii=True).encode("ascii") + b"\n"
+    parts = [head, b"\0" * (-len(head) % _ALIGN)]
+    for _, array in arrays:
+        data = np.ascontiguousarray(array).tobytes()
+        parts += [data, b"\0" * (-len(data) % _ALIGN)]
+    return b"".join(parts)
+
+
+def index_from_bytes(data: bytes) -> BenchIndex:
+    """The index `index_bytes` wrote. Its arrays are read-only views into `data`: loading
+    costs the file's size once, not a copy per array."""
+    end = data.index(b"\n") + 1
+    header = json.loads(data[:end])
+    offset = end + (-end % _ALIGN)
+    arrays = {}
+    for name, dtype, size in header["arrays"]:
+        array = np.frombuffer(data, dtype=np.dtype(dtype), count=size, offset=offset)
+        arrays[name] = array
+        offset += array.nbytes + (-array.nbytes % _ALIGN)
+    substrings = None
+    if header["substring_prefix"] is not None:
+        substrings = SubstringTable(
+            prefix=header["substring_prefix"],
+            **{n: arrays[f"substrings.{n}"] for n in _SUBSTRING_ARRAYS},
+        )
+    return BenchIndex(
+        totals=header["totals"],
+        names=tuple(header["names"]),
+        ids=tuple(header["ids"]),
+        questions=tuple(header["questions"]),
+        ngram=tuple(header["ngram"]),
+        substrings=substrings,
+        **{name: arrays[name] for name in _ARRAYS},
+    )
+
+
+def write_index(path: str, cfg: DecontaminateConfig, seed: int) -> str:
+    """Build the index and write it to `path` (any Beam FileSystems place); returns `path`."""
+    atomic_write(path, index_bytes(load_index(cfg, seed)))
+    return path
+
+
+def read_index(path: str) -> BenchIndex:
+    return index_from_bytes(read_bytes(path))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -628,7 +703,7 @@ class Decontaminate(
     summary="benchmark contamination (13-gram, 50-char substring, exact question): report, drop "
     "or mask; RUN/contamination/",
 ):
-    """The index built once as a side input, the per-record decision, and the summary written
+    """The index built once into a file and loaded once per process, the per-record decision, and the summary written
     to RUN/contamination/stages/STAGE.json (combined into RUN/contamination/report.*)."""
 
     def __init__(
@@ -636,23 +711,36 @@ class Decontaminate(
     ):
         super().__init__(config, context)
         self._index: BenchIndex | None = None
+        self._shared = Shared()  # one index per worker process, whatever the DoFn copies
         self._counters: dict[str, Any] = {}
 
     def files(self) -> dict[str, str]:
         return {"contamination": self.context.run.contamination_summary(self.name)}
 
+    def index_path(self) -> str:
+        """Where the index file goes: RUN/STAGE/bench-index.bin, named by a hash of what it
+        is built from; outside a run (a library call), the system's temporary folder."""
+        what = json.dumps([self.config.model_dump(mode="json"), self.seed], sort_keys=True)
+        name = f"bench-index-{digest(what).hex()}.bin"
+        if self.context.run.root:
+            return self.context.file(name)
+        return os.path.join(tempfile.gettempdir(), f"iptkit-{self.name}-{name}")
+
     def build_side_inputs(self, records: Any) -> dict[str, Any]:
-        cfg, seed = self.config, self.seed
+        """The index is built once, by one worker, into a file; the side input is only its
+        path (a pickled index would be decoded per worker thread and bundle)."""
+        cfg, seed, path = self.config, self.seed, self.index_path()
         return {
-            "index": beam.pvalue.AsSingleton(
+            "index_path": beam.pvalue.AsSingleton(
                 records.pipeline
-                | "Index seed" >> beam.Create([None])
-                | "Build index" >> beam.Map(lambda _: load_index(cfg, seed))
+                | "Index seed" >> beam.Create([path])
+                | "Build index" >> beam.Map(write_index, cfg, seed)
             )
         }
 
-    def bind(self, index: BenchIndex) -> None:  # type: ignore[override]
-        self._index = index
+    def bind(self, index_path: str) -> None:  # type: ignore[override]
+        if self._index is None:
+            self._index = self._shared.acquire(lambda: read_index(index_path), tag=index_path)
 
     def apply(self, record: Record) -> Record | Drop:
         result = decide(record, self._index, self.config, self.name)
@@ -680,14 +768,14 @@ class Decontaminate(
         ) | "Events" >> beam.Flatten()
         path = self.files()["contamination"]
 
-        def write(acc: dict[str, Any], built: BenchIndex) -> None:
-            summary = stage_summary(acc, built, cfg, name)
+        def write(acc: dict[str, Any], index_path: str) -> None:
+            summary = stage_summary(acc, read_index(index_path), cfg, name)
             text = json.dumps(summary, indent=2, ensure_ascii=False, sort_keys=True) + "\n"
             atomic_write(path, text.encode("utf-8"))
 
         (
             events
             | "Summary" >> beam.CombineGlobally(SummaryFn())
-            | "Write summary" >> beam.Map(write, side["index"])
+            | "Write summary" >> beam.Map(write, side["index_path"])
         )
         return result

@@ -27,7 +27,7 @@ from iptkit.transforms.text.shingles import strip_punctuation
 REASON = "exact_duplicate"
 _DIGITS = re.compile(r"\d")  # Unicode decimal digits (Nd): ٣, ３ and 3 alike
 
-GroupKey = tuple[str, str]
+GroupKey = bytes  # 16 bytes of hash, then the source for scope `source` (UTF-8)
 
 
 class DedupExactConfig(StageConfig):
@@ -68,9 +68,13 @@ def text_hash(text: str) -> str:
 
 
 def group_key(record: Record, cfg: DedupExactConfig) -> GroupKey:
-    """Records with equal keys are duplicates: the source (for scope `source`) and the hash."""
-    scope = record.source if cfg.scope == "source" else ""
-    return scope, text_hash(normalise(record.text, cfg))
+    """Records with equal keys are duplicates: the hash (16 bytes), then the source for scope
+    `source`. Bytes, not a tuple of strings: the key is encoded twice per record in the
+    shuffle, and Beam's bytes coder is the cheapest deterministic one."""
+    key = digest(normalise(record.text, cfg), 16)
+    if cfg.scope == "source":
+        key += record.source.encode("utf-8", "surrogatepass")
+    return key
 
 
 def split_group(records: Iterable[Record]) -> Iterator[Record | tuple[Record, Drop]]:

@@ -5,16 +5,21 @@ How a record goes through (every step a Beam transform; nothing is collected on 
 
 1. Sign: its shingles (`iptkit.transforms.text.shingles`: word n-grams, or character n-grams for
    Japanese, Chinese, Thai...), their 32-bit hashes, and a datasketch MinHash signature with
-   permutations drawn from the spec seed. The signature is cut into `bands` bands of `rows`
-   values; each band gives a bucket key, and the record enters each bucket with its signature.
-2. Edges: a GroupByKey on the bucket key; records that share a bucket in any band are
-   candidates. Every pair of distinct signatures in a bucket is compared: by default the pair is
-   an edge when its MinHash estimate (the share of equal signature values) reaches `threshold`
-   less two standard errors of the estimate (`estimate_bar`: 0.729 at 0.8 with 128 values);
-   with `verify`, when the true Jaccard similarity of the two shingle sets does (the shingle
-   sets are joined to the pair; costlier). Records with identical signatures are one node
-   (their smallest id; they share its fate and survivor, at 1.0, unverified), so a bucket of
-   copies costs linear work. The bucket test alone, as LSH
+   permutations drawn from the spec seed. Records with identical signatures (copies, for all
+   practical purposes) are grouped first and become one node, their smallest (they share its
+   fate and survivor, at 1.0, unverified), so a text copied n times costs linear work. The
+   signature is cut into `bands` bands of `rows` values; each band gives a bucket key, and
+   each node enters each bucket with its signature.
+2. Edges: a GroupByKey on the bucket key; nodes that share a bucket in any band are
+   candidates. Every pair of a bucket is compared: by default the pair is an edge when its
+   MinHash estimate (the share of equal signature values) reaches `threshold` less two
+   standard errors of the estimate (`estimate_bar`: 0.729 at 0.8 with 128 values); with
+   `verify`, when the true Jaccard similarity of the two shingle sets does (the shingle sets
+   are joined to the pair; costlier). A hot bucket, more than `bucket_cap` nodes (a planted
+   cluster of near-copies), is cut into salted sub-buckets of about bucket_cap/2 nodes, each
+   holding the bucket's representative (its smallest node), so no key costs more than
+   bucket_cap^2/2 estimates: every node keeps its edge to the representative, the first
+   centre of the seeded walk among them, and to its sub-bucket. The bucket test alone, as LSH
    libraries use it, also links pairs far below the threshold (a pair at 0.6 shares a bucket
    one time in five with 14 x 9 bands).
 3. Stars: star clustering of the edges (`iptkit.transforms.dedup.star`): in a seeded order of
@@ -52,7 +57,7 @@ from pydantic import Field, model_validator
 
 from iptkit.files import atomic_write
 from iptkit.hashing import digest, hash_int
-from iptkit.transforms.dedup.star import ASSIGNED, UNSETTLED, StarClusters
+from iptkit.transforms.dedup.star import ASSIGNED, UNSETTLED, Edge, StarClusters
 from iptkit.transforms.record import Record
 from iptkit.transforms.stage import Drop, Stage, StageFn, metrics_namespace, outputs
 from iptkit.transforms.stage_config import StageConfig
@@ -68,6 +73,7 @@ EXAMPLE_MEMBERS = 5  # members shown per example cluster (lowest ids)
 SNIPPET_CHARS = 200
 _SHINGLES = "shingles"
 COPIES = "copies"
+HOT = "hot"
 _EVENTS = "events"
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
 
@@ -119,6 +125,15 @@ class DedupNearConfig(StageConfig):
         "reaches threshold (joins the shingle sets to every pair of each LSH bucket); without "
         "it, a pair is kept when its MinHash estimate reaches threshold less two standard "
         "errors of the estimate (0.729 at 0.8 with 128 permutations)",
+    )
+    bucket_cap: int = Field(
+        256,
+        ge=4,
+        description="most members of an LSH bucket compared pair by pair: a larger (hot) "
+        "bucket, such as a planted cluster of thousands of near-copies, is split into "
+        "sub-buckets of about bucket_cap/2 members that all hold the bucket's representative, "
+        "so no key costs more than bucket_cap^2/2 estimates; each member keeps its edge to "
+        "the representative and to its sub-bucket",
     )
     rounds: int = Field(
         12,
@@ -221,35 +236,92 @@ def estimated_jaccard(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (b == a).mean(axis=-1)
 
 
-def bucket_pairs(members: Iterable[tuple[bytes, bytes]], min_estimate: float) -> Iterator[Any]:
-    """Candidate edges of one LSH bucket of `(node, signature bytes)`, as `(a, b, estimate)`
-    with `a < b` and a MinHash estimate of at least `min_estimate`; and, tagged `COPIES`,
-    `(head, member)` for each record whose signature equals a smaller one's.
+def signature_heads(item: tuple[bytes, Iterable[bytes]], bands: int, rows: int) -> Iterator[Any]:
+    """The records of one signature as one graph node, their smallest (the head): its bucket
+    entries `(band key, (head, signature))`, and, tagged `COPIES`, `(head, copy)` for the
+    others.
 
-    Records with identical signatures (copies, for all practical purposes: two sets at 0.8
-    agree on all 128 values with probability 0.8^128) are one node of the graph, their
-    smallest (the head); they share every bucket, so the head is the same in all of them. The
-    distinct signatures are compared pair by pair. A bucket full of copies costs linear work.
+    Records with identical signatures are copies for all practical purposes (two sets at 0.8
+    agree on all 128 values with probability 0.8^128): they share every bucket, so comparing
+    them pair by pair would be quadratic work for nothing. `nodes` (Beam's grouped values) is
+    read twice, never copied, so a text copied a million times costs linear time and no memory.
     """
-    members = list(members)
-    if len(members) < 2:  # most buckets: one record
+    signature, nodes = item
+    head = min(nodes)
+    for node in nodes:
+        if node != head:
+            yield beam.pvalue.TaggedOutput(COPIES, (head, node))
+    for key in band_keys(np.frombuffer(signature, "<u4"), bands, rows):
+        yield key, (head, signature)
+
+
+def split_bucket(item: tuple[bytes, Iterable[tuple[bytes, bytes]]], cap: int) -> Iterator[Any]:
+    """One LSH bucket, `(key, members)` with members `(node, signature)`: the whole bucket as
+    one chunk to compare when it holds at most `cap` members; else, tagged `HOT`, each member
+    under a sub-bucket key (`key` + salt) and the bucket's representative (its smallest node)
+    under every one, marked.
+
+    Why: a planted cluster of n near-copies puts n members in one bucket, and comparing every
+    pair is n^2/2 estimates on one worker. Sub-buckets of about cap/2 members each, all holding
+    the representative, bound the work of every key; a member keeps its edge to the
+    representative (the first centre of the seeded walk among them) and to the members of its
+    sub-bucket. The salt is the member's seeded hash (its node's first 8 bytes) modulo the
+    number of sub-buckets, so the split depends on the bucket's members only.
+    """
+    key, members = item
+    count, representative = 0, None
+    for node, _ in members:
+        count += 1
+        representative = node if representative is None or node < representative else representative
+    if count < 2:  # most buckets: one record
         return
-    groups: dict[bytes, list[bytes]] = {}
+    if count <= cap:
+        yield sorted(members)
+        return
+    subs = -(-(count - 1) // max(1, cap // 2))
     for node, signature in members:
-        groups.setdefault(signature, []).append(node)
-    heads = []
-    for signature, nodes in sorted(groups.items(), key=lambda kv: min(kv[1])):
-        nodes.sort()
-        heads.append((nodes[0], np.frombuffer(signature, np.uint32)))
-        for node in nodes[1:]:
-            yield beam.pvalue.TaggedOutput(COPIES, (nodes[0], node))
-    if len(heads) < 2:
+        if node == representative:
+            for salt in range(subs):
+                yield beam.pvalue.TaggedOutput(
+                    HOT, (key + struct.pack(">I", salt), (True, node, signature))
+                )
+        else:
+            salt = int.from_bytes(node[:8], "big") % subs
+            yield beam.pvalue.TaggedOutput(
+                HOT, (key + struct.pack(">I", salt), (False, node, signature))
+            )
+
+
+def sub_bucket_chunks(
+    members: Iterable[tuple[bool, bytes, bytes]], cap: int
+) -> Iterator[list[tuple[bytes, bytes]]]:
+    """A hot bucket's sub-bucket `(is representative, node, signature)` as chunks of at most
+    `cap` members to compare, each holding the representative: sorted, so the chunks depend
+    on the members only. A sub-bucket averages cap/2 members; one over `cap` (a tail of the
+    salt's binomial spread) becomes several chunks rather than one quadratic one."""
+    representative, others = None, []
+    for is_representative, node, signature in members:
+        if is_representative:
+            representative = (node, signature)
+        else:
+            others.append((node, signature))
+    others.sort()
+    step = cap - 1
+    for start in range(0, len(others), step):
+        yield [representative, *others[start : start + step]]
+
+
+def bucket_pairs(members: list[tuple[bytes, bytes]], min_estimate: float) -> Iterator[Edge]:
+    """Candidate edges among the distinct signatures of one chunk of `(node, signature
+    bytes)`, sorted by node, as `(a, b, estimate)` with `a < b` and a MinHash estimate of at
+    least `min_estimate`: len(members) * (len(members) - 1) / 2 estimates, vectorised by row."""
+    if len(members) < 2:
         return
-    matrix = np.stack([signature for _, signature in heads])
-    for i, (a, signature) in enumerate(heads[:-1]):
-        estimates = estimated_jaccard(signature, matrix[i + 1 :])
+    matrix = np.stack([np.frombuffer(signature, np.uint32) for _, signature in members])
+    for i, (a, _) in enumerate(members[:-1]):
+        estimates = estimated_jaccard(matrix[i], matrix[i + 1 :])
         for j in np.flatnonzero(estimates >= min_estimate):
-            yield a, heads[i + 1 + j][0], float(estimates[j])  # heads are sorted: a < b
+            yield a, members[i + 1 + j][0], float(estimates[j])
 
 
 def resolve_copies(head: bytes, tagged: Iterable[tuple[bool, Any]]) -> Iterator[tuple]:
@@ -355,12 +427,10 @@ def cluster_report(acc: dict[str, Any], unsettled: int, params: dict[str, Any]) 
 
 
 class _SignFn(StageFn):
-    """Record -> (bucket key, (node, signature)) per band; with verify, also (node, shingle
-    hashes)."""
+    """Record -> (signature, node); with verify, also (node, shingle hashes)."""
 
     def setup(self) -> None:
         self._hasher = MinHasher(self.stage.config.num_perm, self.stage.seed)
-        self._bands, self._rows = lsh_params(self.stage.config)
 
     def process(self, record: Record) -> Iterator[Any]:
         with self.timed():
@@ -371,13 +441,23 @@ class _SignFn(StageFn):
             )
             hashes = shingle_hashes(shingles(text, cfg.shingle_size, unit))
             node = node_of(record.id, self.stage.seed)
-            signature = self._hasher.signature(hashes)
-            keys = band_keys(signature, self._bands, self._rows)
-            value = (node, signature.astype("<u4").tobytes())
-        for key in keys:
-            yield key, value
+            signature = self._hasher.signature(hashes).astype("<u4").tobytes()
+        yield signature, node
         if cfg.verify:
             yield beam.pvalue.TaggedOutput(_SHINGLES, (node, hashes.tobytes()))
+
+
+class _CandidatesFn(beam.DoFn):
+    """A chunk of a bucket -> its candidate edges; the estimates per chunk go to the metric
+    `bucket_pair_estimates` (a distribution: its max is the most work any key did)."""
+
+    def __init__(self, min_estimate: float, namespace: str):
+        self._min_estimate = min_estimate
+        self._estimates = Metrics.distribution(namespace, "bucket_pair_estimates")
+
+    def process(self, chunk: list[tuple[bytes, bytes]]) -> Iterator[Edge]:
+        self._estimates.update(len(chunk) * (len(chunk) - 1) // 2)
+        yield from bucket_pairs(chunk, self._min_estimate)
 
 
 def _with_one(item: tuple[Any, Iterable[tuple[bool, Any]]]) -> Iterator[tuple[Any, Any, Any]]:
@@ -510,17 +590,33 @@ class DedupNear(
         min_estimate = 0.0 if cfg.verify else estimate_bar(cfg.threshold, cfg.num_perm)
 
         signed = records | "Sign" >> beam.ParDo(_SignFn(self)).with_outputs(
-            _SHINGLES, main="buckets"
+            _SHINGLES, main="signatures"
+        )
+        heads = (
+            signed["signatures"]
+            | "Signatures" >> beam.GroupByKey()
+            | "Heads"
+            >> beam.FlatMap(signature_heads, bands, rows).with_outputs(COPIES, main="buckets")
+        )
+        buckets = (
+            heads["buckets"]
+            | "Buckets" >> beam.GroupByKey()
+            | "Split buckets"
+            >> beam.FlatMap(split_bucket, cfg.bucket_cap).with_outputs(HOT, main="chunks")
+        )
+        hot_chunks = (
+            buckets[HOT]
+            | "Sub-buckets" >> beam.GroupByKey()
+            | "Sub-bucket members" >> beam.Values()
+            | "Sub-bucket chunks" >> beam.FlatMap(sub_bucket_chunks, cfg.bucket_cap)
         )
         edges = (
-            signed["buckets"]
-            | "Buckets" >> beam.GroupByKey()
-            | "Bucket members" >> beam.Values()
-            | "Candidates"
-            >> beam.FlatMap(bucket_pairs, min_estimate).with_outputs(COPIES, main="edges")
+            (buckets["chunks"], hot_chunks)
+            | "All chunks" >> beam.Flatten()
+            | "Candidates" >> beam.ParDo(_CandidatesFn(min_estimate, namespace))
         )
-        copies = edges[COPIES] | "Distinct copies" >> beam.Distinct()
-        edges = edges["edges"] | "Distinct candidates" >> beam.Distinct()
+        copies = heads[COPIES]
+        edges = edges | "Distinct candidates" >> beam.Distinct()
         if cfg.verify:
             edges = {"pairs": edges, "shingles": signed[_SHINGLES]} | "Verify" >> VerifyPairs(
                 cfg.threshold, namespace
