@@ -122,7 +122,7 @@ def test_execution_suite_errors_are_located(tmp_path: Path) -> None:
     assert "execution.0.problems" in text and "no such file" in text
     assert "every k must be in 1..samples (1)" in text
     (tmp_path / "empty.yaml").write_text("name: e\n")
-    with pytest.raises(SuiteError, match="names `tasks`, `execution` sets, or both"):
+    with pytest.raises(SuiteError, match="a suite names lm-eval `tasks`, a `chat` section or `execution` sets"):
         load_suite(str(tmp_path / "empty.yaml"))
 
 
