@@ -10,13 +10,13 @@ separate answer file (`reference_answer/gpt-4.jsonl`: `question_id`, `choices[0]
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from iptkit.errors import EvalError
+from iptkit.jsonl import json_objects
 
 # The categories MT-Bench grades with a reference answer (FastChat's NEED_REF_CATS).
 REFERENCE_CATEGORIES = frozenset({"math", "reasoning", "coding"})
@@ -38,21 +38,7 @@ class Question:
 
 def _json_lines(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     """Each non-blank line's object with its place `FILE:LINE`; a bad line is an error."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise EvalError(f"{path}: cannot read the question file: {exc}") from None
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        where = f"{path}:{number}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise EvalError(f"{where}: not JSON: {exc}") from None
-        if not isinstance(row, dict):
-            raise EvalError(f"{where}: expected an object with question_id, category, turns")
-        yield where, row
+    return json_objects(path, "question_id, category, turns", EvalError)
 
 
 def _texts(value: Any, where: str, key: str) -> tuple[str, ...]:

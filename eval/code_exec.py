@@ -18,7 +18,6 @@ samples, averaged over problems, with Wilson's 95% interval over problems (`eval
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -31,6 +30,7 @@ from iptkit.eval.intervals import wilson_interval
 from iptkit.eval.sandbox import Limits, Outcome, run_program
 from iptkit.eval.suites import ExecutionSet, Suite
 from iptkit.eval.summary import Row
+from iptkit.jsonl import json_objects
 
 MBPP_PROMPT = (
     "You are an expert Python programmer, and here is your task: {text} "
@@ -81,31 +81,21 @@ def read_problems(path: Path, fmt: str) -> list[CodeProblem]:
     """The problems of a JSONL file; a bad line is an error naming the file, line and field."""
     problems: list[CodeProblem] = []
     seen: set[str] = set()
-    with path.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{number}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise EvalError(f"{where}: not JSON: {exc}") from None
-            if not isinstance(row, dict):
-                raise EvalError(f"{where}: expected an object with {', '.join(FIELDS[fmt])}")
-            for key in FIELDS[fmt]:
-                value = row.get(key)
-                if key == "test_list":
-                    if not isinstance(value, list) or not all(isinstance(t, str) for t in value):
-                        raise EvalError(f"{where}: `test_list` must be a list of strings ({fmt})")
-                elif key == "task_id" and isinstance(value, int):
-                    pass  # MBPP numbers its tasks
-                elif not isinstance(value, str) or not value:
-                    raise EvalError(f"{where}: `{key}` must be a non-empty string ({fmt} schema)")
-            problem = _problem(row, fmt)
-            if problem.id in seen:
-                raise EvalError(f"{where}: duplicate task_id {problem.id!r}")
-            seen.add(problem.id)
-            problems.append(problem)
+    for where, row in json_objects(path, ", ".join(FIELDS[fmt]), EvalError):
+        for key in FIELDS[fmt]:
+            value = row.get(key)
+            if key == "test_list":
+                if not isinstance(value, list) or not all(isinstance(t, str) for t in value):
+                    raise EvalError(f"{where}: `test_list` must be a list of strings ({fmt})")
+            elif key == "task_id" and isinstance(value, int):
+                pass  # MBPP numbers its tasks
+            elif not isinstance(value, str) or not value:
+                raise EvalError(f"{where}: `{key}` must be a non-empty string ({fmt} schema)")
+        problem = _problem(row, fmt)
+        if problem.id in seen:
+            raise EvalError(f"{where}: duplicate task_id {problem.id!r}")
+        seen.add(problem.id)
+        problems.append(problem)
     if not problems:
         raise EvalError(f"{path}: no problems")
     return problems

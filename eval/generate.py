@@ -8,12 +8,12 @@ metrics, a function of the model alone.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from iptkit.errors import EvalError
+from iptkit.jsonl import json_objects
 
 DEFAULT_STOP = ("\n\n",)
 
@@ -42,27 +42,17 @@ def read_prompts(path: Path) -> list[Prompt]:
     """The prompt set; a bad line is an error naming the file, the line and the field."""
     prompts: list[Prompt] = []
     seen: set[str] = set()
-    with path.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{number}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise EvalError(f"{where}: not JSON: {exc}") from None
-            if not isinstance(row, dict):
-                raise EvalError(f"{where}: expected an object with id, prompt, lang")
-            for key in ("id", "prompt", "lang"):
-                if not isinstance(row.get(key), str) or not row[key]:
-                    raise EvalError(f"{where}: `{key}` must be a non-empty string")
-            stop = row.get("stop", list(DEFAULT_STOP))
-            if not isinstance(stop, list) or not all(isinstance(s, str) and s for s in stop):
-                raise EvalError(f"{where}: `stop` must be a list of non-empty strings")
-            if row["id"] in seen:
-                raise EvalError(f"{where}: duplicate id {row['id']!r}")
-            seen.add(row["id"])
-            prompts.append(Prompt(row["id"], row["prompt"], row["lang"], tuple(stop)))
+    for where, row in json_objects(path, "id, prompt, lang", EvalError):
+        for key in ("id", "prompt", "lang"):
+            if not isinstance(row.get(key), str) or not row[key]:
+                raise EvalError(f"{where}: `{key}` must be a non-empty string")
+        stop = row.get("stop", list(DEFAULT_STOP))
+        if not isinstance(stop, list) or not all(isinstance(s, str) and s for s in stop):
+            raise EvalError(f"{where}: `stop` must be a list of non-empty strings")
+        if row["id"] in seen:
+            raise EvalError(f"{where}: duplicate id {row['id']!r}")
+        seen.add(row["id"])
+        prompts.append(Prompt(row["id"], row["prompt"], row["lang"], tuple(stop)))
     if not prompts:
         raise EvalError(f"{path}: no prompts")
     return prompts

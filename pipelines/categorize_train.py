@@ -19,6 +19,7 @@ from pathlib import Path
 
 from iptkit.errors import IptkitError
 from iptkit.files import atomic_write
+from iptkit.jsonl import json_objects
 
 
 class LabelledDataError(IptkitError, ValueError):
@@ -37,20 +38,7 @@ class Labelled:
 def read_labelled(path: str | Path, categories: Sequence[str]) -> list[Labelled]:
     """The labelled texts of a JSONL file; a bad line is an error naming it and the fix."""
     rows = []
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise LabelledDataError(f"{path}: cannot read it as UTF-8 text ({exc})") from exc
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        where = f"{path}:{number}"
-        try:
-            item = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise LabelledDataError(f"{where}: not JSON ({exc.msg})") from exc
-        if not isinstance(item, dict):
-            raise LabelledDataError(f"{where}: a line is an object with text and category")
+    for where, item in json_objects(path, "text and category", LabelledDataError):
         text, category = item.get("text"), item.get("category")
         if not isinstance(text, str) or not text.strip():
             raise LabelledDataError(f"{where}: field text must be a non-empty string")
