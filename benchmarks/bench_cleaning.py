@@ -113,15 +113,7 @@ def run_iptkit(
     spec = {
         "seed": 1234,
         "output": str(run),
-        "sources": [
-            {
-                "name": "corpus",
-                "format": "jsonl",
-                "path": str(docs),
-                "id_field": "id",
-                "lang_field": "lang",
-            }
-        ],
+        "sources": [corpus.corpus_source(docs)],
         "stages": [{stage: {**STAGE_OPTIONS[stage], **(extra or {})}}] if stage else [],
     }
     work.mkdir(parents=True, exist_ok=True)

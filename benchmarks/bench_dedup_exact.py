@@ -45,15 +45,7 @@ def run_iptkit(docs: Path, work: Path, stage: bool, pythonpath: Path | None) -> 
     spec = {
         "seed": 1234,
         "output": str(run),
-        "sources": [
-            {
-                "name": "corpus",
-                "format": "jsonl",
-                "path": str(docs),
-                "id_field": "id",
-                "lang_field": "lang",
-            }
-        ],  # fmt: skip
+        "sources": [corpus.corpus_source(docs)],
         "stages": [{"dedup_exact": {}}] if stage else [],
     }
     work.mkdir(parents=True, exist_ok=True)

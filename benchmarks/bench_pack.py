@@ -123,15 +123,7 @@ def run_iptkit(
         "seed": 1234,
         "output": str(run),
         "keep_records": False,
-        "sources": [
-            {
-                "name": "corpus",
-                "format": "jsonl",
-                "path": str(docs),
-                "id_field": "id",
-                "lang_field": "lang",
-            },
-        ],  # fmt: skip
+        "sources": [corpus.corpus_source(docs)],
         "stages": pack_stages(str(tokenizer), seq_len, mode, extra),
     }
     work.mkdir(parents=True, exist_ok=True)

@@ -432,3 +432,14 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def corpus_source(docs: Path | str) -> dict:
+    """The spec source of a generated corpus file: ids and languages from its own fields."""
+    return {
+        "name": "corpus",
+        "format": "jsonl",
+        "path": str(docs),
+        "id_field": "id",
+        "lang_field": "lang",
+    }
