@@ -109,8 +109,10 @@ def mb_per_1k(points: dict[int, float]) -> float | None:
         return None
     xs, ys = list(points), list(points.values())
     mx, my = statistics.mean(xs), statistics.mean(ys)
-    return 1000 * sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sum(
-        (x - mx) ** 2 for x in xs
+    return (
+        1000
+        * sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True))
+        / sum((x - mx) ** 2 for x in xs)
     )
 
 
@@ -142,9 +144,7 @@ def table(results: dict[str, Any]) -> str:
             cells.append(f"{rate}, {r['maxrss_mb']:,.0f} MB ({rss:+,.0f})")
         slope_own = mb_per_1k(own_rss)
         own_text = f"{slope_own:+.2f}" if slope_own is not None else "-"
-        lines.append(
-            f"| {row} | {' | '.join(cells)} | {own_text} | {mb_per_1k(whole_rss):+.2f} |"
-        )
+        lines.append(f"| {row} | {' | '.join(cells)} | {own_text} | {mb_per_1k(whole_rss):+.2f} |")
     return "\n".join(lines)
 
 

@@ -206,9 +206,7 @@ def format_plan(plan: Plan) -> str:
         f"  {spec.output}/rejects/<stage>/part-*.jsonl",
     ]
     lines += [
-        f"  {spec.output}/data/{s.name}/part-*.jsonl.gz"
-        for s in plan.stages
-        if s.config.save
+        f"  {spec.output}/data/{s.name}/part-*.jsonl.gz" for s in plan.stages if s.config.save
     ]
     if spec.keep_records:
         lines.append(f"  {spec.output}/output/part-*.jsonl.gz")
