@@ -148,13 +148,67 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+# The flow's stages for the planning table: one read and write, each stage's own cost once
+# (mix+pack holds format, tokenize, mix and pack; the pack row alone is left out).
+PLAN_ROWS = ("langid", "filters", "dedup_exact", "dedup_near", "synthesize", "decontaminate",
+             "mix+pack")  # fmt: skip
+# Dataflow's n2-standard machine types: (vCPUs, GB of memory).
+MACHINES = {"n2-standard-4": (4, 16), "n2-standard-8": (8, 32), "n2-standard-16": (16, 64)}
+
+
+def tokens_per_document(size: int) -> float:
+    """Tokens per document the pack row wrote (its manifest's tokens count padding too, which
+    best_fit keeps small), from the run directory of the `pack` row at `size`."""
+    manifest = WORK / "scaling" / str(size) / "pack" / "run" / "shards" / "train" / "manifest.json"
+    totals = json.loads(manifest.read_text())["totals"]
+    return totals["tokens"] / totals["documents"]
+
+
+def plan(results: dict[str, Any], tokens: float, price_vcpu: float, price_gb: float) -> str:
+    """Workers, hours and cost for `tokens` on Dataflow from the per-core rates at the largest
+    size measured: CPU seconds per token of the whole flow (read+write once, each stage's own
+    share), every vCPU running one SDK process at that rate (no autoscaling ramp, no stragglers:
+    a lower bound on hours)."""
+    size = max(results["sizes"])
+    per_doc = results["runs"][str(size)]["read+write"]["cpu_seconds"] / size
+    per_doc += sum(own(results, row, size, "cpu_seconds") / size for row in PLAN_ROWS)
+    per_token = per_doc / tokens_per_document(size)
+    core_hours = tokens * per_token / 3600
+    lines = [
+        f"CPU per document {per_doc * 1000:.2f} ms, {tokens_per_document(size):.0f} tokens per "
+        f"document: {core_hours:,.0f} vCPU-hours for {tokens:.3g} tokens",
+        "",
+        "| machine | workers | vCPUs | hours | vCPU-hours | cost (vCPU + memory) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for kind, (vcpus, gb) in MACHINES.items():
+        for workers in (100, 500):
+            hours = core_hours / (workers * vcpus)
+            cost = hours * workers * (vcpus * price_vcpu + gb * price_gb)
+            lines.append(
+                f"| {kind} | {workers} | {workers * vcpus:,} | {hours:,.1f} | "
+                f"{core_hours:,.0f} | ${cost:,.0f} |"
+            )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[25_000, 50_000, 100_000])
     parser.add_argument("--rows", nargs="+", choices=["beam", *ROWS], default=["beam", *ROWS])
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument("--out", type=Path, default=RESULTS / "scaling.json")
+    parser.add_argument("--plan-tokens", type=float, default=100e9)
+    parser.add_argument("--vcpu-hour", type=float, default=0.056, help="USD per vCPU-hour")
+    parser.add_argument("--gb-hour", type=float, default=0.003557, help="USD per GB-hour")
+    parser.add_argument("--plan-only", action="store_true", help="tables from --out; no runs")
     args = parser.parse_args()
+    if args.plan_only:
+        results = json.loads(args.out.read_text())
+        print(
+            table(results) + "\n\n" + plan(results, args.plan_tokens, args.vcpu_hour, args.gb_hour)
+        )
+        return
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     results: dict[str, Any] = (
         json.loads(args.out.read_text()) if args.out.exists() else {"runs": {}}
