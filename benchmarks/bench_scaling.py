@@ -52,6 +52,8 @@ ROWS: dict[str, list[dict[str, Any]]] = {
     "synthesize": [{"synthesize": {"backend": "rules", "rounds": 2, "fraction": 0.5}}],
     "decontaminate": [{"decontaminate": {"benchmarks": BENCH, "action": "report"}}],
     "pack": [{"pack": PACK}],
+    # The same with buckets of 2 Mi tokens: what pack holds when a bucket is not the whole split.
+    "pack 2Mi-token buckets": [{"pack": {**PACK, "bucket_tokens": 2**21}}],
     "mix+pack": [
         {"mix": {"total_tokens": "all", "group_by": ["lang"],
                  "ratios": {"en": 0.5, "ja": 0.3, "pl": 0.2}, "on_infeasible": "scale_down"}},
@@ -142,9 +144,9 @@ def table(results: dict[str, Any]) -> str:
             own_rss[n] = rss
             rate = f"{n / cpu:,.0f}" if cpu > 0 else "-"
             cells.append(f"{rate}, {r['maxrss_mb']:,.0f} MB ({rss:+,.0f})")
-        slope_own = mb_per_1k(own_rss)
-        own_text = f"{slope_own:+.2f}" if slope_own is not None else "-"
-        lines.append(f"| {row} | {' | '.join(cells)} | {own_text} | {mb_per_1k(whole_rss):+.2f} |")
+        slopes = [mb_per_1k(own_rss), mb_per_1k(whole_rss)]
+        own_text, whole_text = (f"{x:+.2f}" if x is not None else "-" for x in slopes)
+        lines.append(f"| {row} | {' | '.join(cells)} | {own_text} | {whole_text} |")
     return "\n".join(lines)
 
 
@@ -226,7 +228,7 @@ def main() -> None:
         docs = corpus_dir / "docs.jsonl.gz"
         runs = results["runs"].setdefault(str(n), {})
         for row in args.rows:
-            work = WORK / "scaling" / str(n) / row.replace("+", "_")
+            work = WORK / "scaling" / str(n) / row.replace("+", "_").replace(" ", "_")
             runs[row] = run_bare_beam(docs, work) if row == "beam" else run_row(row, docs, work)
             log(
                 f"{n} {row}: wall {runs[row]['wall_seconds']:.1f} s, cpu "
