@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import gzip
 import json
 import os
 import statistics
@@ -135,7 +136,10 @@ def table(results: dict[str, Any]) -> str:
     for row in ["beam", *ROWS]:
         cells, own_rss, whole_rss = [], {}, {}
         for n in sizes:
-            r = results["runs"][str(n)][row]
+            r = results["runs"][str(n)].get(row)
+            if r is None:
+                cells.append("-")
+                continue
             whole_rss[n] = r["maxrss_mb"]
             if row == "beam":
                 cells.append(f"{n / r['cpu_seconds']:,.0f} (-), {r['maxrss_mb']:,.0f} MB (-)")
@@ -158,38 +162,39 @@ PLAN_ROWS = ("langid", "filters", "dedup_exact", "dedup_near", "synthesize", "de
 MACHINES = {"n2-standard-4": (4, 16), "n2-standard-8": (8, 32), "n2-standard-16": (16, 64)}
 
 
-def tokens_per_document(size: int) -> float:
-    """Tokens per document the pack row wrote (its manifest's tokens count padding too, which
-    best_fit keeps small), from the run directory of the `pack` row at `size`."""
-    manifest = WORK / "scaling" / str(size) / "pack" / "run" / "shards" / "train" / "manifest.json"
-    totals = json.loads(manifest.read_text())["totals"]
-    return totals["tokens"] / totals["documents"]
+def mean_chars(size: int) -> float:
+    """Characters per document of the corpus at `size`."""
+    with gzip.open(WORK / f"corpus-{size}" / "docs.jsonl.gz", "rt", encoding="utf-8") as f:
+        return statistics.mean(len(json.loads(line)["text"]) for line in f)
 
 
-def plan(results: dict[str, Any], tokens: float, price_vcpu: float, price_gb: float) -> str:
-    """Workers, hours and cost for `tokens` on Dataflow from the per-core rates at the largest
-    size measured: CPU seconds per token of the whole flow (read+write once, each stage's own
-    share), every vCPU running one SDK process at that rate (no autoscaling ramp, no stragglers:
-    a lower bound on hours)."""
+def plan(
+    results: dict[str, Any], tokens: float, chars_per_token: float, prices: tuple[float, float]
+) -> str:
+    """Workers, hours and cost for `tokens` on Dataflow from the per-core rate at the largest
+    size measured: CPU seconds per character of the whole flow (read+write once, each stage's
+    own share), `chars_per_token` characters a token, every vCPU running one SDK process at the
+    measured rate (no autoscaling ramp, stragglers or shuffle service: a lower bound on hours)."""
     size = max(results["sizes"])
     per_doc = results["runs"][str(size)]["read+write"]["cpu_seconds"] / size
     per_doc += sum(own(results, row, size, "cpu_seconds") / size for row in PLAN_ROWS)
-    per_token = per_doc / tokens_per_document(size)
-    core_hours = tokens * per_token / 3600
+    chars = mean_chars(size)
+    core_hours = tokens * chars_per_token / chars * per_doc / 3600
     lines = [
-        f"CPU per document {per_doc * 1000:.2f} ms, {tokens_per_document(size):.0f} tokens per "
-        f"document: {core_hours:,.0f} vCPU-hours for {tokens:.3g} tokens",
+        f"at {size:,} documents: {per_doc * 1000:.2f} CPU ms per document of {chars:,.0f} "
+        f"characters; {tokens:.3g} tokens at {chars_per_token} characters a token = "
+        f"{tokens * chars_per_token / chars / 1e6:,.0f} M such documents, {core_hours:,.0f} "
+        "vCPU-hours",
         "",
-        "| machine | workers | vCPUs | hours | vCPU-hours | cost (vCPU + memory) |",
-        "|---|---|---|---|---|---|",
+        "| machine | workers | vCPUs | hours | cost (vCPU + memory) |",
+        "|---|---|---|---|---|",
     ]
     for kind, (vcpus, gb) in MACHINES.items():
-        for workers in (100, 500):
+        for workers in (25, 100):
             hours = core_hours / (workers * vcpus)
-            cost = hours * workers * (vcpus * price_vcpu + gb * price_gb)
+            cost = hours * workers * (vcpus * prices[0] + gb * prices[1])
             lines.append(
-                f"| {kind} | {workers} | {workers * vcpus:,} | {hours:,.1f} | "
-                f"{core_hours:,.0f} | ${cost:,.0f} |"
+                f"| {kind} | {workers} | {workers * vcpus:,} | {hours:,.2f} | ${cost:,.0f} |"
             )
     return "\n".join(lines)
 
@@ -201,6 +206,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument("--out", type=Path, default=RESULTS / "scaling.json")
     parser.add_argument("--plan-tokens", type=float, default=100e9)
+    parser.add_argument("--chars-per-token", type=float, default=3.0)
     parser.add_argument("--vcpu-hour", type=float, default=0.056, help="USD per vCPU-hour")
     parser.add_argument("--gb-hour", type=float, default=0.003557, help="USD per GB-hour")
     parser.add_argument("--plan-only", action="store_true", help="tables from --out; no runs")
@@ -208,7 +214,9 @@ def main() -> None:
     if args.plan_only:
         results = json.loads(args.out.read_text())
         print(
-            table(results) + "\n\n" + plan(results, args.plan_tokens, args.vcpu_hour, args.gb_hour)
+            table(results)
+            + "\n\n"
+            + plan(results, args.plan_tokens, args.chars_per_token, (args.vcpu_hour, args.gb_hour))
         )
         return
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
