@@ -69,10 +69,12 @@ def build(pipeline: beam.Pipeline, plan: Plan, run: RunDir) -> list[Stage]:
         _count_stage(stage.name, result, events, rejects)
         if planned.config.save:
             records | f"Save {stage.name}" >> WriteJsonlShards(
-                run.data_dir(stage.name), spec.output_shards, compress=True
+                run.data_dir(stage.name), spec.output_shards, True, spec.output_shard_bytes
             )
     if spec.keep_records:
-        records | "Output" >> WriteJsonlShards(run.output_dir, spec.output_shards, compress=True)
+        records | "Output" >> WriteJsonlShards(
+            run.output_dir, spec.output_shards, True, spec.output_shard_bytes
+        )
     if flow.tail:
         context = StageContext(FORMAT_STAGE, spec.seed, run, plan.spec_hash)
         formatter = FormatTokenize(flow.format_config, context)
@@ -90,7 +92,7 @@ def build(pipeline: beam.Pipeline, plan: Plan, run: RunDir) -> list[Stage]:
             _count_stage(stage.name, result, events, rejects)
     for name, stage_rejects in rejects:
         stage_rejects | f"Rejects {name}" >> WriteJsonlShards(
-            run.rejects_dir(name), spec.output_shards, compress=False
+            run.rejects_dir(name), spec.output_shards, False, spec.output_shard_bytes
         )
         events.append(stage_rejects | f"Count rejects {name}" >> CountRejects())
     events | "Ledger events" >> beam.Flatten() | "Ledger" >> WriteLedger(run.ledger_counts)

@@ -219,21 +219,18 @@ def format_plan(plan: Plan) -> str:
         if config is not None:
             options = " ".join(f"{k}={v}" for k, v in config.model_dump().items())
             lines.append(f"     {options}")
-    shards = spec.output_shards
     lines += [
         "",
         "outputs:",
         f"  {spec.output}/spec.resolved.yaml",
         f"  {spec.output}/stats.json  (ledger: in, out, dropped by reason, per stage)",
-        f"  {spec.output}/rejects/<stage>/part-*-of-{shards:05d}.jsonl",
+        f"  {spec.output}/rejects/<stage>/part-*.jsonl",
     ]
     lines += [
-        f"  {spec.output}/data/{s.name}/part-*-of-{shards:05d}.jsonl.gz"
-        for s in plan.stages
-        if s.config.save
+        f"  {spec.output}/data/{s.name}/part-*.jsonl.gz" for s in plan.stages if s.config.save
     ]
     if spec.keep_records:
-        lines.append(f"  {spec.output}/output/part-*-of-{shards:05d}.jsonl.gz")
+        lines.append(f"  {spec.output}/output/part-*.jsonl.gz")
     lines += [
         f"  {spec.output}/shards/[STAGE/]SPLIT/manifest.json  (packed shards, seq_len "
         f"{s.config.seq_len})"

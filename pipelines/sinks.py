@@ -1,10 +1,17 @@
-"""Deterministic JSONL sinks for records and rejects.
+"""Deterministic JSONL sinks for records and rejects, in files of a bounded size.
 
 Beam's own text sink numbers shards by bundle, so the same data can land in different files on
 different runners. Here a row's shard is a hash of its id, rows are sorted by id inside a shard,
 and gzip is written without a timestamp: the same records give the same bytes on every runner
-and worker count. Every shard file is written, empty ones included, so the file set is fixed by
-the spec alone.
+and worker count.
+
+How many files: one worker holds, and sorts, one shard's rows, so a fixed count would let a
+shard grow with the corpus. The sink first sums the encoded lines' bytes (a combine: one number
+reaches one worker), and writes `shard_count(total, target_bytes, min_shards)` files: at least
+`min_shards`, and enough that a shard holds about `target_bytes` of uncompressed lines. The
+total is a sum over the records, so it, the count and the file set are the same on every runner
+and worker count. Every shard file is written, empty ones included, so the file set follows
+from the spec and the records alone.
 """
 
 from __future__ import annotations
@@ -18,9 +25,24 @@ from iptkit.files import atomic_write
 from iptkit.hashing import hash_int
 from iptkit.transforms.record import Record, Reject, encode_line
 
+# Uncompressed bytes of JSONL a shard holds (the spec's `output_shard_bytes` by default): a
+# worker sorts one shard in memory, and 128 MiB of lines is a few times that in Python objects.
+DEFAULT_SHARD_BYTES = 128 * 2**20
 
-def shard_of(record_id: str, num_shards: int) -> int:
-    """The shard a row goes to: stable across processes (unlike Python's `hash`)."""
+# A record as the sink moves it: its id as sort bytes (see `sort_key`) and its JSONL line.
+Line = tuple[bytes, bytes]
+
+
+def shard_count(total_bytes: int, target_bytes: int, min_shards: int) -> int:
+    """Files for `total_bytes` of lines: at least `min_shards`, each about `target_bytes`."""
+    if target_bytes < 1 or min_shards < 1:
+        raise ValueError(f"target_bytes {target_bytes} and min_shards {min_shards} must be >= 1")
+    return max(min_shards, -(-total_bytes // target_bytes))
+
+
+def shard_of(record_id: str | bytes, num_shards: int) -> int:
+    """The shard a row goes to: stable across processes (unlike Python's `hash`); an id and its
+    `sort_key` bytes go to the same shard."""
     return hash_int(record_id) % num_shards
 
 
@@ -28,9 +50,10 @@ def shard_name(index: int, num_shards: int, compress: bool) -> str:
     return f"part-{index:05d}-of-{num_shards:05d}.jsonl" + (".gz" if compress else "")
 
 
-def shard_bytes(lines: list[tuple[bytes, bytes]], compress: bool) -> bytes:
+def shard_content(lines: list[Line], compress: bool) -> bytes:
     """The file content of one shard from `(id, JSONL line)` pairs: sorted by id, then bytes."""
-    data = b"".join(line for _, line in sorted(lines))
+    lines.sort()
+    data = b"".join(line for _, line in lines)
     return gzip.compress(data, compresslevel=6, mtime=0) if compress else data
 
 
@@ -41,35 +64,57 @@ def sort_key(record_id: str) -> bytes:
     return record_id.encode("utf-8", "surrogatepass")
 
 
-def keyed_line(element: Record | Reject, num_shards: int) -> tuple[int, tuple[bytes, bytes]]:
-    """A record or reject as `(shard, (id, line))`; encoded here so the shuffle moves bytes."""
-    line = encode_line(element.to_dict())
-    return shard_of(element.id, num_shards), (sort_key(element.id), line)
+def encoded(element: Record | Reject) -> Line:
+    """A record or reject as `(id, line)`; encoded once here, so the sizes and the shuffle see
+    the same bytes."""
+    return sort_key(element.id), encode_line(element.to_dict())
+
+
+def keyed_line(line: Line, num_shards: int) -> tuple[int, Line]:
+    """`(shard, (id, line))`."""
+    return shard_of(line[0], num_shards), line
 
 
 class WriteJsonlShards(beam.PTransform):
-    """Writes records or reject rows to `directory/part-NNNNN-of-MMMMM.jsonl[.gz]`."""
+    """Writes records or reject rows to `directory/part-NNNNN-of-MMMMM.jsonl[.gz]`, MMMMM from
+    the rows' size (`shard_count`)."""
 
-    def __init__(self, directory: str, num_shards: int, compress: bool):
+    def __init__(
+        self,
+        directory: str,
+        min_shards: int,
+        compress: bool,
+        target_bytes: int = DEFAULT_SHARD_BYTES,
+    ):
         super().__init__()
         self._directory = directory
-        self._num_shards = num_shards
+        self._min_shards = min_shards
+        self._target_bytes = target_bytes
         self._compress = compress
 
     def expand(self, pcoll):
-        n, directory, compress = self._num_shards, self._directory, self._compress
+        directory, compress = self._directory, self._compress
+        target, minimum = self._target_bytes, self._min_shards
 
-        def write(item: tuple[int, Iterable[tuple[bytes, bytes] | None]]) -> str:
-            index, lines = item
+        def write(item: tuple[int, Iterable[Line | None]], n: int) -> str:
+            index, rows = item
             path = f"{directory}/{shard_name(index, n, compress)}"
-            atomic_write(path, shard_bytes([x for x in lines if x is not None], compress))
+            atomic_write(path, shard_content([x for x in rows if x is not None], compress))
             return path
 
-        keyed = pcoll | "Key" >> beam.Map(keyed_line, n)
-        every_shard = pcoll.pipeline | "Shards" >> beam.Create([(i, None) for i in range(n)])
+        lines = pcoll | "Encode" >> beam.Map(encoded)
+        count = (
+            lines
+            | "Sizes" >> beam.Map(lambda line: len(line[1]))
+            | "Total" >> beam.CombineGlobally(sum)
+            | "Count" >> beam.Map(shard_count, target, minimum)
+        )
+        n = beam.pvalue.AsSingleton(count)
+        keyed = lines | "Key" >> beam.Map(keyed_line, n)
+        every_shard = count | "Shards" >> beam.FlatMap(lambda k: [(i, None) for i in range(k)])
         return (
             (keyed, every_shard)
             | "All" >> beam.Flatten()
             | "Group" >> beam.GroupByKey()
-            | "Write" >> beam.Map(write)
+            | "Write" >> beam.Map(write, n)
         )

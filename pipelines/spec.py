@@ -23,6 +23,7 @@ from iptkit.config_file import locate as _locate
 from iptkit.config_file import validation_problems as _problems
 from iptkit.errors import SpecError, SpecProblem
 from iptkit.pipelines.flow import Flow, StagePlan, plan_flow
+from iptkit.pipelines.sinks import DEFAULT_SHARD_BYTES
 from iptkit.transforms.reading.read import match_source, resolve_pattern
 from iptkit.transforms.reading.sources import SourceConfig, SourceFile
 from iptkit.transforms.stage import stage_types
@@ -48,7 +49,15 @@ class Spec(BaseModel):
         1,
         ge=1,
         le=100_000,
-        description="files per output, rejects and data folder (rows go by id hash)",
+        description="fewest files per output, rejects and data folder (rows go by id hash); "
+        "more when the rows pass output_shard_bytes per file",
+    )
+    output_shard_bytes: int = Field(
+        DEFAULT_SHARD_BYTES,
+        ge=1,
+        description="uncompressed JSONL bytes per file of output, rejects and data folders: the "
+        "files are max(output_shards, ceil(bytes / this)), so one worker's shard stays bounded "
+        "as the corpus grows",
     )
     max_exception_share: float = Field(
         0.01,

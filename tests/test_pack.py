@@ -17,7 +17,14 @@ from iptkit.shards import open_shards, sha256_file, verify_shards
 from iptkit.trainer.data import open_stage, resolve_tokenizer
 from iptkit.transforms.document import TokenizedDoc
 from iptkit.transforms.record import Record
-from iptkit.transforms.stages.pack import curriculum_bucket, difficulty_of, doc_bytes, doc_piece
+from iptkit.transforms.stages.pack import (
+    bucket_count,
+    curriculum_bucket,
+    difficulty_of,
+    doc_bytes,
+    doc_piece,
+    value_tokens,
+)
 from iptkit.transforms.tail.packing import Piece, efficiency, pack_best_fit, pack_concat
 
 DATA = REPO / "pipelines" / "examples" / "data"
@@ -158,9 +165,21 @@ def test_end_to_end_run_writes_shards_the_trainer_accepts(tmp_path, tok):
     assert 0 < all_masks.mean() < 1 and not np.any(all_masks[all_tokens == 1])
 
 
+def test_bucket_count_follows_the_tokens_with_a_floor():
+    assert bucket_count(0, 100, 1) == 1
+    assert bucket_count(100, 100, 1) == 1 and bucket_count(101, 100, 1) == 2
+    assert bucket_count(50, 100, 3) == 3  # buckets is the fewest
+    assert bucket_count(10**11, 2**25, 1) == 2981  # 100B tokens in 32 Mi-token buckets
+    # a routed value: (sort key, ids, mask[, rejected ids, rejected mask]); ids are uint32
+    assert value_tokens(((0.0, 1, "k"), b"\0" * 40, b"")) == 10
+    assert value_tokens(((0.0, 1, "k"), b"\0" * 40, b"", b"\0" * 8, b"")) == 12
+
+
 def test_shards_are_byte_identical_across_runs_and_worker_counts(tmp_path, tok):
+    """bucket_tokens small enough that the split needs several buckets (buckets is 1): the
+    count follows the tokens and is the same on every run and worker count."""
     pack = (
-        "{tokenizer: TOK, seq_len: 48, packing: concat, buckets: 3, validation: 0.1,"
+        "{tokenizer: TOK, seq_len: 48, packing: concat, bucket_tokens: 2000, validation: 0.1,"
         " training_stages: [{name: en, where: {kind: raw}}, {name: chat, where: {}}]}"
     )
     spec = _spec(tmp_path, tok, pack)
@@ -174,7 +193,10 @@ def test_shards_are_byte_identical_across_runs_and_worker_counts(tmp_path, tok):
     assert outputs[0] == outputs[1] == outputs[2]
     names = set(outputs[0])
     assert {"en/train/manifest.json", "chat/train/manifest.json"} <= names
-    assert any(n.startswith("en/train/en-train-b00002-") for n in names)
+    en = json.loads(outputs[0]["en/train/manifest.json"])
+    buckets = {int(s["name"].split("-")[2][1:]) for s in en["shards"]}
+    # the manifest's tokens count padding too: an upper bound on the documents' tokens
+    assert len(buckets) > 5 and max(buckets) < bucket_count(en["totals"]["tokens"], 2000, 1)
 
 
 def test_object_store_run_stages_buckets_locally_and_publishes_them(tmp_path, tok, monkeypatch):
@@ -212,9 +234,10 @@ def test_curriculum_buckets_follow_difficulty_and_odd_values_go_last():
     assert got == [0.5, 3.0, None, None, None, None, None]
 
 
-@pytest.mark.parametrize("buckets", [1, 3])
+@pytest.mark.parametrize("buckets", ["buckets: 1", "buckets: 3", "bucket_tokens: 20"])
 def test_curriculum_orders_easy_to_hard(tmp_path, tok, buckets):
-    """Over the whole split, buckets included; a document without a difficulty comes last."""
+    """Over the whole split, buckets included (set, or from bucket_tokens); a document without
+    a difficulty comes last."""
     difficulties = [0.9, 0.1, 0.5, 0.3, 0.7, 0.2, 0.8, 0.4, 0.6, None]
     data = tmp_path / "d.jsonl"
     data.write_text("".join(
@@ -229,7 +252,7 @@ def test_curriculum_orders_easy_to_hard(tmp_path, tok, buckets):
         sources: [{{name: d, format: jsonl, path: {data}, meta_fields: [difficulty]}}]
         stages:
           - pack: {{tokenizer: {tok}, seq_len: 16, packing: concat, order: curriculum,
-                    buckets: {buckets}, sequences_per_shard: 2}}
+                    {buckets}, sequences_per_shard: 2}}
         """)
     )
     assert run_cli("run", spec) == 0

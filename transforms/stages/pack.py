@@ -7,19 +7,25 @@ stage can count tokens; its packing half (`Pack`) writes RUN/shards/[STAGE/]SPLI
 How packing stays deterministic and scales past one machine's memory:
 1. Route (a ParDo, no state): each document gets its split (validation by a seeded hash of its
    id, so repeats of a document never straddle train and validation; training stage by its
-   `where`), a bucket (seeded hash of its key, modulo `buckets`) and a sort key: the seeded
-   blake2b of its key (the global shuffle) or, for a curriculum, its difficulty first.
-2. GroupByKey on (split, bucket): one worker holds one bucket's token ids, sorts them by the
+   `where`) and a sort key: the seeded blake2b of its key (the global shuffle) or, for a
+   curriculum, its difficulty first.
+2. Bucket count per split (a combine of token counts: one number per split reaches one
+   worker): `bucket_count`, at least `buckets` and enough that a bucket holds about
+   `bucket_tokens` tokens, so one worker's share stays bounded however large the corpus. The
+   totals are sums over the documents, so the count, and the bytes, are the same on every
+   runner and worker count. Each document then gets its bucket: a seeded hash of its key
+   modulo the count, or for a curriculum an equal-width range of difficulty between its exact
+   minimum and maximum (a combine), so the buckets in order, each sorted, are easy to hard over
+   the whole split, not only within a bucket (a curriculum whose difficulties crowd into one
+   range still puts that range on one worker).
+3. GroupByKey on (split, bucket): one worker holds one bucket's token ids, sorts them by the
    sort key (so bundle order and worker count never matter), packs them and streams the rows
-   into that bucket's own shard files with `ShardWriter`. Memory per worker is one bucket:
-   raise `buckets` until a bucket fits a worker; the corpus as a whole never has to. For a
-   curriculum the buckets are equal-width ranges of difficulty between its exact minimum and
-   maximum (a combine), so the buckets in order, each sorted, are easy to hard over the whole
-   split, not only within a bucket.
-3. GroupByKey on split: one small step moves the buckets' files into the split folder and
+   into that bucket's own shard files with `ShardWriter`.
+4. GroupByKey on split: one small step moves the buckets' files into the split folder and
    writes one `manifest.json` listing the buckets' shards in bucket order, with the mix report.
-Documents are cut only within a bucket, so `buckets` changes the bytes (it is in the spec, so
-the same spec still gives the same bytes on every runner and worker count).
+Documents are cut only within a bucket, so the bucket count changes the bytes (it follows from
+the spec and the data, so the same spec still gives the same bytes on every runner and worker
+count).
 """
 
 from __future__ import annotations
@@ -66,6 +72,9 @@ from iptkit.transforms.tail.packing import PACKERS, Piece
 from iptkit.transforms.tail.tokenizer import LoadedTokenizer, TokenizerError, load_tokenizer
 
 ROUTED = "routed"
+# Tokens a bucket holds (the default of `bucket_tokens`): 128 MiB of uint32 ids, which one
+# worker sorts and packs in memory.
+DEFAULT_BUCKET_TOKENS = 2**25
 PARTS_DIR = ".parts"
 # transformers writes this "no limit" value as model_max_length when a model sets none.
 _NO_LIMIT = 10**18
@@ -143,8 +152,14 @@ class PackConfig(StageConfig):
         1,
         ge=1,
         le=100_000,
-        description="documents are packed in this many groups (by hash; by difficulty range for "
-        "a curriculum), each on one worker: raise it when one worker cannot hold a split's tokens",
+        description="fewest groups documents are packed in (by hash; by difficulty range for "
+        "a curriculum), each on one worker; more when a split passes bucket_tokens a group",
+    )
+    bucket_tokens: int = Field(
+        DEFAULT_BUCKET_TOKENS,
+        ge=1,
+        description="tokens per packing group: a split gets max(buckets, ceil(its tokens / "
+        "this)) groups, so one worker's share stays bounded as the corpus grows",
     )
     sequences_per_shard: int = Field(8192, ge=1, description="rows per shard file")
     megatron: bool = Field(
@@ -368,6 +383,11 @@ def padded_row(piece: Piece, seq_len: int, pad: int) -> tuple[np.ndarray, np.nda
     return tokens, mask
 
 
+def bucket_count(tokens: int, bucket_tokens: int, minimum: int) -> int:
+    """Buckets of a split holding `tokens`: at least `minimum`, each about `bucket_tokens`."""
+    return max(minimum, -(-tokens // bucket_tokens))
+
+
 def curriculum_bucket(
     difficulty: float | None, span: tuple[float, float] | None, buckets: int
 ) -> int:
@@ -389,16 +409,16 @@ class _RouteFn(StageFn):
         super().__init__(stage)
         self._specials = specials
 
-    def process(self, doc: TokenizedDoc, validation_ids: Any, span: Any) -> Iterator[Any]:
+    def process(self, doc: TokenizedDoc, validation_ids: Any) -> Iterator[Any]:
         with self.timed():
-            (routed,) = self.decide(lambda d: [self._route(d[0], validation_ids, span)], [doc])
+            (routed,) = self.decide(lambda d: [self._route(d[0], validation_ids)], [doc])
         if isinstance(routed, Drop):
             yield from self.emit([(doc, routed)])
             return
         yield beam.pvalue.TaggedOutput(ROUTED, routed)
         yield from self.emit([(doc, doc)])
 
-    def _route(self, doc: TokenizedDoc, validation_ids: Any, span: Any) -> Any:
+    def _route(self, doc: TokenizedDoc, validation_ids: Any) -> Any:
         cfg, seed = self.stage.config, self.stage.seed
         bos, eos = self._specials.get("bos"), self._specials["eos"] if cfg.add_eos else None
         n_tokens = doc.n_tokens + (bos is not None) + (eos is not None)
@@ -420,20 +440,39 @@ class _RouteFn(StageFn):
             in_val = seeded_int(seed, "validation", doc.id) < cfg.validation * 2**64
         split = "validation" if in_val else "train"
         prefix = f"{folder.rstrip('/')}-{split}" if folder else split
-        if cfg.order == "curriculum":
-            bucket = curriculum_bucket(doc.difficulty, span, cfg.buckets)
-        else:
-            bucket = seeded_int(seed, "bucket", doc.key) % cfg.buckets
         # 63 bits: Beam's fast coder pickles ints past the int64 range, one by one.
         order = seeded_int(seed, "order", doc.key) >> 1
         hardness = doc.difficulty if doc.difficulty is not None else math.inf
         sort_key = (hardness if cfg.order == "curriculum" else 0.0, order, doc.key)
-        key = (folder + split, prefix, bucket)
+        key = (folder + split, prefix)
         value = (sort_key, *doc_bytes(doc, bos, eos))
         if cfg.preference:
             rejected = dataclasses.replace(doc, ids=doc.rejected_ids, mask=doc.rejected_mask)
             value += doc_bytes(rejected, bos, eos)
         return key, value
+
+
+def value_tokens(value: tuple[Any, ...]) -> int:
+    """Tokens a routed value holds (both sides of a pair): its uint32 id arrays' lengths."""
+    return sum(len(value[i]) for i in range(1, len(value), 2)) // 4
+
+
+class _BucketFn(beam.DoFn):
+    """(split, prefix), value -> (split, prefix, bucket), value, with the split's bucket count."""
+
+    def __init__(self, seed: int, curriculum: bool):
+        self._seed, self._curriculum = seed, curriculum
+
+    def process(self, item: Any, counts: dict[str, int], span: Any):
+        (folder, prefix), value = item
+        n = counts[folder]
+        if self._curriculum:
+            hardness = value[0][0]
+            difficulty = None if math.isinf(hardness) else hardness
+            bucket = curriculum_bucket(difficulty, span, n)
+        else:
+            bucket = seeded_int(self._seed, "bucket", value[0][2]) % n
+        yield (folder, prefix, bucket), value
 
 
 def _span(pairs: Any) -> tuple[float, float]:
@@ -630,7 +669,7 @@ class Pack(
             | "Masked" >> beam.Map(lambda d: d.mask is not None)
             | "Any mask" >> beam.CombineGlobally(any)
         )
-        if cfg.order == "curriculum" and cfg.buckets > 1:
+        if cfg.order == "curriculum":
             span = beam.pvalue.AsSingleton(
                 docs
                 | "Difficulties"
@@ -641,14 +680,22 @@ class Pack(
             )
         else:
             span = beam.pvalue.AsSingleton(docs.pipeline | "No span" >> beam.Create([None]))
-        routed = outputs(
-            docs, _RouteFn(self, specials), "Route", validation_ids, span, tags=(ROUTED,)
+        routed = outputs(docs, _RouteFn(self, specials), "Route", validation_ids, tags=(ROUTED,))
+        by_split = routed.pop(ROUTED)
+        minimum, per_bucket = cfg.buckets, cfg.bucket_tokens
+        counts = beam.pvalue.AsDict(
+            by_split
+            | "Split tokens" >> beam.Map(lambda kv: (kv[0][0], value_tokens(kv[1])))
+            | "Sum split tokens" >> beam.CombinePerKey(sum)
+            | "Bucket count"
+            >> beam.MapTuple(lambda split, n: (split, bucket_count(n, per_bucket, minimum)))
         )
         mix_side = beam.pvalue.AsList(
             report if report is not None else docs.pipeline | "No mix" >> beam.Create([])
         )
         (
-            routed.pop(ROUTED)
+            by_split
+            | "Bucket" >> beam.ParDo(_BucketFn(ctx.seed, cfg.order == "curriculum"), counts, span)
             | "By bucket" >> beam.GroupByKey()
             | "Write buckets" >> beam.ParDo(_WriteBucketFn(self, header), has_mask)
             | "By split" >> beam.GroupByKey()

@@ -1,0 +1,258 @@
+"""Scaling of the CPU pipeline on the DirectRunner: docs/s and peak RSS per stage per corpus size.
+
+    .venv/bin/python benchmarks/bench_scaling.py                          # 25k, 50k, 100k
+    .venv/bin/python benchmarks/bench_scaling.py --sizes 25000 100000 400000
+
+On the cleaning benchmark's corpus (benchmarks/corpus.py: Debian documentation in en/ja/pl,
+planted duplicates), at each size, every measurement a fresh process started by rusage.py (its
+own wall, CPU seconds and peak RSS), one worker, in memory:
+- `beam`: a bare Beam pipeline of the same data, ReadFromText -> key by line hash ->
+  GroupByKey -> WriteToText (gzip): what the in-memory DirectRunner itself holds when every
+  record crosses one shuffle, with no iptkit code;
+- `read+write`: `iptkit run` with no stage (read, output sink, rejects, ledger);
+- each stage alone after read (langid, filters, dedup_exact, dedup_near, synthesize with the
+  rule miner, decontaminate against the demo's benchmark files, pack = format + tokenize + pack,
+  mix + pack), with the demo's options.
+A stage's own cost is its run minus `read+write` at the same size (CPU seconds; peak RSS);
+`read+write` minus `beam` is what iptkit's reading and sinks add over the runner's own. The
+slope of memory is the least-squares MB per 1,000 documents over the sizes. Results:
+benchmarks/results/scaling.json and a Markdown table on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import gzip
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import corpus
+import yaml
+from bench_cleaning import BEAM_FLAGS, IPTKIT, RESULTS, WORK, machine, measured
+
+HERE = Path(__file__).resolve().parent
+EXAMPLES = HERE.parent / "pipelines" / "examples"
+BENCH = [
+    str(EXAMPLES / "data/bench/arc_mini_en.jsonl"),
+    {"path": str(EXAMPLES / "data/bench/jqa_mini_ja.jsonl"), "fields": {"id": "qid", "answer": "label"}},
+]  # fmt: skip
+PACK = {"tokenizer": str(EXAMPLES / "tokenizer"), "seq_len": 2048, "packing": "best_fit"}
+# Each row: the stages of one run (the demo's options), after read.
+ROWS: dict[str, list[dict[str, Any]]] = {
+    "read+write": [],
+    "langid": [{"langid": {"keep": ["en", "ja", "pl"], "min_score": 0.5}}],
+    "filters": [{"filters": {}}],
+    "dedup_exact": [{"dedup_exact": {}}],
+    "dedup_near": [{"dedup_near": {"threshold": 0.8, "num_perm": 128, "shingle_size": 5}}],
+    "synthesize": [{"synthesize": {"backend": "rules", "rounds": 2, "fraction": 0.5}}],
+    "decontaminate": [{"decontaminate": {"benchmarks": BENCH, "action": "report"}}],
+    "pack": [{"pack": PACK}],
+    # The same with buckets of 2 Mi tokens: what pack holds when a bucket is not the whole split.
+    "pack 2Mi-token buckets": [{"pack": {**PACK, "bucket_tokens": 2**21}}],
+    "mix+pack": [
+        {"mix": {"total_tokens": "all", "group_by": ["lang"],
+                 "ratios": {"en": 0.5, "ja": 0.3, "pl": 0.2}, "on_infeasible": "scale_down"}},
+        {"pack": PACK},
+    ],
+}  # fmt: skip
+# A bare Beam job of the same file: the runner's own memory, with nothing of iptkit's.
+BARE_BEAM = """
+import sys, zlib
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions
+src, dst = sys.argv[1], sys.argv[2]
+with beam.Pipeline(options=PipelineOptions(sys.argv[3:])) as p:
+    (p | beam.io.ReadFromText(src)
+       | beam.Map(lambda line: (zlib.crc32(line.encode()) % 16, line))
+       | beam.GroupByKey()
+       | beam.FlatMap(lambda kv: sorted(kv[1]))
+       | beam.io.WriteToText(dst, file_name_suffix=".jsonl.gz"))
+"""
+
+
+def run_row(name: str, docs: Path, work: Path) -> dict[str, Any]:
+    """One `iptkit run` of a row's stages on `docs`; its rusage and RUN/timings.json."""
+    run = work / "run"
+    spec = {
+        "seed": 1234,
+        "output": str(run),
+        "sources": [{"name": "corpus", "format": "jsonl", "path": str(docs), "id_field": "id",
+                     "lang_field": "lang", "kind": "raw"}],
+        "stages": ROWS[name],
+    }  # fmt: skip
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "spec.yaml").write_text(yaml.safe_dump(spec, allow_unicode=True))
+    cmd = [str(IPTKIT), "run", str(work / "spec.yaml"), "--out", str(run), "--force", *BEAM_FLAGS]
+    result = measured(cmd, work / "log.txt")
+    timings = json.loads((run / "timings.json").read_text())
+    result["wall_seconds"] = timings["wall_seconds"]
+    result["stage_seconds"] = timings["stage_seconds"]
+    return result
+
+
+def run_bare_beam(docs: Path, work: Path) -> dict[str, Any]:
+    work.mkdir(parents=True, exist_ok=True)
+    script = work / "bare_beam.py"
+    script.write_text(BARE_BEAM)
+    cmd = [sys.executable, str(script), str(docs), str(work / "out"), *BEAM_FLAGS]
+    result = measured(cmd, work / "log.txt")
+    result["wall_seconds"] = result["process_seconds"]
+    return result
+
+
+def mb_per_1k(points: dict[int, float]) -> float | None:
+    """Least-squares slope of MB on documents, per 1,000 documents."""
+    if len(points) < 2:
+        return None
+    xs, ys = list(points), list(points.values())
+    mx, my = statistics.mean(xs), statistics.mean(ys)
+    return (
+        1000
+        * sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True))
+        / sum((x - mx) ** 2 for x in xs)
+    )
+
+
+def own(results: dict[str, Any], row: str, size: int, key: str) -> float:
+    """A row's figure less read+write's at the same size (a stage's own share)."""
+    by = results["runs"][str(size)]
+    base = by["read+write"][key] if row != "read+write" else by["beam"][key]
+    return by[row][key] - base
+
+
+def table(results: dict[str, Any]) -> str:
+    sizes = results["sizes"]
+    head = " | ".join(f"{n:,} docs: docs/s (own CPU), peak RSS (own)" for n in sizes)
+    lines = [
+        f"| row | {head} | own RSS slope, MB per 1k docs | whole RSS slope |",
+        "|---" * (len(sizes) + 3) + "|",
+    ]
+    for row in ["beam", *ROWS]:
+        cells, own_rss, whole_rss = [], {}, {}
+        for n in sizes:
+            r = results["runs"][str(n)].get(row)
+            if r is None:
+                cells.append("-")
+                continue
+            whole_rss[n] = r["maxrss_mb"]
+            if row == "beam":
+                cells.append(f"{n / r['cpu_seconds']:,.0f} (-), {r['maxrss_mb']:,.0f} MB (-)")
+                continue
+            cpu, rss = own(results, row, n, "cpu_seconds"), own(results, row, n, "maxrss_mb")
+            own_rss[n] = rss
+            rate = f"{n / cpu:,.0f}" if cpu > 0 else "-"
+            cells.append(f"{rate}, {r['maxrss_mb']:,.0f} MB ({rss:+,.0f})")
+        slopes = [mb_per_1k(own_rss), mb_per_1k(whole_rss)]
+        own_text, whole_text = (f"{x:+.2f}" if x is not None else "-" for x in slopes)
+        lines.append(f"| {row} | {' | '.join(cells)} | {own_text} | {whole_text} |")
+    return "\n".join(lines)
+
+
+# The flow's stages for the planning table: one read and write, each stage's own cost once
+# (mix+pack holds format, tokenize, mix and pack; the pack row alone is left out).
+PLAN_ROWS = ("langid", "filters", "dedup_exact", "dedup_near", "synthesize", "decontaminate",
+             "mix+pack")  # fmt: skip
+# Dataflow's n2-standard machine types: (vCPUs, GB of memory).
+MACHINES = {"n2-standard-4": (4, 16), "n2-standard-8": (8, 32), "n2-standard-16": (16, 64)}
+
+
+def mean_chars(size: int) -> float:
+    """Characters per document of the corpus at `size`."""
+    with gzip.open(WORK / f"corpus-{size}" / "docs.jsonl.gz", "rt", encoding="utf-8") as f:
+        return statistics.mean(len(json.loads(line)["text"]) for line in f)
+
+
+def plan(
+    results: dict[str, Any], tokens: float, chars_per_token: float, prices: tuple[float, float]
+) -> str:
+    """Workers, hours and cost for `tokens` on Dataflow from the per-core rate at the largest
+    size measured: CPU seconds per character of the whole flow (read+write once, each stage's
+    own share), `chars_per_token` characters a token, every vCPU running one SDK process at the
+    measured rate (no autoscaling ramp, stragglers or shuffle service: a lower bound on hours)."""
+    size = max(results["sizes"])
+    per_doc = results["runs"][str(size)]["read+write"]["cpu_seconds"] / size
+    per_doc += sum(own(results, row, size, "cpu_seconds") / size for row in PLAN_ROWS)
+    chars = mean_chars(size)
+    core_hours = tokens * chars_per_token / chars * per_doc / 3600
+    lines = [
+        f"at {size:,} documents: {per_doc * 1000:.2f} CPU ms per document of {chars:,.0f} "
+        f"characters; {tokens:.3g} tokens at {chars_per_token} characters a token = "
+        f"{tokens * chars_per_token / chars / 1e6:,.0f} M such documents, {core_hours:,.0f} "
+        "vCPU-hours",
+        "",
+        "| machine | workers | vCPUs | hours | cost (vCPU + memory) |",
+        "|---|---|---|---|---|",
+    ]
+    for kind, (vcpus, gb) in MACHINES.items():
+        for workers in (25, 100):
+            hours = core_hours / (workers * vcpus)
+            cost = hours * workers * (vcpus * prices[0] + gb * prices[1])
+            lines.append(
+                f"| {kind} | {workers} | {workers * vcpus:,} | {hours:,.2f} | ${cost:,.0f} |"
+            )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[25_000, 50_000, 100_000])
+    parser.add_argument("--rows", nargs="+", choices=["beam", *ROWS], default=["beam", *ROWS])
+    parser.add_argument("--seed", type=int, default=1234)
+    parser.add_argument("--out", type=Path, default=RESULTS / "scaling.json")
+    parser.add_argument("--plan-tokens", type=float, default=100e9)
+    parser.add_argument("--chars-per-token", type=float, default=3.0)
+    parser.add_argument("--vcpu-hour", type=float, default=0.056, help="USD per vCPU-hour")
+    parser.add_argument("--gb-hour", type=float, default=0.003557, help="USD per GB-hour")
+    parser.add_argument("--plan-only", action="store_true", help="tables from --out; no runs")
+    args = parser.parse_args()
+    if args.plan_only:
+        results = json.loads(args.out.read_text())
+        print(
+            table(results)
+            + "\n\n"
+            + plan(results, args.plan_tokens, args.chars_per_token, (args.vcpu_hour, args.gb_hour))
+        )
+        return
+    log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
+    results: dict[str, Any] = (
+        json.loads(args.out.read_text()) if args.out.exists() else {"runs": {}}
+    )
+    results.update(
+        date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        command=" ".join([".venv/bin/python", "benchmarks/bench_scaling.py", *sys.argv[1:]]),
+        machine=machine(),
+        sizes=sorted(set(args.sizes) | {int(n) for n in results["runs"]}),
+        rows=ROWS,
+    )
+    started = time.time()
+    for n in sorted(args.sizes):
+        corpus_dir = corpus.ensure(n, args.seed, WORK / f"corpus-{n}", log)
+        docs = corpus_dir / "docs.jsonl.gz"
+        runs = results["runs"].setdefault(str(n), {})
+        for row in args.rows:
+            work = WORK / "scaling" / str(n) / row.replace("+", "_").replace(" ", "_")
+            runs[row] = run_bare_beam(docs, work) if row == "beam" else run_row(row, docs, work)
+            log(
+                f"{n} {row}: wall {runs[row]['wall_seconds']:.1f} s, cpu "
+                f"{runs[row]['cpu_seconds']:.1f} s, rss {runs[row]['maxrss_mb']:.0f} MB, "
+                f"load {os.getloadavg()[0]:.1f}"
+            )
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps(results, indent=2) + "\n")
+    results["machine"]["load_average_end"] = os.getloadavg()
+    results["seconds"] = round(time.time() - started, 1)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    if all(all(r in results["runs"][str(n)] for r in ["beam", *ROWS]) for n in results["sizes"]):
+        report = table(results)
+        args.out.with_suffix(".md").write_text(report + "\n")
+        print(report)
+
+
+if __name__ == "__main__":
+    main()
