@@ -183,10 +183,10 @@ def test_a_stage_outside_a_run_keeps_no_cache_in_the_working_directory(model, tm
         "max_response_tokens": 4,
     }
     loose = Respond(RespondConfig(**options), StageContext("respond", seed=1))
-    assert generation_step(loose, loose.model_spec())._cache is None
+    assert generation_step(loose, loose.model_spec())._inner._cache is None
     named = Respond(RespondConfig(**options, cache=str(tmp_path / "c")), StageContext("respond"))
-    assert generation_step(named, named.model_spec())._cache == str(tmp_path / "c")
+    assert generation_step(named, named.model_spec())._inner._cache == str(tmp_path / "c")
     in_run = Respond(RespondConfig(**options), StageContext("respond", run=RunDir(str(tmp_path))))
-    assert generation_step(in_run, in_run.model_spec())._cache == str(
+    assert generation_step(in_run, in_run.model_spec())._inner._cache == str(
         tmp_path / "cache" / "respond"
     )
