@@ -9,10 +9,14 @@ own wall, CPU seconds and peak RSS), one worker, in memory:
 - `beam`: a bare Beam pipeline of the same data, ReadFromText -> key by line hash ->
   GroupByKey -> WriteToText (gzip): what the in-memory DirectRunner itself holds when every
   record crosses one shuffle, with no iptkit code;
+- `beam lsh`: the same job plus, in the same pipeline, dedup_near's two shuffles of every
+  record (signatures, then 14 LSH band keys each with the 512-byte signature) with elements of
+  its sizes and no iptkit code: what the runner holds for them (its own share: minus `beam`);
 - `read+write`: `iptkit run` with no stage (read, output sink, rejects, ledger);
 - each stage alone after read (langid, filters, dedup_exact, dedup_near, synthesize with the
   rule miner, decontaminate against the demo's benchmark files, pack = format + tokenize + pack,
-  mix + pack), with the demo's options.
+  mix + pack), with the demo's options; synthesize also with chaining buckets of 1,000
+  records (the one list a worker holds per bucket), pack also with 2 Mi-token buckets.
 A stage's own cost is its run minus `read+write` at the same size (CPU seconds; peak RSS);
 `read+write` minus `beam` is what iptkit's reading and sinks add over the runner's own. The
 slope of memory is the least-squares MB per 1,000 documents over the sizes. Results:
@@ -51,6 +55,10 @@ ROWS: dict[str, list[dict[str, Any]]] = {
     "dedup_exact": [{"dedup_exact": {}}],
     "dedup_near": [{"dedup_near": {"threshold": 0.8, "num_perm": 128, "shingle_size": 5}}],
     "synthesize": [{"synthesize": {"backend": "rules", "rounds": 2, "fraction": 0.5}}],
+    # The same with chaining buckets of 1,000 records: what the chain list of one bucket holds.
+    "synthesize chain_window 1k": [
+        {"synthesize": {"backend": "rules", "rounds": 2, "fraction": 0.5, "chain_window": 1000}}
+    ],
     "decontaminate": [{"decontaminate": {"benchmarks": BENCH, "action": "report"}}],
     "pack": [{"pack": PACK}],
     # The same with buckets of 2 Mi tokens: what pack holds when a bucket is not the whole split.
@@ -63,17 +71,58 @@ ROWS: dict[str, list[dict[str, Any]]] = {
 }  # fmt: skip
 # A bare Beam job of the same file: the runner's own memory, with nothing of iptkit's.
 BARE_BEAM = """
-import sys, zlib
+import hashlib, struct, sys, zlib
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 src, dst = sys.argv[1], sys.argv[2]
+{functions}
 with beam.Pipeline(options=PipelineOptions(sys.argv[3:])) as p:
-    (p | beam.io.ReadFromText(src)
-       | beam.Map(lambda line: (zlib.crc32(line.encode()) % 16, line))
+    lines = p | beam.io.ReadFromText(src)
+    (lines | beam.Map(lambda line: (zlib.crc32(line.encode()) % 16, line))
        | beam.GroupByKey()
        | beam.FlatMap(lambda kv: sorted(kv[1]))
        | beam.io.WriteToText(dst, file_name_suffix=".jsonl.gz"))
+{branch}
 """
+# The same job, plus, in the same pipeline, dedup_near's two shuffles of every record with
+# elements of its sizes and no iptkit code: (128 x 32-bit signature, node = 8 hash bytes + id)
+# grouped by signature, then each head under 14 band keys of 2 + 9 x 4 bytes with (head,
+# signature), as the demo's options give (14 x 9 at 0.8). The signature is a digest of the line
+# (no MinHash), so a bucket holds one record, as most of dedup_near's do.
+LSH_FUNCTIONS = """
+BANDS, ROWS = 14, 9
+
+def sign(line):
+    record_id = line.split('"', 4)[3].encode()  # {"id": "...", ...}
+    node = hashlib.blake2b(record_id, digest_size=8).digest() + record_id
+    return hashlib.shake_128(line.encode()).digest(512), node
+
+def heads(item):
+    signature, nodes = item
+    head = min(nodes)
+    for band in range(BANDS):
+        key = struct.pack(">H", band) + signature[band * ROWS * 4 : (band + 1) * ROWS * 4]
+        yield key, (head, signature)
+
+def shared(item):
+    members = sum(1 for _ in item[1])
+    if members > 1:
+        yield members
+"""
+LSH_BRANCH = """
+    (lines | beam.Map(sign)
+       | "Signatures" >> beam.GroupByKey()
+       | beam.FlatMap(heads)
+       | "Buckets" >> beam.GroupByKey()
+       | beam.FlatMap(shared)
+       | beam.combiners.Count.Globally())
+"""
+BARE = {
+    "beam": BARE_BEAM.format(functions="", branch=""),
+    "beam lsh": BARE_BEAM.format(functions=LSH_FUNCTIONS, branch=LSH_BRANCH),
+}
+# What each row's own share is measured against.
+BASE = {"read+write": "beam", "beam lsh": "beam"}
 
 
 def run_row(name: str, docs: Path, work: Path) -> dict[str, Any]:
@@ -96,10 +145,10 @@ def run_row(name: str, docs: Path, work: Path) -> dict[str, Any]:
     return result
 
 
-def run_bare_beam(docs: Path, work: Path) -> dict[str, Any]:
+def run_bare_beam(name: str, docs: Path, work: Path) -> dict[str, Any]:
     work.mkdir(parents=True, exist_ok=True)
     script = work / "bare_beam.py"
-    script.write_text(BARE_BEAM)
+    script.write_text(BARE[name])
     cmd = [sys.executable, str(script), str(docs), str(work / "out"), *BEAM_FLAGS]
     result = measured(cmd, work / "log.txt")
     result["wall_seconds"] = result["process_seconds"]
@@ -120,10 +169,9 @@ def mb_per_1k(points: dict[int, float]) -> float | None:
 
 
 def own(results: dict[str, Any], row: str, size: int, key: str) -> float:
-    """A row's figure less read+write's at the same size (a stage's own share)."""
+    """A row's figure less its baseline's at the same size (a stage's own share)."""
     by = results["runs"][str(size)]
-    base = by["read+write"][key] if row != "read+write" else by["beam"][key]
-    return by[row][key] - base
+    return by[row][key] - by[BASE.get(row, "read+write")][key]
 
 
 def table(results: dict[str, Any]) -> str:
@@ -133,11 +181,13 @@ def table(results: dict[str, Any]) -> str:
         f"| row | {head} | own RSS slope, MB per 1k docs | whole RSS slope |",
         "|---" * (len(sizes) + 3) + "|",
     ]
-    for row in ["beam", *ROWS]:
+    for row in [*BARE, *ROWS]:
         cells, own_rss, whole_rss = [], {}, {}
         for n in sizes:
             r = results["runs"][str(n)].get(row)
-            if r is None:
+            if r is None or (
+                row != "beam" and BASE.get(row, "read+write") not in results["runs"][str(n)]
+            ):
                 cells.append("-")
                 continue
             whole_rss[n] = r["maxrss_mb"]
@@ -202,7 +252,7 @@ def plan(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[25_000, 50_000, 100_000])
-    parser.add_argument("--rows", nargs="+", choices=["beam", *ROWS], default=["beam", *ROWS])
+    parser.add_argument("--rows", nargs="+", choices=[*BARE, *ROWS], default=[*BARE, *ROWS])
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument("--out", type=Path, default=RESULTS / "scaling.json")
     parser.add_argument("--plan-tokens", type=float, default=100e9)
@@ -237,7 +287,7 @@ def main() -> None:
         runs = results["runs"].setdefault(str(n), {})
         for row in args.rows:
             work = WORK / "scaling" / str(n) / row.replace("+", "_").replace(" ", "_")
-            runs[row] = run_bare_beam(docs, work) if row == "beam" else run_row(row, docs, work)
+            runs[row] = run_bare_beam(row, docs, work) if row in BARE else run_row(row, docs, work)
             log(
                 f"{n} {row}: wall {runs[row]['wall_seconds']:.1f} s, cpu "
                 f"{runs[row]['cpu_seconds']:.1f} s, rss {runs[row]['maxrss_mb']:.0f} MB, "
@@ -248,10 +298,9 @@ def main() -> None:
     results["machine"]["load_average_end"] = os.getloadavg()
     results["seconds"] = round(time.time() - started, 1)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
-    if all(all(r in results["runs"][str(n)] for r in ["beam", *ROWS]) for n in results["sizes"]):
-        report = table(results)
-        args.out.with_suffix(".md").write_text(report + "\n")
-        print(report)
+    report = table(results)  # "-" where a size lacks a row
+    args.out.with_suffix(".md").write_text(report + "\n")
+    print(report)
 
 
 if __name__ == "__main__":
