@@ -84,12 +84,11 @@ def read_problems(path: Path, fmt: str) -> list[CodeProblem]:
     for where, row in json_objects(path, ", ".join(FIELDS[fmt]), EvalError):
         for key in FIELDS[fmt]:
             value = row.get(key)
+            numbered = key == "task_id" and isinstance(value, int)  # MBPP numbers its tasks
             if key == "test_list":
                 if not isinstance(value, list) or not all(isinstance(t, str) for t in value):
                     raise EvalError(f"{where}: `test_list` must be a list of strings ({fmt})")
-            elif key == "task_id" and isinstance(value, int):
-                pass  # MBPP numbers its tasks
-            elif not isinstance(value, str) or not value:
+            elif not numbered and (not isinstance(value, str) or not value):
                 raise EvalError(f"{where}: `{key}` must be a non-empty string ({fmt} schema)")
         problem = _problem(row, fmt)
         if problem.id in seen:
