@@ -9,9 +9,10 @@ own wall, CPU seconds and peak RSS), one worker, in memory:
 - `beam`: a bare Beam pipeline of the same data, ReadFromText -> key by line hash ->
   GroupByKey -> WriteToText (gzip): what the in-memory DirectRunner itself holds when every
   record crosses one shuffle, with no iptkit code;
-- `beam lsh`: the same job plus, in the same pipeline, dedup_near's two shuffles of every
-  record (signatures, then 14 LSH band keys each with the 512-byte signature) with elements of
-  its sizes and no iptkit code: what the runner holds for them (its own share: minus `beam`);
+- `beam lsh`: the same job plus, in the same pipeline, dedup_near's three shuffles of every
+  record (signatures; 14 LSH band keys each with the node; the signatures joined to the chunks
+  of two or more) with elements of its sizes and no iptkit code: what the runner holds for
+  them (its own share: minus `beam`);
 - `read+write`: `iptkit run` with no stage (read, output sink, rejects, ledger);
 - each stage alone after read (langid, filters, dedup_exact, dedup_near, synthesize with the
   rule miner, decontaminate against the demo's benchmark files, pack = format + tokenize + pack,
@@ -84,12 +85,14 @@ with beam.Pipeline(options=PipelineOptions(sys.argv[3:])) as p:
        | beam.io.WriteToText(dst, file_name_suffix=".jsonl.gz"))
 {branch}
 """
-# The same job, plus, in the same pipeline, dedup_near's two shuffles of every record with
+# The same job, plus, in the same pipeline, dedup_near's shuffles of every record with
 # elements of its sizes and no iptkit code: (128 x 32-bit signature, node = 8 hash bytes + id)
-# grouped by signature, then each head under 14 band keys of 2 + 9 x 4 bytes with (head,
-# signature), as the demo's options give (14 x 9 at 0.8). The signature is a digest of the line
-# (no MinHash), so a bucket holds one record, as most of dedup_near's do.
+# grouped by signature; each head under 14 band keys of 2 + 9 x 4 bytes, as the demo's options
+# give (14 x 9 at 0.8); the (head, signature) of every head joined to the members of buckets of
+# two or more. The signature is a digest of the line (no MinHash), so a bucket holds one
+# record, as most of dedup_near's do, and the join's "many" side is empty.
 LSH_FUNCTIONS = """
+from typing import Any, Iterator
 BANDS, ROWS = 14, 9
 
 def sign(line):
@@ -97,24 +100,38 @@ def sign(line):
     node = hashlib.blake2b(record_id, digest_size=8).digest() + record_id
     return hashlib.shake_128(line.encode()).digest(512), node
 
-def heads(item):
+def heads(item) -> Iterator[Any]:
     signature, nodes = item
     head = min(nodes)
+    yield beam.pvalue.TaggedOutput("signatures", (head, (True, signature)))
     for band in range(BANDS):
         key = struct.pack(">H", band) + signature[band * ROWS * 4 : (band + 1) * ROWS * 4]
-        yield key, (head, signature)
+        yield key, head
 
 def shared(item):
-    members = sum(1 for _ in item[1])
-    if members > 1:
-        yield members
+    members = sorted(item[1])
+    if len(members) > 1:
+        chunk = hashlib.blake2b(b"".join(members), digest_size=16).digest()
+        for node in members:
+            yield node, (False, chunk)
+
+def joined(item):
+    signature = next((value for is_one, value in item[1] if is_one), None)
+    for is_one, chunk in item[1]:
+        if not is_one:
+            yield chunk, signature
 """
 LSH_BRANCH = """
-    (lines | beam.Map(sign)
+    signed = (lines | beam.Map(sign)
        | "Signatures" >> beam.GroupByKey()
-       | beam.FlatMap(heads)
+       | beam.FlatMap(heads).with_outputs("signatures", main="buckets"))
+    entries = (signed.buckets
        | "Buckets" >> beam.GroupByKey()
-       | beam.FlatMap(shared)
+       | beam.FlatMap(shared))
+    ((signed.signatures, entries)
+       | beam.Flatten()
+       | "With signatures" >> beam.GroupByKey()
+       | beam.FlatMap(joined)
        | beam.combiners.Count.Globally())
 """
 BARE = {

@@ -31,13 +31,16 @@ from iptkit.transforms.reading.sources import SourceConfig, SourceFile, parse_fi
 from iptkit.transforms.record import Record
 from iptkit.transforms.stage import StageContext
 from iptkit.transforms.stages.dedup_near import (
+    COPIES,
     HOT,
+    SIGNATURES,
     ClusterReportFn,
     DedupNear,
     DedupNearConfig,
     MinHasher,
     band_keys,
     bucket_pairs,
+    chunk_entries,
     estimate_bar,
     estimated_jaccard,
     lsh_params,
@@ -249,10 +252,19 @@ def test_copies_are_one_node_and_bucket_pairs_keep_estimates_at_the_bar():
     assert estimated_jaccard(base, np.stack([near, far])).tolist() == [108 / 128, 68 / 128]
     # Records with one signature are one node, the smallest: its buckets, and its copies.
     out = list(signature_heads((base.tobytes(), [b"e", b"a", b"d"]), 4, 8))
-    copies = sorted(o.value for o in out if isinstance(o, beam.pvalue.TaggedOutput))
-    assert copies == [(b"a", b"d"), (b"a", b"e")]
+    tagged = [o for o in out if isinstance(o, beam.pvalue.TaggedOutput)]
+    assert sorted(o.value for o in tagged if o.tag == COPIES) == [(b"a", b"d"), (b"a", b"e")]
+    assert [o.value for o in tagged if o.tag == SIGNATURES] == [(b"a", base.tobytes())]
+    # The buckets carry the head alone; its signature is joined to the chunks afterwards.
     entries = [o for o in out if not isinstance(o, beam.pvalue.TaggedOutput)]
-    assert entries == [(key, (b"a", base.tobytes())) for key in band_keys(base, 4, 8)]
+    assert entries == [(key, b"a") for key in band_keys(base, 4, 8)]
+    # A chunk's entries share one id, a digest of its members: the same chunk from another
+    # band gets the same id (one comparison after a Distinct), another chunk another.
+    first = list(chunk_entries([b"a", b"c"]))
+    assert [node for node, _ in first] == [b"a", b"c"] and first[0][1] == first[1][1]
+    assert list(chunk_entries([b"a", b"c"])) == first
+    assert {i for _, i in chunk_entries([b"a", b"b", b"c"])} != {first[0][1]}
+    assert {i for _, i in chunk_entries([b"ac"])} != {first[0][1]}
 
     members = sorted(
         (node, sig.tobytes()) for node, sig in [(b"c", near), (b"a", base), (b"b", far)]
@@ -268,7 +280,7 @@ def test_copies_are_one_node_and_bucket_pairs_keep_estimates_at_the_bar():
 def test_a_hot_bucket_is_split_into_sub_buckets_that_all_hold_its_representative():
     cap = 8
     rng = np.random.default_rng(1)
-    members = [(rng.bytes(8) + b"id%d" % i, rng.bytes(16)) for i in range(500)]
+    members = [rng.bytes(8) + b"id%d" % i for i in range(500)]
     small = list(split_bucket((b"k", members[:cap]), cap))
     assert small == [sorted(members[:cap])]  # a bucket within the cap: one chunk
     assert list(split_bucket((b"k", members[:1]), cap)) == []

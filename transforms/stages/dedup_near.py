@@ -9,9 +9,15 @@ How a record goes through (every step a Beam transform; nothing is collected on 
    practical purposes) are grouped first and become one node, their smallest (they share its
    fate and survivor, at 1.0, unverified), so a text copied n times costs linear work. The
    signature is cut into `bands` bands of `rows` values; each band gives a bucket key, and
-   each node enters each bucket with its signature.
+   each node enters each bucket alone (its id, ~20 bytes, not its 512-byte signature).
 2. Edges: a GroupByKey on the bucket key; nodes that share a bucket in any band are
-   candidates. Every pair of a bucket is compared: by default the pair is an edge when its
+   candidates. A bucket of two or more nodes is a chunk to compare, named by a digest of its
+   members, so the same chunk found in several bands (a near pair shares most of its 14
+   buckets) is compared once; only then are the signatures joined to the chunks' members.
+   Why the signatures do not travel in the buckets: every record enters 14 buckets and almost
+   every bucket holds one record, so carrying them there shuffled ~8 KB a record; joining
+   them to the few chunks afterwards shuffles each signature once (~0.5 KB), and the
+   buckets ~0.8 KB a record. Every pair of a chunk is compared: by default the pair is an edge when its
    MinHash estimate (the share of equal signature values) reaches `threshold` less two
    standard errors of the estimate (`estimate_bar`: 0.729 at 0.8 with 128 values); with
    `verify`, when the true Jaccard similarity of the two shingle sets does (the shingle sets
@@ -74,6 +80,7 @@ SNIPPET_CHARS = 200
 _SHINGLES = "shingles"
 COPIES = "copies"
 HOT = "hot"
+SIGNATURES = "signatures"
 _EVENTS = "events"
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
 
@@ -238,8 +245,8 @@ def estimated_jaccard(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def signature_heads(item: tuple[bytes, Iterable[bytes]], bands: int, rows: int) -> Iterator[Any]:
     """The records of one signature as one graph node, their smallest (the head): its bucket
-    entries `(band key, (head, signature))`, and, tagged `COPIES`, `(head, copy)` for the
-    others.
+    entries `(band key, head)`; tagged `SIGNATURES`, `(head, signature)`, joined to the chunks
+    later; and, tagged `COPIES`, `(head, copy)` for the others.
 
     Records with identical signatures are copies for all practical purposes (two sets at 0.8
     agree on all 128 values with probability 0.8^128): they share every bucket, so comparing
@@ -251,13 +258,14 @@ def signature_heads(item: tuple[bytes, Iterable[bytes]], bands: int, rows: int) 
     for node in nodes:
         if node != head:
             yield beam.pvalue.TaggedOutput(COPIES, (head, node))
+    yield beam.pvalue.TaggedOutput(SIGNATURES, (head, signature))
     for key in band_keys(np.frombuffer(signature, "<u4"), bands, rows):
-        yield key, (head, signature)
+        yield key, head
 
 
-def split_bucket(item: tuple[bytes, Iterable[tuple[bytes, bytes]]], cap: int) -> Iterator[Any]:
-    """One LSH bucket, `(key, members)` with members `(node, signature)`: the whole bucket as
-    one chunk to compare when it holds at most `cap` members; else, tagged `HOT`, each member
+def split_bucket(item: tuple[bytes, Iterable[bytes]], cap: int) -> Iterator[Any]:
+    """One LSH bucket, `(key, nodes)`: the whole bucket as one sorted chunk to compare when it
+    holds at most `cap` nodes; else, tagged `HOT`, each member
     under a sub-bucket key (`key` + salt) and the bucket's representative (its smallest node)
     under every one, marked.
 
@@ -270,7 +278,7 @@ def split_bucket(item: tuple[bytes, Iterable[tuple[bytes, bytes]]], cap: int) ->
     """
     key, members = item
     count, representative = 0, None
-    for node, _ in members:
+    for node in members:
         count += 1
         representative = node if representative is None or node < representative else representative
     if count < 2:  # most buckets: one record
@@ -279,36 +287,50 @@ def split_bucket(item: tuple[bytes, Iterable[tuple[bytes, bytes]]], cap: int) ->
         yield sorted(members)
         return
     subs = -(-(count - 1) // max(1, cap // 2))
-    for node, signature in members:
+    for node in members:
         if node == representative:
             for salt in range(subs):
-                yield beam.pvalue.TaggedOutput(
-                    HOT, (key + struct.pack(">I", salt), (True, node, signature))
-                )
+                yield beam.pvalue.TaggedOutput(HOT, (key + struct.pack(">I", salt), (True, node)))
         else:
             salt = int.from_bytes(node[:8], "big") % subs
-            yield beam.pvalue.TaggedOutput(
-                HOT, (key + struct.pack(">I", salt), (False, node, signature))
-            )
+            yield beam.pvalue.TaggedOutput(HOT, (key + struct.pack(">I", salt), (False, node)))
 
 
-def sub_bucket_chunks(
-    members: Iterable[tuple[bool, bytes, bytes]], cap: int
-) -> Iterator[list[tuple[bytes, bytes]]]:
-    """A hot bucket's sub-bucket `(is representative, node, signature)` as chunks of at most
+def sub_bucket_chunks(members: Iterable[tuple[bool, bytes]], cap: int) -> Iterator[list[bytes]]:
+    """A hot bucket's sub-bucket `(is representative, node)` as chunks of at most
     `cap` members to compare, each holding the representative: sorted, so the chunks depend
     on the members only. A sub-bucket averages cap/2 members; one over `cap` (a tail of the
     salt's binomial spread) becomes several chunks rather than one quadratic one."""
     representative, others = None, []
-    for is_representative, node, signature in members:
+    for is_representative, node in members:
         if is_representative:
-            representative = (node, signature)
+            representative = node
         else:
-            others.append((node, signature))
+            others.append(node)
     others.sort()
     step = cap - 1
     for start in range(0, len(others), step):
         yield [representative, *others[start : start + step]]
+
+
+def chunk_entries(chunk: list[bytes]) -> Iterator[tuple[bytes, bytes]]:
+    """A sorted chunk of nodes as `(node, chunk id)` per member, the id a digest of the
+    members: identical chunks (one pair's buckets in several bands) get one id, so after a
+    Distinct they are joined to their signatures and compared once."""
+    chunk_id = digest(b"".join(struct.pack(">I", len(node)) + node for node in chunk), 16)
+    for node in chunk:
+        yield node, chunk_id
+
+
+def key_by_chunk(
+    node: bytes, chunk_id: bytes, signature: bytes
+) -> tuple[bytes, tuple[bytes, bytes]]:
+    return chunk_id, (node, signature)
+
+
+def sorted_members(item: tuple[bytes, Iterable[tuple[bytes, bytes]]]) -> list[tuple[bytes, bytes]]:
+    """A chunk's `(node, signature)` members sorted by node (at most `bucket_cap` of them)."""
+    return sorted(item[1])
 
 
 def bucket_pairs(members: list[tuple[bytes, bytes]], min_estimate: float) -> Iterator[Edge]:
@@ -596,7 +618,9 @@ class DedupNear(
             signed["signatures"]
             | "Signatures" >> beam.GroupByKey()
             | "Heads"
-            >> beam.FlatMap(signature_heads, bands, rows).with_outputs(COPIES, main="buckets")
+            >> beam.FlatMap(signature_heads, bands, rows).with_outputs(
+                COPIES, SIGNATURES, main="buckets"
+            )
         )
         buckets = (
             heads["buckets"]
@@ -610,9 +634,18 @@ class DedupNear(
             | "Sub-bucket members" >> beam.Values()
             | "Sub-bucket chunks" >> beam.FlatMap(sub_bucket_chunks, cfg.bucket_cap)
         )
-        edges = (
+        entries = (
             (buckets["chunks"], hot_chunks)
             | "All chunks" >> beam.Flatten()
+            | "Chunk entries" >> beam.FlatMap(chunk_entries).with_output_types(tuple[bytes, bytes])
+            | "Distinct chunk entries" >> beam.Distinct()
+        )
+        edges = (
+            {"one": heads[SIGNATURES], "many": entries}
+            | "With signatures" >> JoinOne()
+            | "Key by chunk" >> beam.MapTuple(key_by_chunk)
+            | "Chunks" >> beam.GroupByKey()
+            | "Chunk members" >> beam.Map(sorted_members)
             | "Candidates" >> beam.ParDo(_CandidatesFn(min_estimate, namespace))
         )
         copies = heads[COPIES]
