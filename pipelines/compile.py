@@ -72,14 +72,20 @@ class StageSummary:
     hints: dict[str, str] = field(default_factory=dict)
 
 
-def names_dataflow(options: PipelineOptions) -> bool:
-    """Whether `--runner` names the DataflowRunner, in any of the forms Beam accepts
-    (`DataflowRunner`, `dataflow`, a dotted path, the runner object)."""
+def runner_name(options: PipelineOptions) -> str:
+    """The runner `--runner` names, in any of the forms Beam accepts (`DataflowRunner`,
+    `dataflow`, a dotted path, the runner object), as a lower-case name without "runner"
+    (`dataflow`, `flink`, `portable`; `direct` when none is named)."""
     runner = options.view_as(StandardOptions).runner
     if runner is not None and not isinstance(runner, str):
         runner = type(runner).__name__
-    name = (runner or "").rsplit(".", 1)[-1].lower()
-    return name.removesuffix("runner") == "dataflow"
+    name = (runner or "DirectRunner").rsplit(".", 1)[-1].lower()
+    return name.removesuffix("runner")
+
+
+def names_dataflow(options: PipelineOptions) -> bool:
+    """Whether `--runner` names the DataflowRunner."""
+    return runner_name(options) == "dataflow"
 
 
 def accelerator_conflict(options: PipelineOptions, hinted: list[str]) -> str | None:

@@ -33,6 +33,7 @@ from iptkit.pipelines.compile import (
 )
 from iptkit.pipelines.flow import FORMAT_STAGE
 from iptkit.pipelines.ledger import assemble, over_exception_ceiling, summary_table, violations
+from iptkit.pipelines.portable import check_job_endpoint, job_wait_flags, wait_error
 from iptkit.pipelines.reports import (
     run_report_inputs,
     write_contamination_report,
@@ -108,7 +109,9 @@ def _pipeline(plan: Plan, beam_args: list[str]) -> beam.Pipeline:
     """The Beam pipeline with the spec's options and the command line's (which win); a runner
     Beam does not know, or options the runner refuses with the spec's resource hints, are a
     clear error, raised before anything in RUN is touched."""
-    options = PipelineOptions(option_flags(plan.spec.pipeline_options) + list(beam_args))
+    flags = option_flags(plan.spec.pipeline_options) + list(beam_args)
+    options = PipelineOptions(flags)
+    options = PipelineOptions(flags + job_wait_flags(options, flags))
     hinted = [s.name for s in plan.stages if s.config.resources and s.config.resources.accelerator]
     conflict = accelerator_conflict(options, hinted)
     if conflict:
@@ -158,6 +161,7 @@ def execute(plan: Plan, beam_args: list[str], force: bool = False) -> RunResult:
     with _private_temp_dir():
         started = time.perf_counter()
         pipeline = _pipeline(plan, beam_args)
+        check_job_endpoint(pipeline.options)
         stages = build(pipeline, plan, run)
         run.prepare(plan.spec_hash, [*(s.name for s in plan.stages), FORMAT_STAGE], force)
         atomic_write(run.spec_resolved, plan.resolved_yaml().encode("utf-8"))
@@ -168,6 +172,11 @@ def execute(plan: Plan, beam_args: list[str], force: bool = False) -> RunResult:
         try:
             result = pipeline.run()
             state = result.wait_until_finish()
+        except Exception as exc:
+            error = wait_error(exc, pipeline.options)
+            if error is None:
+                raise
+            raise error from None
         finally:
             gc.unfreeze()
     wall = time.perf_counter() - started
