@@ -15,8 +15,10 @@ measured.
 
 The bounds a worker does hold are set smaller than the corpora so that they bind at every size
 measured: `output_shard_bytes` 8 MiB (one output or rejects file's lines reach one worker
-whole) and pack's `bucket_tokens` 1 Mi (one packing group's tokens). With the defaults (128 MiB,
-32 Mi tokens) the worker's share grows up to those sizes and stops there.
+whole), pack's `bucket_tokens` 1 Mi (one packing group's tokens) and synthesize's
+`chain_window` 1,000 (a chaining bucket holds 1,000 to 2,000 records). With the defaults
+(128 MiB, 32 Mi tokens, 10,000 records) the worker's share grows up to those sizes and stops
+there.
 
 Rows: `flow` is the whole CPU flow in one run (langid, filters, dedup_exact, dedup_near,
 synthesize with the rule miner, decontaminate, mix, pack: the stages of bench_scaling.py's
@@ -47,18 +49,20 @@ from portable_helpers import external_workers  # noqa: E402
 
 SHARD_BYTES = 8 * 2**20
 BUCKET_TOKENS = 2**20
+CHAIN_WINDOW = 1000
+CAPS = {"pack": {"bucket_tokens": BUCKET_TOKENS}, "synthesize": {"chain_window": CHAIN_WINDOW}}
 FLOW_ROWS = ["langid", "filters", "dedup_exact", "dedup_near", "synthesize", "decontaminate"]
 MIX = ROWS["mix+pack"][0]
 
 
 def stages_of(row: str) -> list[dict[str, Any]]:
-    """A row's stages, with pack's groups set to BUCKET_TOKENS."""
+    """A row's stages, with pack's and synthesize's groups capped (CAPS)."""
     if row == "flow":
         stages = [stage for name in FLOW_ROWS for stage in ROWS[name]] + [MIX, {"pack": PACK}]
     else:
         stages = ROWS[row]
     return [
-        {"pack": {**options, "bucket_tokens": BUCKET_TOKENS}} if name == "pack" else {name: options}
+        {name: {**options, **CAPS.get(name, {})}}
         for stage in stages
         for name, options in stage.items()
     ]
@@ -175,7 +179,7 @@ def main() -> None:
         command=" ".join([".venv/bin/python", "benchmarks/bench_worker_memory.py", *sys.argv[1:]]),
         machine=machine(),
         sizes=sorted(set(args.sizes) | {int(n) for n in results["runs"]}),
-        caps={"output_shard_bytes": SHARD_BYTES, "bucket_tokens": BUCKET_TOKENS},
+        caps={"output_shard_bytes": SHARD_BYTES, **CAPS},
     )
     for n in sorted(args.sizes):
         docs = corpus.ensure(n, args.seed, WORK / f"corpus-{n}") / "docs.jsonl.gz"
