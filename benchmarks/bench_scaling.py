@@ -239,10 +239,11 @@ def plan(
     results: dict[str, Any], tokens: float, chars_per_token: float, prices: tuple[float, float]
 ) -> str:
     """Workers, hours and cost for `tokens` on Dataflow from the per-core rate at the largest
-    size measured: CPU seconds per character of the whole flow (read+write once, each stage's
+    size where every row of the flow was measured: CPU seconds per character of the whole flow (read+write once, each stage's
     own share), `chars_per_token` characters a token, every vCPU running one SDK process at the
     measured rate (no autoscaling ramp, stragglers or shuffle service: a lower bound on hours)."""
-    size = max(results["sizes"])
+    needed = {"read+write", *PLAN_ROWS}
+    size = max(n for n in results["sizes"] if needed <= set(results["runs"].get(str(n), {})))
     per_doc = results["runs"][str(size)]["read+write"]["cpu_seconds"] / size
     per_doc += sum(own(results, row, size, "cpu_seconds") / size for row in PLAN_ROWS)
     chars = mean_chars(size)

@@ -11,7 +11,11 @@ in tests/test_portable_external.py): the job service process is the runner (it h
 collections, as a Flink TaskManager or Dataflow's shuffle does, in memory here), and the worker
 process runs every DoFn of iptkit's: reading, each stage, the sinks, packing. A worker's peak
 RSS that stays flat as the corpus grows is "nothing on one worker grows with the corpus",
-measured.
+measured. One thing of the local runner's own does grow on the worker: it hands a worker its
+whole part of a GroupByKey's output as one gRPC message, where Flink and Dataflow stream it in
+bounded pieces; the job service is therefore started through benchmarks/chunked_job_service.py,
+which cuts that part into pieces of ~4 MB (same elements, same order). `--whole-messages` runs
+Beam's job service as shipped instead, for comparison.
 
 The bounds a worker does hold are set smaller than the corpora so that they bind at every size
 measured: `output_shard_bytes` 8 MiB (one output or rejects file's lines reach one worker
@@ -45,7 +49,9 @@ from bench_cleaning import IPTKIT, RESULTS, WORK, machine, measured
 from bench_scaling import PACK, ROWS, mb_per_1k
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from portable_helpers import external_workers  # noqa: E402
+from portable_helpers import JOB_SERVICE, external_workers  # noqa: E402
+
+CHUNKED = Path(__file__).with_name("chunked_job_service.py")
 
 SHARD_BYTES = 8 * 2**20
 BUCKET_TOKENS = 2**20
@@ -105,8 +111,9 @@ class HighWater:
                     self.processes[name].add(int(pid))
 
 
-def run_row(row: str, docs: Path, work: Path) -> dict[str, Any]:
-    """One `iptkit run` of a row on the PortableRunner with one EXTERNAL worker."""
+def run_row(row: str, docs: Path, work: Path, launcher: Path = CHUNKED) -> dict[str, Any]:
+    """One `iptkit run` of a row on the PortableRunner with one EXTERNAL worker, the job
+    service started through `launcher`."""
     work.mkdir(parents=True, exist_ok=True)
     run = work / "run"
     spec = {
@@ -120,7 +127,7 @@ def run_row(row: str, docs: Path, work: Path) -> dict[str, Any]:
     (work / "spec.yaml").write_text(yaml.safe_dump(spec, allow_unicode=True))
     logs = work / "logs"
     logs.mkdir(exist_ok=True)
-    with external_workers(logs) as services:
+    with external_workers(logs, launcher) as services:
         port = services.job_endpoint.rsplit(":", 1)[1]
         markers = {
             # The pool hands its environment, which names this run's logs, to its workers.
@@ -170,7 +177,14 @@ def main() -> None:
     parser.add_argument("--rows", nargs="+", choices=["flow", *ROWS], default=["flow"])
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument("--out", type=Path, default=RESULTS / "worker_memory.json")
+    parser.add_argument(
+        "--whole-messages",
+        action="store_true",
+        help="Beam's job service as shipped: a worker gets its part of a GroupByKey's output "
+        "as one message (rows named '<row>, whole messages')",
+    )
     args = parser.parse_args()
+    launcher = JOB_SERVICE if args.whole_messages else CHUNKED
     results: dict[str, Any] = (
         json.loads(args.out.read_text()) if args.out.exists() else {"runs": {}}
     )
@@ -185,9 +199,10 @@ def main() -> None:
         docs = corpus.ensure(n, args.seed, WORK / f"corpus-{n}") / "docs.jsonl.gz"
         runs = results["runs"].setdefault(str(n), {})
         for row in args.rows:
-            work = WORK / "worker_memory" / str(n) / row.replace("+", "_").replace(" ", "_")
-            runs[row] = run_row(row, docs, work)
-            print(f"{n} {row}: {runs[row]}", file=sys.stderr, flush=True)
+            name = f"{row}, whole messages" if args.whole_messages else row
+            work = WORK / "worker_memory" / str(n) / name.replace("+", "_").replace(" ", "_")
+            runs[name] = run_row(row, docs, work, launcher)
+            print(f"{n} {name}: {runs[name]}", file=sys.stderr, flush=True)
             args.out.parent.mkdir(parents=True, exist_ok=True)
             args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(table(results))

@@ -109,11 +109,11 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 @contextlib.contextmanager
-def job_service(logs: Path) -> Iterator[str]:
-    """Beam's local job service (through `tests/portable_job_service.py`, which gives its runner
-    the job's `direct_num_workers`); yields its endpoint."""
+def job_service(logs: Path, launcher: Path = JOB_SERVICE) -> Iterator[str]:
+    """Beam's local job service (through `launcher`, by default `tests/portable_job_service.py`,
+    which gives its runner the job's `direct_num_workers`); yields its endpoint."""
     port = free_port()
-    proc = _serve([str(JOB_SERVICE), f"--port={port}"], port, logs / "job_service.log")
+    proc = _serve([str(launcher), f"--port={port}"], port, logs / "job_service.log")
     try:
         yield f"localhost:{port}"
     finally:
@@ -152,15 +152,15 @@ class ExternalWorkers:
 
 
 @contextlib.contextmanager
-def external_workers(logs: Path) -> Iterator[ExternalWorkers]:
-    """The local job service and a worker pool whose workers boot through
-    `tests/portable_worker.py`; yields their endpoints and the read log."""
+def external_workers(logs: Path, launcher: Path = JOB_SERVICE) -> Iterator[ExternalWorkers]:
+    """The local job service (started through `launcher`) and a worker pool whose workers boot
+    through `tests/portable_worker.py`; yields their endpoints and the read log."""
     boot = logs / "boot.sh"
     boot.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{WORKER_BOOT}" "$@"\n')
     boot.chmod(boot.stat().st_mode | stat.S_IXUSR)
     env = {**os.environ, READ_LOG_ENV: str(logs / "reads.jsonl")}
     port = free_port()
-    with job_service(logs) as endpoint:
+    with job_service(logs, launcher) as endpoint:
         pool = _serve(
             [
                 "-m",

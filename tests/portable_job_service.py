@@ -26,7 +26,11 @@ def run_via_runner_api(self, pipeline_proto, options):
     return _run_via_runner_api(self, pipeline_proto, options)
 
 
-if __name__ == "__main__":
+def main() -> None:
     fn_runner.FnApiRunner.run_via_runner_api = run_via_runner_api
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # as local_job_service_main does
     local_job_service_main.run(sys.argv[1:])
+
+
+if __name__ == "__main__":
+    main()
