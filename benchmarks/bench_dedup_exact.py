@@ -11,6 +11,9 @@ process per measurement, interleaved, through rusage.py (wall, CPU, peak RSS):
 - `no stage`: the same spec without the stage (reading, writing and the ledger alone);
 - `datatrove`: its three exact-dedup pipelines (benchmarks/peer_datatrove.py in
   benchmarks/.venv-peer, from benchmarks/peer_env.sh), one task, one worker.
+Wall seconds are each system's own (iptkit: the graph's construction and run, timings.json;
+DataTrove: its pipelines' sum); CPU seconds are the whole process's (start-up and imports
+included), which the load of other processes on the machine disturbs less.
 Every system must remove the same documents. Results: benchmarks/results/dedup_exact.json and a
 Markdown table on stdout (medians).
 """
@@ -95,11 +98,14 @@ def main() -> None:
         name: {
             "wall_seconds": statistics.median(r["wall_seconds"] for r in rs),
             "maxrss_mb": statistics.median(r["maxrss_mb"] for r in rs),
+            "cpu_seconds": statistics.median(r["cpu_seconds"] for r in rs),
             "walls": [round(r["wall_seconds"], 2) for r in rs],
+            "cpus": [round(r["cpu_seconds"], 2) for r in rs],
         }
         for name, rs in runs.items()
     }
     peer_wall = median["datatrove"]["wall_seconds"]
+    peer_cpu = median["datatrove"]["cpu_seconds"]
     report = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join([".venv/bin/python", "benchmarks/bench_dedup_exact.py", *sys.argv[1:]]),
@@ -113,16 +119,24 @@ def main() -> None:
         "docs_per_s_vs_datatrove": {
             name: peer_wall / m["wall_seconds"] for name, m in median.items()
         },
+        "docs_per_cpu_s_vs_datatrove": {
+            name: peer_cpu / m["cpu_seconds"] for name, m in median.items()
+        },
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print("| system | wall s (median) | runs | peak RSS MB | docs/s vs DataTrove | removed |")
-    print("|---|---|---|---|---|---|")
+    print(
+        "| system | wall s (median) | runs | docs/s vs DataTrove | process CPU s (median) | runs "
+        "| docs per CPU s vs DataTrove | peak RSS MB | removed |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
     for name, m in median.items():
         ratio = report["docs_per_s_vs_datatrove"][name]
+        cpu_ratio = report["docs_per_cpu_s_vs_datatrove"][name]
         print(
-            f"| {name} | {m['wall_seconds']:.2f} | {m['walls']} | {m['maxrss_mb']:.0f} | "
-            f"{ratio:.2f} | {report['removed'].get(name, '-')} |"
+            f"| {name} | {m['wall_seconds']:.2f} | {m['walls']} | {ratio:.2f} | "
+            f"{m['cpu_seconds']:.2f} | {m['cpus']} | {cpu_ratio:.2f} | {m['maxrss_mb']:.0f} | "
+            f"{report['removed'].get(name, '-')} |"
         )
     print(f"same removals: {report['same_removals']}; baseline {sha[:10]}")
 
