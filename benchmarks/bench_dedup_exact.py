@@ -8,6 +8,7 @@ process per measurement, interleaved, through rusage.py (wall, CPU, peak RSS):
 - `iptkit` (this tree) and `baseline` (the commit this branch forked from main, from `git
   archive`, put first on the path): `iptkit run` of a spec with only `dedup_exact: {}`,
   DirectRunner, one worker, in memory;
+- `raw text`: the stage without case folding and whitespace collapsing, DataTrove's work;
 - `no stage`: the same spec without the stage (reading, writing and the ledger alone);
 - `datatrove`: its three exact-dedup pipelines (benchmarks/peer_datatrove.py in
   benchmarks/.venv-peer, from benchmarks/peer_env.sh), one task, one worker.
@@ -43,13 +44,21 @@ LAUNCH = (
 )
 
 
-def run_iptkit(docs: Path, work: Path, stage: bool, pythonpath: Path | None) -> dict[str, Any]:
+# DataTrove's exact dedup hashes the text as it is; dedup_exact's defaults fold case and
+# collapse whitespace first. `raw text` runs the stage doing DataTrove's work.
+RAW_TEXT = {"lowercase": False, "collapse_whitespace": False}
+
+
+def run_iptkit(
+    docs: Path, work: Path, stage: dict | None, pythonpath: Path | None
+) -> dict[str, Any]:
+    """`iptkit run` with `stage` as dedup_exact's options (None: no stage)."""
     run = work / "run"
     spec = {
         "seed": 1234,
         "output": str(run),
         "sources": [corpus.corpus_source(docs)],
-        "stages": [{"dedup_exact": {}}] if stage else [],
+        "stages": [] if stage is None else [{"dedup_exact": stage}],
     }
     work.mkdir(parents=True, exist_ok=True)
     (work / "spec.yaml").write_text(yaml.safe_dump(spec, allow_unicode=True))
@@ -81,9 +90,10 @@ def main() -> None:
     sha, baseline = baseline_tree()
     work = WORK / "dedup_exact"
     systems = {
-        "iptkit": lambda w: run_iptkit(docs, w, True, None),
-        "baseline": lambda w: run_iptkit(docs, w, True, baseline),
-        "no stage": lambda w: run_iptkit(docs, w, False, None),
+        "iptkit": lambda w: run_iptkit(docs, w, {}, None),
+        "baseline": lambda w: run_iptkit(docs, w, {}, baseline),
+        "raw text": lambda w: run_iptkit(docs, w, RAW_TEXT, None),
+        "no stage": lambda w: run_iptkit(docs, w, None, None),
         "datatrove": lambda w: run_peer("dedup_exact", docs, w),
     }
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in systems}
