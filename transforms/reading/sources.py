@@ -194,12 +194,15 @@ def nesting_depth(value: Any, limit: int = MAX_DEPTH) -> int:
     level = [value]
     while level and depth <= limit:
         children: list[Any] = []
+        nested = False  # a container in this level, empty ones included, is one more level
         for item in level:
             if isinstance(item, dict):
                 children.extend(item.values())
+                nested = True
             elif isinstance(item, (list, tuple)):
                 children.extend(item)
-        if not children and not any(isinstance(i, (dict, list, tuple)) for i in level):
+                nested = True
+        if not nested:
             break
         depth += 1
         level = children
@@ -254,16 +257,20 @@ def _too_deep(cfg: SourceConfig, default_id: str, where: str, raw: Any) -> Rejec
     )
 
 
-def record_from_object(cfg: SourceConfig, obj: Any, default_id: str, where: str) -> Record | Reject:
-    """Map one parsed row onto a `Record`, or say precisely why it cannot be one."""
+def record_from_object(
+    cfg: SourceConfig, obj: Any, default_id: str, where: str, line: str | None = None
+) -> Record | Reject:
+    """Map one parsed row onto a `Record`, or say precisely why it cannot be one. `line` is
+    the JSONL line `obj` was parsed from: a `too_deep` reject keeps it, as the row itself is
+    too deep to keep (one depth check per row, whichever reader calls)."""
 
     def bad(reason: str, detail: str) -> Reject:
         return _read_reject(cfg, default_id, reason, f"{where}: {detail}", obj)
 
+    if nesting_depth(obj) > MAX_DEPTH:
+        return _too_deep(cfg, default_id, where, line)
     if not isinstance(obj, dict):
         return bad("not_an_object", f"expected a JSON object, got {_type_name(obj)}")
-    if nesting_depth(obj) > MAX_DEPTH:
-        return _too_deep(cfg, default_id, where, None)  # the row itself is too deep to keep
     consumed = {cfg.id_field, cfg.lang_field, cfg.category_field}
     meta: dict[str, Any] = {}
     preference = None
@@ -379,10 +386,7 @@ def _parse_jsonl(
             detail = f"{where}: {exc}"
             yield lineno, default_id, where, _read_reject(cfg, default_id, "bad_json", detail, line)
             continue
-        if nesting_depth(obj) > MAX_DEPTH:
-            yield lineno, default_id, where, _too_deep(cfg, default_id, where, line)
-            continue
-        yield lineno, default_id, where, record_from_object(cfg, obj, default_id, where)
+        yield lineno, default_id, where, record_from_object(cfg, obj, default_id, where, line)
 
 
 def _arrow_errors() -> tuple[type[BaseException], ...]:
