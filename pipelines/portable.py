@@ -12,7 +12,10 @@ checked first, with a short wait of its own.
 
 from __future__ import annotations
 
+import contextlib
 import socket
+import threading
+from collections.abc import Iterator
 
 import grpc
 from apache_beam.options.pipeline_options import PipelineOptions, PortableOptions
@@ -24,6 +27,8 @@ PORTABLE_RUNNERS = frozenset({"portable", "flink", "spark", "prism"})
 JOB_WAIT_SECONDS = 30 * 24 * 3600  # the longest job the client follows: 30 days
 CONNECT_SECONDS = 30.0  # how long a --job_endpoint may take to accept a connection
 TIMEOUT_FLAGS = ("--job_server_timeout", "--job-server-timeout")
+MESSAGE_THREAD = "wait_until_finish_read"  # Beam's client thread reading the job's messages
+READER_JOIN_SECONDS = 5.0
 
 
 def job_wait_flags(options: PipelineOptions, flags: list[str]) -> list[str]:
@@ -56,7 +61,7 @@ def check_job_endpoint(options: PipelineOptions, seconds: float = CONNECT_SECOND
 
 def wait_error(exc: Exception, options: PipelineOptions) -> IptkitError | None:
     """The error to show when the client stopped following a job at its deadline, or None."""
-    if not isinstance(exc, grpc.RpcError) or exc.code() != grpc.StatusCode.DEADLINE_EXCEEDED:
+    if not _deadline(exc):
         return None
     timeout = options.view_as(PortableOptions).job_server_timeout
     return IptkitError(
@@ -66,3 +71,32 @@ def wait_error(exc: Exception, options: PipelineOptions) -> IptkitError | None:
         "larger --job_server_timeout, or without the flag (iptkit then waits up to "
         f"{JOB_WAIT_SECONDS // 86400} days)"
     )
+
+
+def _deadline(exc: BaseException | None) -> bool:
+    return isinstance(exc, grpc.RpcError) and exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+@contextlib.contextmanager
+def quiet_message_deadline() -> Iterator[None]:
+    """While a job is followed: Beam's client reads the job's messages in a thread of its own
+    (`wait_until_finish_read`), which dies with a printed traceback when the stream reaches
+    its deadline; `wait_error` already says what happened, so that one traceback is left out
+    (any other thread exception is shown as before)."""
+    previous = threading.excepthook
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        name = args.thread.name if args.thread is not None else ""
+        if not (name == MESSAGE_THREAD and _deadline(args.exc_value)):
+            previous(args)
+
+    threading.excepthook = hook
+    try:
+        yield
+    finally:
+        # The message stream's deadline comes just after the state stream's: let the reader
+        # thread end before the hook is put back.
+        for thread in threading.enumerate():
+            if thread.name == MESSAGE_THREAD:
+                thread.join(timeout=READER_JOIN_SECONDS)
+        threading.excepthook = previous

@@ -33,7 +33,12 @@ from iptkit.pipelines.compile import (
 )
 from iptkit.pipelines.flow import FORMAT_STAGE
 from iptkit.pipelines.ledger import assemble, over_exception_ceiling, summary_table, violations
-from iptkit.pipelines.portable import check_job_endpoint, job_wait_flags, wait_error
+from iptkit.pipelines.portable import (
+    check_job_endpoint,
+    job_wait_flags,
+    quiet_message_deadline,
+    wait_error,
+)
 from iptkit.pipelines.reports import (
     run_report_inputs,
     write_contamination_report,
@@ -170,8 +175,9 @@ def execute(plan: Plan, beam_args: list[str], force: bool = False) -> RunResult:
         # runner allocates millions of records (half the collector's time in a pack run).
         gc.freeze()
         try:
-            result = pipeline.run()
-            state = result.wait_until_finish()
+            with quiet_message_deadline():
+                result = pipeline.run()
+                state = result.wait_until_finish()
         except Exception as exc:
             error = wait_error(exc, pipeline.options)
             if error is None:

@@ -7,7 +7,7 @@ import json
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions, PortableOptions
 from conftest import run_cli
-from portable_helpers import free_port, job_service
+from portable_helpers import external_workers, free_port
 
 from iptkit.pipelines.portable import JOB_WAIT_SECONDS, job_wait_flags
 from iptkit.pipelines.runner import _pipeline
@@ -64,15 +64,10 @@ def test_a_job_longer_than_the_timeout_is_a_clear_error(tmp_path, capsys):
         f"output: {tmp_path / 'run'}\n"
         f"sources: [{{name: docs, format: jsonl, path: {tmp_path / 'docs.jsonl'}}}]\n"
     )
-    with job_service(tmp_path) as endpoint:
-        code = run_cli(
-            "run",
-            spec,
-            "--runner=PortableRunner",
-            f"--job_endpoint={endpoint}",
-            "--environment_type=LOOPBACK",
-            "--job_server_timeout=4",
-        )
+    # EXTERNAL workers (processes of their own): a LOOPBACK worker would run in this process
+    # and go on after the client gives up.
+    with external_workers(tmp_path) as services:
+        code = run_cli("run", spec, *services.beam_args(1), "--job_server_timeout=4")
     err = capsys.readouterr().err
     assert code != 0
     assert "the client stopped following the job after --job_server_timeout=4 s" in err
