@@ -42,8 +42,8 @@ import dataclasses
 import json
 import math
 import shutil
+import struct
 import tempfile
-from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -355,7 +355,7 @@ class SplitKey:
 
 
 def id_typecode(vocab_size: int) -> str:
-    """The array typecode token ids cross pack's shuffle in: uint16 when every id of the
+    """The struct format token ids cross pack's shuffle in: uint16 when every id of the
     vocabulary fits (up to 65,536 ids: the demo's 2,000, most 32k-50k tokenizers), else
     uint32. The runner holds every routed document's ids at once (see the module's note on
     memory), so this halves pack's memory; it follows from the tokenizer, so it is the same on
@@ -366,23 +366,21 @@ def id_typecode(vocab_size: int) -> str:
 def doc_bytes(
     doc: TokenizedDoc, bos: int | None, eos: int | None, typecode: str = "I"
 ) -> tuple[bytes, bytes]:
-    """A document's ids with BOS/EOS added, as `typecode` (`id_typecode`) bytes, and its mask
-    as uint8 bytes, or b"" when the document has no mask (every token a target but BOS: see
-    `doc_piece`).
+    """A document's ids with BOS/EOS added, as `typecode` (`id_typecode`) bytes in the
+    machine's order (`doc_piece` reads them with numpy), and its mask as uint8 bytes, or b""
+    when the document has no mask (every token a target but BOS: see `doc_piece`).
 
-    `array(typecode, list)` converts a list of ints three times faster than numpy does, and a
-    document without a mask sends no mask bytes through the shuffle.
+    `struct` converts a list of ints three times faster than numpy does (and into uint16
+    three times faster than `array("H")`), checking each id's range, and a document without a
+    mask sends no mask bytes through the shuffle.
     """
-    ids = array(
-        typecode, [*([] if bos is None else [bos]), *doc.ids, *([] if eos is None else [eos])]
-    )
+    ids = [*([] if bos is None else [bos]), *doc.ids, *([] if eos is None else [eos])]
+    packed = struct.pack(f"={len(ids)}{typecode}", *ids)
     if doc.mask is None:
-        return ids.tobytes(), b""
+        return packed, b""
     mask = doc.mask
     last = mask[-1:] if mask else [1]  # EOS is a target when the document's end is
-    return ids.tobytes(), bytes(
-        [*([] if bos is None else [0]), *mask, *(last if eos is not None else [])]
-    )
+    return packed, bytes([*([] if bos is None else [0]), *mask, *(last if eos is not None else [])])
 
 
 def doc_piece(ids: bytes, mask: bytes, bos: bool, typecode: str = "I") -> Piece:
@@ -724,7 +722,8 @@ class Pack(
             docs, _RouteFn(self, specials, typecode), "Route", validation_ids, tags=(ROUTED,)
         )
         by_split = routed.pop(ROUTED)
-        minimum, per_bucket, itemsize = cfg.buckets, cfg.bucket_tokens, array(typecode).itemsize
+        minimum, per_bucket = cfg.buckets, cfg.bucket_tokens
+        itemsize = struct.calcsize(f"={typecode}")
         counts = beam.pvalue.AsDict(
             by_split
             | "Split tokens" >> beam.Map(lambda kv: (kv[0][0], value_tokens(kv[1], itemsize)))
