@@ -128,7 +128,8 @@ def run_iptkit(
     }
     work.mkdir(parents=True, exist_ok=True)
     (work / "spec.yaml").write_text(yaml.safe_dump(spec, allow_unicode=True))
-    cmd = [str(IPTKIT), "run", str(work / "spec.yaml"), "--out", str(run), *BEAM_FLAGS]
+    # --force: the work folder is reused by every size and repeat.
+    cmd = [str(IPTKIT), "run", str(work / "spec.yaml"), "--out", str(run), "--force", *BEAM_FLAGS]
     result = measured(cmd, work / "log.txt", NO_RAYON)
     timings = json.loads((run / "timings.json").read_text())
     stats = json.loads((run / "stats.json").read_text())

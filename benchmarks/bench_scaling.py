@@ -13,6 +13,8 @@ own wall, CPU seconds and peak RSS), one worker, in memory:
   record (signatures; 14 LSH band keys each with the node; the signatures joined to the chunks
   of two or more) with elements of its sizes and no iptkit code: what the runner holds for
   them (its own share: minus `beam`);
+- `beam pack`: the same job plus pack's shuffles and its bucket-count side input with elements
+  of pack's sizes and no iptkit code (its own share: minus `beam`);
 - `read+write`: `iptkit run` with no stage (read, output sink, rejects, ledger);
 - each stage alone after read (langid, filters, dedup_exact, dedup_near, synthesize with the
   rule miner, decontaminate against the demo's benchmark files, pack = format + tokenize + pack,
@@ -134,12 +136,55 @@ LSH_BRANCH = """
        | beam.FlatMap(joined)
        | beam.combiners.Count.Globally())
 """
+# The same job, plus, in the same pipeline, pack's shuffles of every record with elements of
+# its sizes and no iptkit code: each line routed to ((split, prefix), (sort key, token bytes,
+# empty mask)) with as many 2-byte ids as the demo tokenizer gives its text (0.652 tokens a
+# character, BOS and EOS; bytes of a digest of the line); per split the token sum -> bucket
+# count (32 Mi tokens a bucket) as a dict side input of the step that keys each value by
+# (split, prefix, bucket); grouped by bucket, sorted and measured as pack's writer does; the
+# buckets grouped by split.
+PACK_FUNCTIONS = """
+import json
+from typing import Any, Iterator
+TOKENS_PER_CHAR, ID_BYTES, BUCKET_TOKENS = 0.652, 2, 2**25
+
+def route(line):
+    record = json.loads(line)
+    key = record["id"]
+    tokens = 2 + round(len(record["text"]) * TOKENS_PER_CHAR)
+    ids = hashlib.shake_128(line.encode()).digest(tokens * ID_BYTES)
+    order = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big") >> 1
+    return ("train", "train"), ((0.0, order, key), ids, b"")
+
+def bucket(item, counts) -> Iterator[Any]:
+    (folder, prefix), value = item
+    yield (folder, prefix, value[0][1] % counts[folder]), value
+
+def write(item):
+    (folder, prefix, number), values = item
+    docs = sorted(values, key=lambda v: v[0])
+    return folder, (number, sum(len(v[1]) for v in docs) // ID_BYTES)
+"""
+PACK_BRANCH = """
+    routed = lines | "Route" >> beam.Map(route)
+    counts = beam.pvalue.AsDict(routed
+       | beam.Map(lambda kv: (kv[0][0], len(kv[1][1]) // ID_BYTES))
+       | beam.CombinePerKey(sum)
+       | beam.MapTuple(lambda split, n: (split, max(1, -(-n // BUCKET_TOKENS)))))
+    (routed
+       | "Bucket" >> beam.ParDo(bucket, counts)
+       | "By bucket" >> beam.GroupByKey()
+       | "Write" >> beam.Map(write)
+       | "By split" >> beam.GroupByKey()
+       | beam.combiners.Count.Globally())
+"""
 BARE = {
     "beam": BARE_BEAM.format(functions="", branch=""),
     "beam lsh": BARE_BEAM.format(functions=LSH_FUNCTIONS, branch=LSH_BRANCH),
+    "beam pack": BARE_BEAM.format(functions=PACK_FUNCTIONS, branch=PACK_BRANCH),
 }
 # What each row's own share is measured against.
-BASE = {"read+write": "beam", "beam lsh": "beam"}
+BASE = {"read+write": "beam", "beam lsh": "beam", "beam pack": "beam"}
 
 
 def run_row(name: str, docs: Path, work: Path) -> dict[str, Any]:

@@ -298,3 +298,27 @@ def test_record_stage_after_pack_names_its_line(tmp_path, tok):
         load_plan(str(spec))
     line = spec.read_text().splitlines().index("  - dedup_exact: {}") + 1
     assert f":{line}:" in str(err.value) and "after pack" in str(err.value)
+
+
+def test_rows_are_the_same_whichever_width_ids_cross_the_shuffle_in(tmp_path, tok):
+    """The test tokenizer (416 ids: uint16 through the shuffle) and the same one grown past
+    65,536 ids with pieces no text reaches (uint32): the same documents give the same rows."""
+    big = tmp_path / "big-tokenizer"
+    big.mkdir()
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (big / name).write_bytes((tok.parent / name).read_bytes())
+    grown = json.loads((big / "tokenizer.json").read_text())
+    vocab = grown["model"]["vocab"]
+    vocab.update({f"<unused{i}>": len(vocab) + i for i in range(2**16)})
+    (big / "tokenizer.json").write_text(json.dumps(grown))
+    pack = "{tokenizer: TOK, seq_len: 48, packing: best_fit, validation: 0.2, bucket_tokens: 500}"
+    rows = []
+    for name, path in (("small", tok), ("big", big / "tokenizer.json")):
+        assert run_cli("run", _spec(tmp_path, path, pack, out=name)) == 0
+        for split in ("train", "validation"):
+            m, tokens, masks, starts = _numpy_read(tmp_path / name / "shards" / split)
+            rows.append((m["dtype"], [(t.tolist(), k.tolist(), s.tolist())
+                                      for t, k, s in zip(tokens, masks, starts, strict=True)]))  # fmt: skip
+    (d_train, train), (_, val), (b_train, big_train), (_, big_val) = rows
+    assert (d_train, b_train) == ("uint16", "uint32") and len(train) > 5 and val
+    assert train == big_train and val == big_val

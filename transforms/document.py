@@ -3,17 +3,21 @@
 The record stages work on text; the tail of a run works on tokens, because mix ratios are
 stated in tokens and packing cuts token sequences. A `TokenizedDoc` keeps the fields a mix may
 group by (source, kind, lang, category, origin), the token ids with their loss mask, and the
-difficulty score a curriculum orders by. It travels as canonical JSON, like records.
+difficulty score a curriculum orders by. It travels in a compact deterministic binary form
+(`TokenizedDocCoder`): its token ids are most of its bytes, and a runner holds whole
+PCollections of documents in memory where they cross a shuffle (a mix's groups).
 """
 
 from __future__ import annotations
 
+import json
+import struct
 from dataclasses import dataclass, field
 from typing import Any
 
 import apache_beam as beam
 
-from iptkit.transforms.record import _JsonCoder, shallow_dict
+from iptkit.transforms.record import shallow_dict
 
 # The record fields a mix may group documents by.
 GROUP_FIELDS = ("source", "kind", "lang", "category", "origin")
@@ -63,8 +67,66 @@ class TokenizedDoc:
         return {f: self.group_value(f) for f in GROUP_FIELDS} | {"tokens": self.n_tokens}
 
 
-class TokenizedDocCoder(_JsonCoder):
-    type_ = TokenizedDoc
+# The int lists of a TokenizedDoc: sent as packed integers after the JSON of the other fields.
+INT_FIELDS = ("ids", "mask", "rejected_ids", "rejected_mask")
+# struct formats from narrowest to widest (1, 2, 4, 8 bytes; little-endian, standard sizes).
+_CODES = ("B", "H", "I", "q")
+_COUNT = struct.Struct("<I")
+
+
+def pack_ints(values: list[int] | None) -> bytes:
+    """A list of ints as its format letter (b"-" for None), count (uint32) and little-endian
+    items of the narrowest width that holds them all: a token id is 2 bytes with a vocabulary
+    up to 65,536, where JSON spends 4-6 on its digits and comma, and a mask 1 byte. The width
+    follows from the values alone, so the bytes are deterministic. (`struct` checks each
+    value's range, and a narrower format fails at once on token ids; it packs a list into
+    uint16 three times faster than `array("H")` does.)"""
+    if values is None:
+        return b"-"
+    for code in _CODES:
+        try:
+            items = struct.pack(f"<{len(values)}{code}", *values)
+            break
+        except struct.error:
+            continue
+    else:
+        raise OverflowError(f"int list with values outside int64: {min(values)}..{max(values)}")
+    return code.encode("ascii") + _COUNT.pack(len(values)) + items
+
+
+def unpack_ints(data: memoryview, at: int) -> tuple[list[int] | None, int]:
+    """The list `pack_ints` wrote at offset `at`, and the offset after it."""
+    code = chr(data[at])
+    if code == "-":
+        return None, at + 1
+    (count,) = _COUNT.unpack_from(data, at + 1)
+    items = struct.Struct(f"<{count}{code}")
+    return list(items.unpack_from(data, at + 5)), at + 5 + items.size
+
+
+class TokenizedDocCoder(beam.coders.Coder):
+    """A TokenizedDoc as the length of a canonical-JSON header (uint32), the header (every
+    field but the int lists, ASCII escapes as records' coder writes them, so lone surrogates
+    round-trip), then the int lists packed by `pack_ints`: deterministic, runner-independent
+    bytes, a third of the JSON form's for token ids."""
+
+    def encode(self, value: TokenizedDoc) -> bytes:
+        fields = shallow_dict(value)
+        lists = [pack_ints(fields.pop(name)) for name in INT_FIELDS]
+        head = json.dumps(fields, sort_keys=True, separators=(",", ":")).encode("ascii")
+        return b"".join([_COUNT.pack(len(head)), head, *lists])
+
+    def decode(self, encoded: bytes) -> TokenizedDoc:
+        data = memoryview(encoded)
+        (size,) = _COUNT.unpack_from(data, 0)
+        fields = json.loads(bytes(data[4 : 4 + size]))
+        at = 4 + size
+        for name in INT_FIELDS:
+            fields[name], at = unpack_ints(data, at)
+        return TokenizedDoc(**fields)
+
+    def is_deterministic(self) -> bool:
+        return True
 
 
 beam.coders.registry.register_coder(TokenizedDoc, TokenizedDocCoder)

@@ -26,6 +26,14 @@ How packing stays deterministic and scales past one machine's memory:
 Documents are cut only within a bucket, so the bucket count changes the bytes (it follows from
 the spec and the data, so the same spec still gives the same bytes on every runner and worker
 count).
+
+Memory: a document's bucket needs its split's token total, so every routed value waits for
+that sum: the runner holds the routed PCollection whole (the bucket step reads a side input
+computed from it, so it cannot fuse with routing; Dataflow writes it to its shuffle, the
+in-memory runner keeps it in a list), and the GroupByKey holds it again. What iptkit chooses
+is the size of a routed value, kept small: the sort key and the ids as bytes, 2 a token where
+the vocabulary fits (`id_typecode`), no mask bytes for an unmasked document, and one shared
+mask for such documents in the bucket's pieces (`target_mask`).
 """
 
 from __future__ import annotations
@@ -34,8 +42,8 @@ import dataclasses
 import json
 import math
 import shutil
+import struct
 import tempfile
-from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -346,32 +354,59 @@ class SplitKey:
     prefix: str
 
 
-def doc_bytes(doc: TokenizedDoc, bos: int | None, eos: int | None) -> tuple[bytes, bytes]:
-    """A document's ids with BOS/EOS added, as uint32 bytes, and its mask as uint8 bytes, or
-    b"" when the document has no mask (every token a target but BOS: see `doc_piece`).
+def id_typecode(vocab_size: int) -> str:
+    """The struct format token ids cross pack's shuffle in: uint16 when every id of the
+    vocabulary fits (up to 65,536 ids: the demo's 2,000, most 32k-50k tokenizers), else
+    uint32. The runner holds every routed document's ids at once (see the module's note on
+    memory), so this halves pack's memory; it follows from the tokenizer, so it is the same on
+    every runner and worker count."""
+    return "H" if vocab_size <= 2**16 else "I"
 
-    `array("I", list)` converts a list of ints three times faster than numpy does, and a
-    document without a mask sends no mask bytes through the shuffle.
+
+def doc_bytes(
+    doc: TokenizedDoc, bos: int | None, eos: int | None, typecode: str = "I"
+) -> tuple[bytes, bytes]:
+    """A document's ids with BOS/EOS added, as `typecode` (`id_typecode`) bytes in the
+    machine's order (`doc_piece` reads them with numpy), and its mask as uint8 bytes, or b""
+    when the document has no mask (every token a target but BOS: see `doc_piece`).
+
+    `struct` converts a list of ints three times faster than numpy does (and into uint16
+    three times faster than `array("H")`), checking each id's range, and a document without a
+    mask sends no mask bytes through the shuffle.
     """
-    ids = array("I", [*([] if bos is None else [bos]), *doc.ids, *([] if eos is None else [eos])])
+    ids = [*([] if bos is None else [bos]), *doc.ids, *([] if eos is None else [eos])]
+    packed = struct.pack(f"={len(ids)}{typecode}", *ids)
     if doc.mask is None:
-        return ids.tobytes(), b""
+        return packed, b""
     mask = doc.mask
     last = mask[-1:] if mask else [1]  # EOS is a target when the document's end is
-    return ids.tobytes(), bytes(
-        [*([] if bos is None else [0]), *mask, *(last if eos is not None else [])]
-    )
+    return packed, bytes([*([] if bos is None else [0]), *mask, *(last if eos is not None else [])])
 
 
-def doc_piece(ids: bytes, mask: bytes, bos: bool) -> Piece:
-    """The arrays `doc_bytes` sent: an empty mask is 1 for every token but a leading BOS."""
-    tokens = np.frombuffer(ids, np.uint32)
+def doc_piece(ids: bytes, mask: bytes, bos: bool, typecode: str = "I") -> Piece:
+    """The arrays `doc_bytes` sent, as views of its bytes: an empty mask is 1 for every token
+    but a leading BOS (`target_mask`)."""
+    tokens = np.frombuffer(ids, np.dtype(typecode))
     if mask:
         return Piece(tokens, np.frombuffer(mask, np.uint8))
-    ones = np.ones(len(tokens), np.uint8)
-    if bos:
-        ones[:1] = 0
-    return Piece(tokens, ones)
+    return Piece(tokens, target_mask(len(tokens), bos))
+
+
+# A read-only 0 followed by ones, grown as needed, that `target_mask` slices.
+_TARGETS: list[np.ndarray] = [np.zeros(1, np.uint8)]
+
+
+def target_mask(n: int, bos: bool) -> np.ndarray:
+    """n ones, the first 0 when it is BOS, as a read-only view of one shared array: a bucket
+    holds all its documents' pieces at once, and a mask of its own would cost each unmasked
+    document a byte per token."""
+    shared = _TARGETS[0]
+    if len(shared) <= n:
+        shared = np.ones(max(n + 1, 2 * len(shared)), np.uint8)
+        shared[0] = 0
+        shared.flags.writeable = False
+        _TARGETS[0] = shared
+    return shared[:n] if bos else shared[1 : n + 1]
 
 
 def padded_row(piece: Piece, seq_len: int, pad: int) -> tuple[np.ndarray, np.ndarray]:
@@ -405,9 +440,9 @@ def curriculum_bucket(
 class _RouteFn(StageFn):
     """Split, bucket and sort key of each document; BOS/EOS added; too_long/no_stage rejects."""
 
-    def __init__(self, stage: Pack, specials: dict[str, int]):
+    def __init__(self, stage: Pack, specials: dict[str, int], typecode: str):
         super().__init__(stage)
-        self._specials = specials
+        self._specials, self._typecode = specials, typecode
 
     def process(self, doc: TokenizedDoc, validation_ids: Any) -> Iterator[Any]:
         with self.timed():
@@ -445,16 +480,17 @@ class _RouteFn(StageFn):
         hardness = doc.difficulty if doc.difficulty is not None else math.inf
         sort_key = (hardness if cfg.order == "curriculum" else 0.0, order, doc.key)
         key = (folder + split, prefix)
-        value = (sort_key, *doc_bytes(doc, bos, eos))
+        value = (sort_key, *doc_bytes(doc, bos, eos, self._typecode))
         if cfg.preference:
             rejected = dataclasses.replace(doc, ids=doc.rejected_ids, mask=doc.rejected_mask)
-            value += doc_bytes(rejected, bos, eos)
+            value += doc_bytes(rejected, bos, eos, self._typecode)
         return key, value
 
 
-def value_tokens(value: tuple[Any, ...]) -> int:
-    """Tokens a routed value holds (both sides of a pair): its uint32 id arrays' lengths."""
-    return sum(len(value[i]) for i in range(1, len(value), 2)) // 4
+def value_tokens(value: tuple[Any, ...], itemsize: int = 4) -> int:
+    """Tokens a routed value holds (both sides of a pair): its id arrays' lengths, `itemsize`
+    bytes an id."""
+    return sum(len(value[i]) for i in range(1, len(value), 2)) // itemsize
 
 
 class _BucketFn(beam.DoFn):
@@ -503,8 +539,9 @@ class _WriteBucketFn(StageFn):
         (folder, prefix, bucket), values = item
         docs = sorted(values, key=lambda v: v[0])
         bos = "bos" in self._header["special_tokens"]
+        code = id_typecode(self._header["vocab_size"])
         # A pair's value holds both sides; each piece list keeps them in order, chosen first.
-        pieces = [doc_piece(v[i], v[i + 1], bos) for v in docs for i in range(1, len(v), 2)]
+        pieces = [doc_piece(v[i], v[i + 1], bos, code) for v in docs for i in range(1, len(v), 2)]
         part = _part_dir(self._root, folder, bucket)
         # The writers need a local folder: the part itself, or a staging folder copied to a
         # remote RUN (gs://...) once complete.
@@ -680,12 +717,16 @@ class Pack(
             )
         else:
             span = beam.pvalue.AsSingleton(docs.pipeline | "No span" >> beam.Create([None]))
-        routed = outputs(docs, _RouteFn(self, specials), "Route", validation_ids, tags=(ROUTED,))
+        typecode = id_typecode(tok.vocab_size)
+        routed = outputs(
+            docs, _RouteFn(self, specials, typecode), "Route", validation_ids, tags=(ROUTED,)
+        )
         by_split = routed.pop(ROUTED)
         minimum, per_bucket = cfg.buckets, cfg.bucket_tokens
+        itemsize = struct.calcsize(f"={typecode}")
         counts = beam.pvalue.AsDict(
             by_split
-            | "Split tokens" >> beam.Map(lambda kv: (kv[0][0], value_tokens(kv[1])))
+            | "Split tokens" >> beam.Map(lambda kv: (kv[0][0], value_tokens(kv[1], itemsize)))
             | "Sum split tokens" >> beam.CombinePerKey(sum)
             | "Bucket count"
             >> beam.MapTuple(lambda split, n: (split, bucket_count(n, per_bucket, minimum)))
