@@ -178,13 +178,59 @@ PACK_BRANCH = """
        | "By split" >> beam.GroupByKey()
        | beam.combiners.Count.Globally())
 """
+# The same job, plus, in the same pipeline, synthesize's structure (rule miner, the demo's
+# options) with no iptkit code: half the lines chosen by a hash of the id; per language the
+# count of chosen lines as a dict side input of the step that keys each by (language, chain
+# bucket of 10,000); grouped by bucket, sorted, cut into chains of 2; per chain one record of the
+# members' lines joined (the augmented record) and each member as a reject, both written out.
+# It writes more than synthesize adds (every line stays in the base job's output too), so its
+# own share is an upper bound of the runner's part.
+SYNTH_FUNCTIONS = """
+import json
+from typing import Any, Iterator
+FRACTION, WINDOW, ROUNDS = 0.5, 10_000, 2
+
+def digest(text):
+    return hashlib.blake2b(text.encode(), digest_size=8).digest()
+
+def chosen(line):
+    return int.from_bytes(digest(line.split('"', 4)[3]), "big") < FRACTION * 2**64
+
+def by_lang(line):
+    return json.loads(line).get("lang") or "", line
+
+def bucket(item, sizes):
+    lang, line = item
+    return (lang, zlib.crc32(line.encode()) % max(1, sizes[lang] // WINDOW)), line
+
+def chains(item) -> Iterator[Any]:
+    ordered = sorted(item[1], key=digest)
+    for start in range(0, len(ordered), ROUNDS):
+        members = ordered[start : start + ROUNDS]
+        yield "\\n".join(members)
+        for member in members:
+            yield beam.pvalue.TaggedOutput("rejects", member)
+"""
+SYNTH_BRANCH = """
+    chosen_lines = lines | beam.Filter(chosen) | "By lang" >> beam.Map(by_lang)
+    sizes = beam.pvalue.AsDict(chosen_lines
+       | beam.Map(lambda kv: (kv[0], 1))
+       | beam.CombinePerKey(sum))
+    out = (chosen_lines
+       | "Bucket" >> beam.Map(bucket, sizes)
+       | "Group" >> beam.GroupByKey()
+       | beam.FlatMap(chains).with_outputs("rejects", main="augmented"))
+    out.augmented | "Augmented" >> beam.io.WriteToText(dst + "-augmented", file_name_suffix=".gz")
+    out.rejects | "Rejects" >> beam.io.WriteToText(dst + "-rejects", file_name_suffix=".gz")
+"""
 BARE = {
     "beam": BARE_BEAM.format(functions="", branch=""),
+    "beam synth": BARE_BEAM.format(functions=SYNTH_FUNCTIONS, branch=SYNTH_BRANCH),
     "beam lsh": BARE_BEAM.format(functions=LSH_FUNCTIONS, branch=LSH_BRANCH),
     "beam pack": BARE_BEAM.format(functions=PACK_FUNCTIONS, branch=PACK_BRANCH),
 }
 # What each row's own share is measured against.
-BASE = {"read+write": "beam", "beam lsh": "beam", "beam pack": "beam"}
+BASE = {"read+write": "beam", "beam lsh": "beam", "beam pack": "beam", "beam synth": "beam"}
 
 
 def run_row(name: str, docs: Path, work: Path) -> dict[str, Any]:
