@@ -26,7 +26,8 @@ there.
 
 Rows: `flow` is the whole CPU flow in one run (langid, filters, dedup_exact, dedup_near,
 synthesize with the rule miner, decontaminate, mix, pack: the stages of bench_scaling.py's
-rows, in that order); any row of bench_scaling.py runs its stages alone. Peak RSS is the
+rows, in that order); any row of bench_scaling.py runs its stages alone, and its bare-Beam rows
+(`beam`, `beam lsh`, ...) run with no iptkit code: the harness's and the runner's own. Peak RSS is the
 kernel's high-water mark (VmHWM) of the worker and job service processes, read every 0.2 s while
 they run (the last 0.2 s of a process's life can be missed); the submitting `iptkit run` is
 measured by rusage. Results: benchmarks/results/worker_memory.json and a Markdown table.
@@ -46,7 +47,7 @@ from typing import Any
 import corpus
 import yaml
 from bench_cleaning import IPTKIT, RESULTS, WORK, machine, measured
-from bench_scaling import PACK, ROWS, mb_per_1k
+from bench_scaling import BARE, PACK, ROWS, mb_per_1k
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from portable_helpers import JOB_SERVICE, external_workers  # noqa: E402
@@ -122,7 +123,7 @@ def run_row(row: str, docs: Path, work: Path, launcher: Path = CHUNKED) -> dict[
         "output_shard_bytes": SHARD_BYTES,
         "sources": [{"name": "corpus", "format": "jsonl", "path": str(docs), "id_field": "id",
                      "lang_field": "lang", "kind": "raw"}],
-        "stages": stages_of(row),
+        "stages": [] if row in BARE else stages_of(row),
     }  # fmt: skip
     (work / "spec.yaml").write_text(yaml.safe_dump(spec, allow_unicode=True))
     logs = work / "logs"
@@ -135,12 +136,16 @@ def run_row(row: str, docs: Path, work: Path, launcher: Path = CHUNKED) -> dict[
             "job_service": ("cmdline", f"--port={port}"),
         }
         with HighWater(markers) as high:
-            cmd = [str(IPTKIT), "run", str(work / "spec.yaml"), "--out", str(run), "--force",
-                   *services.beam_args(1)]  # fmt: skip
+            if row in BARE:  # bare Beam, no iptkit code: the harness's and runner's own
+                (work / "bare_beam.py").write_text(BARE[row])
+                cmd = [sys.executable, str(work / "bare_beam.py"), str(docs), str(run / "out"),
+                       *services.beam_args(1)]  # fmt: skip
+            else:
+                cmd = [str(IPTKIT), "run", str(work / "spec.yaml"), "--out", str(run), "--force",
+                       *services.beam_args(1)]  # fmt: skip
             result = measured(cmd, work / "log.txt")
-    timings = json.loads((run / "timings.json").read_text())
     return {
-        "wall_seconds": timings["wall_seconds"],
+        "wall_seconds": result["process_seconds"],
         "submitter_maxrss_mb": result["maxrss_mb"],
         "worker_maxrss_mb": high.peaks["worker"],
         "workers": len(high.processes["worker"]),
@@ -174,7 +179,7 @@ def table(results: dict[str, Any]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 25_000, 50_000])
-    parser.add_argument("--rows", nargs="+", choices=["flow", *ROWS], default=["flow"])
+    parser.add_argument("--rows", nargs="+", choices=["flow", *BARE, *ROWS], default=["flow"])
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument("--out", type=Path, default=RESULTS / "worker_memory.json")
     parser.add_argument(
