@@ -483,6 +483,10 @@ def test_a_signal_to_train_sh_stops_every_rank_and_the_run_resumes(
     assert steps == list(range(1, len(steps) + 1))
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _launch_and_signal(
     config: Path, log_file: Path, ready: Callable[[], bool], signum: signal.Signals
 ) -> str:
@@ -496,6 +500,9 @@ def _launch_and_signal(
             env=clean_env(),
             stdout=log,
             stderr=subprocess.STDOUT,
+            # As from a terminal: a suite started in the background of a non-interactive shell
+            # ignores SIGINT, and a shell that starts with it ignored cannot trap it.
+            preexec_fn=_default_sigint,
         )
     tree: list[psutil.Process] = []
     try:
