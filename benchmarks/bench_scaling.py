@@ -263,6 +263,25 @@ def run_bare_beam(name: str, docs: Path, work: Path) -> dict[str, Any]:
     return result
 
 
+def results_file(out: Path, script: str, sizes: list[int], **fields: Any) -> dict[str, Any]:
+    """The results in `out` so far (runs of other sizes and rows are kept), with this run's
+    date, command, machine, the sizes measured in all and `fields`."""
+    results: dict[str, Any] = json.loads(out.read_text()) if out.exists() else {"runs": {}}
+    results.update(
+        date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        command=" ".join([".venv/bin/python", f"benchmarks/{script}", *sys.argv[1:]]),
+        machine=machine(),
+        sizes=sorted(set(sizes) | {int(n) for n in results["runs"]}),
+        **fields,
+    )
+    return results
+
+
+def work_folder(*parts: Any) -> Path:
+    """WORK/parts..., a row's name made a folder name."""
+    return WORK.joinpath(*(str(p).replace("+", "_").replace(" ", "_") for p in parts))
+
+
 def mb_per_1k(points: dict[int, float]) -> float | None:
     """Least-squares slope of MB on documents, per 1,000 documents."""
     if len(points) < 2:
@@ -334,7 +353,10 @@ def plan(
     own share), `chars_per_token` characters a token, every vCPU running one SDK process at the
     measured rate (no autoscaling ramp, stragglers or shuffle service: a lower bound on hours)."""
     needed = {"read+write", *PLAN_ROWS}
-    size = max(n for n in results["sizes"] if needed <= set(results["runs"].get(str(n), {})))
+    complete = [n for n in results["sizes"] if needed <= set(results["runs"].get(str(n), {}))]
+    if not complete:
+        return f"no plan: no size has every row of the flow measured ({', '.join(sorted(needed))})"
+    size = max(complete)
     per_doc = results["runs"][str(size)]["read+write"]["cpu_seconds"] / size
     per_doc += sum(own(results, row, size, "cpu_seconds") / size for row in PLAN_ROWS)
     chars = mean_chars(size)
@@ -379,23 +401,14 @@ def main() -> None:
         )
         return
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
-    results: dict[str, Any] = (
-        json.loads(args.out.read_text()) if args.out.exists() else {"runs": {}}
-    )
-    results.update(
-        date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        command=" ".join([".venv/bin/python", "benchmarks/bench_scaling.py", *sys.argv[1:]]),
-        machine=machine(),
-        sizes=sorted(set(args.sizes) | {int(n) for n in results["runs"]}),
-        rows=ROWS,
-    )
+    results = results_file(args.out, "bench_scaling.py", args.sizes, rows=ROWS)
     started = time.time()
     for n in sorted(args.sizes):
         corpus_dir = corpus.ensure(n, args.seed, WORK / f"corpus-{n}", log)
         docs = corpus_dir / "docs.jsonl.gz"
         runs = results["runs"].setdefault(str(n), {})
         for row in args.rows:
-            work = WORK / "scaling" / str(n) / row.replace("+", "_").replace(" ", "_")
+            work = work_folder("scaling", n, row)
             runs[row] = run_bare_beam(row, docs, work) if row in BARE else run_row(row, docs, work)
             log(
                 f"{n} {row}: wall {runs[row]['wall_seconds']:.1f} s, cpu "

@@ -36,7 +36,6 @@ measured by rusage. Results: benchmarks/results/worker_memory.json and a Markdow
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import sys
@@ -46,8 +45,8 @@ from typing import Any
 
 import corpus
 import yaml
-from bench_cleaning import IPTKIT, RESULTS, WORK, machine, measured
-from bench_scaling import BARE, PACK, ROWS, mb_per_1k
+from bench_cleaning import IPTKIT, RESULTS, WORK, measured
+from bench_scaling import BARE, PACK, ROWS, mb_per_1k, results_file, work_folder
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from portable_helpers import JOB_SERVICE, external_workers  # noqa: E402
@@ -190,22 +189,14 @@ def main() -> None:
     )
     args = parser.parse_args()
     launcher = JOB_SERVICE if args.whole_messages else CHUNKED
-    results: dict[str, Any] = (
-        json.loads(args.out.read_text()) if args.out.exists() else {"runs": {}}
-    )
-    results.update(
-        date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        command=" ".join([".venv/bin/python", "benchmarks/bench_worker_memory.py", *sys.argv[1:]]),
-        machine=machine(),
-        sizes=sorted(set(args.sizes) | {int(n) for n in results["runs"]}),
-        caps={"output_shard_bytes": SHARD_BYTES, **CAPS},
-    )
+    caps = {"output_shard_bytes": SHARD_BYTES, **CAPS}
+    results = results_file(args.out, "bench_worker_memory.py", args.sizes, caps=caps)
     for n in sorted(args.sizes):
         docs = corpus.ensure(n, args.seed, WORK / f"corpus-{n}") / "docs.jsonl.gz"
         runs = results["runs"].setdefault(str(n), {})
         for row in args.rows:
             name = f"{row}, whole messages" if args.whole_messages else row
-            work = WORK / "worker_memory" / str(n) / name.replace("+", "_").replace(" ", "_")
+            work = work_folder("worker_memory", n, name)
             runs[name] = run_row(row, docs, work, launcher)
             print(f"{n} {name}: {runs[name]}", file=sys.stderr, flush=True)
             args.out.parent.mkdir(parents=True, exist_ok=True)
