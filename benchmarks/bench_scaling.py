@@ -15,6 +15,9 @@ own wall, CPU seconds and peak RSS), one worker, in memory:
   them (its own share: minus `beam`);
 - `beam pack`: the same job plus pack's shuffles and its bucket-count side input with elements
   of pack's sizes and no iptkit code (its own share: minus `beam`);
+- `beam synth`: the same job plus synthesize's structure (chosen half, chaining buckets from a
+  count side input, chains joined) and its two outputs written as iptkit's sinks write them
+  (byte-sized file count as a side input, grouped by file), with no iptkit code;
 - `read+write`: `iptkit run` with no stage (read, output sink, rejects, ledger);
 - each stage alone after read (langid, filters, dedup_exact, dedup_near, synthesize with the
   rule miner, decontaminate against the demo's benchmark files, pack = format + tokenize + pack,
@@ -22,8 +25,10 @@ own wall, CPU seconds and peak RSS), one worker, in memory:
   records (the one list a worker holds per bucket), pack also with 2 Mi-token buckets.
 A stage's own cost is its run minus `read+write` at the same size (CPU seconds; peak RSS);
 `read+write` minus `beam` is what iptkit's reading and sinks add over the runner's own. The
-slope of memory is the least-squares MB per 1,000 documents over the sizes. Results:
-benchmarks/results/scaling.json and a Markdown table on stdout.
+slope of memory is the least-squares MB per 1,000 documents over the sizes. With
+`--bounded-messages` every row runs through bounded_messages.py (the runner hands grouped data
+to its worker in ~4 MB pieces instead of one message per stage) and is named "<row>, bounded
+messages". Results: benchmarks/results/scaling.json and a Markdown table on stdout.
 """
 
 from __future__ import annotations
@@ -182,11 +187,14 @@ PACK_BRANCH = """
 # options) with no iptkit code: half the lines chosen by a hash of the id; per language the
 # count of chosen lines as a dict side input of the step that keys each by (language, chain
 # bucket of 10,000); grouped by bucket, sorted, cut into chains of 2; per chain one record of the
-# members' lines joined (the augmented record) and each member as a reject, both written out.
-# It writes more than synthesize adds (every line stays in the base job's output too), so its
-# own share is an upper bound of the runner's part.
+# members' lines joined (the augmented record) and each member as a reject, both written out
+# as iptkit's sinks write (`held_sink`: each line keyed by its id's hash into as many files as
+# its total bytes need at 128 MiB a file, a count that is a side input, so the runner holds the
+# lines until it is known; grouped by file, sorted, gzip). It writes more than synthesize adds
+# (every line stays in the base job's output too), so its own share is an upper bound of what
+# the runner holds for synthesize's shuffles and outputs.
 SYNTH_FUNCTIONS = """
-import json
+import gzip, json
 from typing import Any, Iterator
 FRACTION, WINDOW, ROUNDS = 0.5, 10_000, 2
 
@@ -202,6 +210,27 @@ def by_lang(line):
 def bucket(item, sizes):
     lang, line = item
     return (lang, zlib.crc32(line.encode()) % max(1, sizes[lang] // WINDOW)), line
+
+def file_count(total):
+    return max(1, -(-total // 2**27))
+
+def keyed(kv, n):
+    return int.from_bytes(kv[0], "big") % n, kv
+
+def write_file(item, dst):
+    number, rows = item
+    with open(f"{dst}-{number:05d}.jsonl.gz", "wb") as f:
+        f.write(gzip.compress(b"".join(line for _, line in sorted(rows)), 6, mtime=0))
+
+def held_sink(pcoll, label, dst):
+    lines = pcoll | f"{label} encode" >> beam.Map(lambda l: (digest(l), l.encode() + b"\\n"))
+    n = beam.pvalue.AsSingleton(lines
+       | f"{label} sizes" >> beam.Map(lambda kv: len(kv[1]))
+       | f"{label} total" >> beam.CombineGlobally(sum)
+       | f"{label} count" >> beam.Map(file_count))
+    (lines | f"{label} key" >> beam.Map(keyed, n)
+       | f"{label} group" >> beam.GroupByKey()
+       | f"{label} write" >> beam.Map(write_file, f"{dst}-{label}"))
 
 def chains(item) -> Iterator[Any]:
     ordered = sorted(item[1], key=digest)
@@ -220,8 +249,8 @@ SYNTH_BRANCH = """
        | "Bucket" >> beam.Map(bucket, sizes)
        | "Group" >> beam.GroupByKey()
        | beam.FlatMap(chains).with_outputs("rejects", main="augmented"))
-    out.augmented | "Augmented" >> beam.io.WriteToText(dst + "-augmented", file_name_suffix=".gz")
-    out.rejects | "Rejects" >> beam.io.WriteToText(dst + "-rejects", file_name_suffix=".gz")
+    held_sink(out.augmented, "augmented", dst)
+    held_sink(out.rejects, "rejects", dst)
 """
 BARE = {
     "beam": BARE_BEAM.format(functions="", branch=""),
@@ -230,10 +259,22 @@ BARE = {
     "beam pack": BARE_BEAM.format(functions=PACK_FUNCTIONS, branch=PACK_BRANCH),
 }
 # What each row's own share is measured against.
-BASE = {"read+write": "beam", "beam lsh": "beam", "beam pack": "beam", "beam synth": "beam"}
+BASE = {
+    "beam": "beam",
+    "read+write": "beam",
+    "beam lsh": "beam",
+    "beam pack": "beam",
+    "beam synth": "beam",
+}
 
 
-def run_row(name: str, docs: Path, work: Path) -> dict[str, Any]:
+# `--bounded-messages`: every run through this launcher (the DirectRunner's grouped data
+# handed over in ~4 MB pieces); rows are then named "<row>, bounded messages".
+BOUNDED = [sys.executable, str(HERE / "bounded_messages.py")]
+BOUNDED_SUFFIX = ", bounded messages"
+
+
+def run_row(name: str, docs: Path, work: Path, bounded: bool = False) -> dict[str, Any]:
     """One `iptkit run` of a row's stages on `docs`; its rusage and RUN/timings.json."""
     run = work / "run"
     spec = {
@@ -245,7 +286,8 @@ def run_row(name: str, docs: Path, work: Path) -> dict[str, Any]:
     }  # fmt: skip
     work.mkdir(parents=True, exist_ok=True)
     (work / "spec.yaml").write_text(yaml.safe_dump(spec, allow_unicode=True))
-    cmd = [str(IPTKIT), "run", str(work / "spec.yaml"), "--out", str(run), "--force", *BEAM_FLAGS]
+    iptkit = [*BOUNDED, "iptkit"] if bounded else [str(IPTKIT)]
+    cmd = [*iptkit, "run", str(work / "spec.yaml"), "--out", str(run), "--force", *BEAM_FLAGS]
     result = measured(cmd, work / "log.txt")
     timings = json.loads((run / "timings.json").read_text())
     result["wall_seconds"] = timings["wall_seconds"]
@@ -253,11 +295,12 @@ def run_row(name: str, docs: Path, work: Path) -> dict[str, Any]:
     return result
 
 
-def run_bare_beam(name: str, docs: Path, work: Path) -> dict[str, Any]:
+def run_bare_beam(name: str, docs: Path, work: Path, bounded: bool = False) -> dict[str, Any]:
     work.mkdir(parents=True, exist_ok=True)
     script = work / "bare_beam.py"
     script.write_text(BARE[name])
-    cmd = [sys.executable, str(script), str(docs), str(work / "out"), *BEAM_FLAGS]
+    python = BOUNDED if bounded else [sys.executable]
+    cmd = [*python, str(script), str(docs), str(work / "out"), *BEAM_FLAGS]
     result = measured(cmd, work / "log.txt")
     result["wall_seconds"] = result["process_seconds"]
     return result
@@ -295,10 +338,16 @@ def mb_per_1k(points: dict[int, float]) -> float | None:
     )
 
 
+def base_of(row: str) -> str:
+    """The row a row's own share is measured against, run the same way (bounded or not)."""
+    name = row.removesuffix(BOUNDED_SUFFIX)
+    return BASE.get(name, "read+write") + row[len(name) :]
+
+
 def own(results: dict[str, Any], row: str, size: int, key: str) -> float:
     """A row's figure less its baseline's at the same size (a stage's own share)."""
     by = results["runs"][str(size)]
-    return by[row][key] - by[BASE.get(row, "read+write")][key]
+    return by[row][key] - by[base_of(row)][key]
 
 
 def table(results: dict[str, Any]) -> str:
@@ -308,17 +357,18 @@ def table(results: dict[str, Any]) -> str:
         f"| row | {head} | own RSS slope, MB per 1k docs | whole RSS slope |",
         "|---" * (len(sizes) + 3) + "|",
     ]
-    for row in [*BARE, *ROWS]:
+    names = [*BARE, *ROWS]
+    for row in [*names, *(name + BOUNDED_SUFFIX for name in names)]:
+        if not any(row in results["runs"][str(n)] for n in sizes) and row not in names:
+            continue
         cells, own_rss, whole_rss = [], {}, {}
         for n in sizes:
             r = results["runs"][str(n)].get(row)
-            if r is None or (
-                row != "beam" and BASE.get(row, "read+write") not in results["runs"][str(n)]
-            ):
+            if r is None or (row != base_of(row) and base_of(row) not in results["runs"][str(n)]):
                 cells.append("-")
                 continue
             whole_rss[n] = r["maxrss_mb"]
-            if row == "beam":
+            if row == base_of(row):
                 cells.append(f"{n / r['cpu_seconds']:,.0f} (-), {r['maxrss_mb']:,.0f} MB (-)")
                 continue
             cpu, rss = own(results, row, n, "cpu_seconds"), own(results, row, n, "maxrss_mb")
@@ -391,6 +441,11 @@ def main() -> None:
     parser.add_argument("--vcpu-hour", type=float, default=0.056, help="USD per vCPU-hour")
     parser.add_argument("--gb-hour", type=float, default=0.003557, help="USD per GB-hour")
     parser.add_argument("--plan-only", action="store_true", help="tables from --out; no runs")
+    parser.add_argument(
+        "--bounded-messages",
+        action="store_true",
+        help="run through bounded_messages.py (rows named '<row>, bounded messages')",
+    )
     args = parser.parse_args()
     if args.plan_only:
         results = json.loads(args.out.read_text())
@@ -407,9 +462,11 @@ def main() -> None:
         corpus_dir = corpus.ensure(n, args.seed, WORK / f"corpus-{n}", log)
         docs = corpus_dir / "docs.jsonl.gz"
         runs = results["runs"].setdefault(str(n), {})
-        for row in args.rows:
+        for name in args.rows:
+            row = name + BOUNDED_SUFFIX if args.bounded_messages else name
             work = work_folder("scaling", n, row)
-            runs[row] = run_bare_beam(row, docs, work) if row in BARE else run_row(row, docs, work)
+            run = run_bare_beam if name in BARE else run_row
+            runs[row] = run(name, docs, work, args.bounded_messages)
             log(
                 f"{n} {row}: wall {runs[row]['wall_seconds']:.1f} s, cpu "
                 f"{runs[row]['cpu_seconds']:.1f} s, rss {runs[row]['maxrss_mb']:.0f} MB, "

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
 
 from apache_beam.io.filesystem import CompressionTypes
@@ -24,19 +25,23 @@ def is_local(path: str) -> bool:
     return FileSystems.get_scheme(path) is None
 
 
-def atomic_write(path: str | os.PathLike[str], data: bytes | str) -> None:
-    """Write `data` (text as UTF-8) to `path` through a temporary file and a rename, so `path`
+def atomic_write(path: str | os.PathLike[str], data: bytes | str | Iterable[bytes]) -> None:
+    """Write `data` (text as UTF-8; or pieces of bytes, written in turn, so a large file is
+    never one bytes object in memory) to `path` through a temporary file and a rename, so `path`
     is either whole or as it was. iptkit's one whole-file atomic writer: run directories, eval
-    outputs, charts; local paths (their folder is created) or any FileSystems scheme."""
+    outputs, charts, output shards; local paths (their folder is created) or any FileSystems
+    scheme."""
     path = os.fspath(path)
     if is_local(path):
         path = os.path.abspath(path)  # a bare file name has a folder too
     if isinstance(data, str):
         data = data.encode("utf-8")
+    pieces = [data] if isinstance(data, (bytes, bytearray, memoryview)) else data
     tmp = f"{path}{TMP_MARK}{uuid.uuid4().hex}"
     try:
         with FileSystems.create(tmp, compression_type=CompressionTypes.UNCOMPRESSED) as f:
-            f.write(data)
+            for piece in pieces:
+                f.write(piece)
         FileSystems.rename([tmp], [path])
     except BaseException:
         if FileSystems.exists(tmp):

@@ -220,6 +220,7 @@ written = []
 
 def dying_write(path, data):
     # Die at the worst moment: an output file half written under its temporary name.
+    data = data if isinstance(data, bytes) else b"".join(data)  # a shard comes in pieces
     if "/output/" in path and written:
         with open(path + files.TMP_MARK + "partial", "wb") as f:
             f.write(data[: len(data) // 2])

@@ -58,7 +58,6 @@ from typing import Any, Literal
 import apache_beam as beam
 import numpy as np
 from apache_beam.metrics import Metrics
-from datasketch import MinHash, MinHashLSH
 from pydantic import Field, model_validator
 
 from iptkit.files import atomic_write
@@ -176,7 +175,11 @@ def lsh_params(cfg: DedupNearConfig) -> tuple[int, int]:
 
 @lru_cache
 def _optimal_bands_rows(threshold: float, num_perm: int, fn_weight: float) -> tuple[int, int]:
-    """Cached on the three numbers (the config holds lists, so it cannot be a cache key)."""
+    """Cached on the three numbers (the config holds lists, so it cannot be a cache key).
+    datasketch is imported here and in `MinHasher`, not with the module: it pulls in
+    scipy.integrate (~0.4 s), which every run paid at start-up through the stage registry."""
+    from datasketch import MinHashLSH
+
     lsh = MinHashLSH(threshold=threshold, num_perm=num_perm, weights=(1 - fn_weight, fn_weight))
     return lsh.b, lsh.r
 
@@ -206,6 +209,8 @@ class MinHasher:
     """
 
     def __init__(self, num_perm: int, seed: int):
+        from datasketch import MinHash
+
         self._empty = MinHash(num_perm=num_perm, seed=permutation_seed(seed), hashfunc=_as_is)
 
     def signature(self, hashes: np.ndarray) -> np.ndarray:

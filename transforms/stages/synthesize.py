@@ -54,7 +54,7 @@ from iptkit.transforms.inference.core import (
     spec_tokenizer,
 )
 from iptkit.transforms.inference.model_files import local_model_path
-from iptkit.transforms.record import Record, shallow_dict
+from iptkit.transforms.record import Record, coder_bytes, coder_value, shallow_dict
 from iptkit.transforms.stage import (
     KEPT,
     Drop,
@@ -148,10 +148,10 @@ class ChainCoder(beam.coders.Coder):
     """Canonical JSON for chains, like records: deterministic bytes, no pickled classes."""
 
     def encode(self, value: Chain) -> bytes:
-        return json.dumps(value.to_dict(), sort_keys=True, separators=(",", ":")).encode("ascii")
+        return coder_bytes(value.to_dict())
 
     def decode(self, encoded: bytes) -> Chain:
-        d = json.loads(encoded)
+        d = coder_value(encoded)
         return Chain(
             d["key"], [Record(**m) for m in d["members"]], [MemberResult(**r) for r in d["results"]]
         )
