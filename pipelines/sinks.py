@@ -57,6 +57,17 @@ def shard_name(index: int, num_shards: int, compress: bool) -> str:
     return f"part-{index:05d}-of-{num_shards:05d}.jsonl" + (".gz" if compress else "")
 
 
+def joined_pieces(lines: list[Line]) -> Iterator[bytes]:
+    """The lines, in order, joined into pieces of about PIECE_BYTES (the last may be empty)."""
+    piece = bytearray()
+    for _, line in lines:
+        piece += line
+        if len(piece) >= PIECE_BYTES:
+            yield bytes(piece)
+            piece = bytearray()
+    yield bytes(piece)
+
+
 def shard_content(lines: list[Line], compress: bool) -> Iterator[bytes]:
     """The file content of one shard from `(id, JSONL line)` pairs, sorted by id, then bytes,
     in pieces: a shard's lines are never joined into one more copy of the shard (at 25,000
@@ -66,20 +77,15 @@ def shard_content(lines: list[Line], compress: bool) -> Iterator[bytes]:
     CRC-32 and size."""
     lines.sort()
     if not compress:
-        yield from (line for _, line in lines)
+        yield from joined_pieces(lines)
         return
     deflate = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, -zlib.MAX_WBITS)
-    crc, size, piece = 0, 0, bytearray()
+    crc = size = 0
     yield GZIP_HEADER
-    for _, line in lines:
-        piece += line
-        if len(piece) >= PIECE_BYTES:
-            crc, size = zlib.crc32(piece, crc), size + len(piece)
-            yield deflate.compress(piece)
-            piece.clear()
-    crc, size = zlib.crc32(piece, crc), size + len(piece)
-    yield deflate.compress(piece) + deflate.flush()
-    yield struct.pack("<II", crc, size & 0xFFFFFFFF)
+    for piece in joined_pieces(lines):
+        crc, size = zlib.crc32(piece, crc), size + len(piece)
+        yield deflate.compress(piece)
+    yield deflate.flush() + struct.pack("<II", crc, size & 0xFFFFFFFF)
 
 
 def sort_key(record_id: str) -> bytes:
