@@ -24,7 +24,8 @@ own wall, CPU seconds and peak RSS), one worker, in memory:
   mix + pack), with the demo's options; synthesize also with chaining buckets of 1,000
   records (the one list a worker holds per bucket), pack also with 2 Mi-token buckets.
 A stage's own cost is its run minus `read+write` at the same size (CPU seconds; peak RSS);
-`read+write` minus `beam` is what iptkit's reading and sinks add over the runner's own. The
+`read+write` minus `beam` is what iptkit's reading and sinks add over the runner's own. The bare
+rows run with glibc's mmap threshold fixed as iptkit fixes it in its runs (iptkit/memory.py). The
 slope of memory is the least-squares MB per 1,000 documents over the sizes. With
 `--bounded-messages` every row runs through bounded_messages.py (the runner hands grouped data
 to its worker in ~4 MB pieces instead of one message per stage) and is named "<row>, bounded
@@ -47,6 +48,8 @@ from typing import Any
 import corpus
 import yaml
 from bench_cleaning import BEAM_FLAGS, IPTKIT, RESULTS, WORK, machine, measured
+
+from iptkit.memory import THRESHOLD_BYTES
 
 HERE = Path(__file__).resolve().parent
 EXAMPLES = HERE.parent / "pipelines" / "examples"
@@ -295,13 +298,18 @@ def run_row(name: str, docs: Path, work: Path, bounded: bool = False) -> dict[st
     return result
 
 
+# The allocator setting iptkit makes in every run (iptkit/memory.py), given to the bare replicas
+# through glibc's environment, so a replica's memory differs from iptkit's by code alone.
+SAME_ALLOCATOR = {"MALLOC_MMAP_THRESHOLD_": str(THRESHOLD_BYTES)}
+
+
 def run_bare_beam(name: str, docs: Path, work: Path, bounded: bool = False) -> dict[str, Any]:
     work.mkdir(parents=True, exist_ok=True)
     script = work / "bare_beam.py"
     script.write_text(BARE[name])
     python = BOUNDED if bounded else [sys.executable]
     cmd = [*python, str(script), str(docs), str(work / "out"), *BEAM_FLAGS]
-    result = measured(cmd, work / "log.txt")
+    result = measured(cmd, work / "log.txt", SAME_ALLOCATOR)
     result["wall_seconds"] = result["process_seconds"]
     return result
 

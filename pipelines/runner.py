@@ -24,6 +24,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from iptkit.errors import ExceptionCeilingError, IptkitError, LedgerError
 from iptkit.files import atomic_write, read_bytes
+from iptkit.memory import fix_mmap_threshold
 from iptkit.pipelines.builder import build
 from iptkit.pipelines.compile import (
     COMPILE_FLAGS,
@@ -174,6 +175,7 @@ def execute(plan: Plan, beam_args: list[str], force: bool = False) -> RunResult:
         # garbage collector stops re-scanning them on every full collection while an in-process
         # runner allocates millions of records (half the collector's time in a pack run).
         gc.freeze()
+        fix_mmap_threshold()  # an in-process runner's workers are this process
         try:
             with quiet_message_deadline():
                 result = pipeline.run()

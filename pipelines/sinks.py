@@ -25,6 +25,7 @@ import apache_beam as beam
 
 from iptkit.files import atomic_write
 from iptkit.hashing import hash_int
+from iptkit.memory import fix_mmap_threshold
 from iptkit.transforms.record import Record, Reject, encode_line
 
 # Uncompressed bytes of JSONL a shard holds (the spec's `output_shard_bytes` by default): a
@@ -145,6 +146,7 @@ class WriteJsonlShards(beam.PTransform):
         target, minimum = self._target_bytes, self._min_shards
 
         def write(item: tuple[int, Iterable[Line | None]], n: int) -> str:
+            fix_mmap_threshold()  # a worker that only writes
             index, rows = item
             path = f"{directory}/{shard_name(index, n, compress)}"
             atomic_write(path, shard_content([x for x in rows if x is not None], compress))

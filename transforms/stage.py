@@ -44,6 +44,7 @@ from typing import Any, ClassVar
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
+from iptkit.memory import fix_mmap_threshold
 from iptkit.rundir import RunDir
 from iptkit.transforms.record import Record, Reject, record_chars
 from iptkit.transforms.stage_config import StageConfig
@@ -151,6 +152,7 @@ class StageFn(beam.DoFn):
         self._us = Metrics.counter(ns, "process_us")
 
     def setup(self) -> None:
+        fix_mmap_threshold()
         self.stage.setup()
 
     def timed(self) -> _Timer:

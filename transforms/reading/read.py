@@ -39,6 +39,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from iptkit.memory import fix_mmap_threshold
 from iptkit.transforms.reading.sources import (
     READ_STAGE,
     SourceConfig,
@@ -257,6 +258,9 @@ class _ReadPartFn(beam.DoFn):
         self._us = Metrics.counter(ns, "process_us")
         self._parts = Metrics.counter(ns, PARTS)
         self._ns = ns
+
+    def setup(self) -> None:
+        fix_mmap_threshold()  # the first step of every job, on every worker that reads
 
     def _reject(self, item: Reject) -> Iterator[Any]:
         Metrics.counter(self._ns, f"dropped.{item.reason}").inc()
