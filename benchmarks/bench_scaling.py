@@ -187,14 +187,17 @@ PACK_BRANCH = """
        | beam.combiners.Count.Globally())
 """
 # The same job, plus, in the same pipeline, synthesize's structure (rule miner, the demo's
-# options) with no iptkit code: half the lines chosen by a hash of the id; per language the
-# count of chosen lines as a dict side input of the step that keys each by (language, chain
-# bucket of 10,000); grouped by bucket, sorted, cut into chains of 2; per chain one record of the
-# members' lines joined (the augmented record) and each member as a reject, both written out
-# as iptkit's sinks write (`held_sink`: each line keyed by its id's hash into as many files as
-# its total bytes need at 128 MiB a file, a count that is a side input, so the runner holds the
-# lines until it is known; grouped by file, sorted, gzip). It writes more than synthesize adds
-# (every line stays in the base job's output too), so its own share is an upper bound of what
+# options) and its two outputs, with no iptkit code: half the lines chosen by a hash of the id;
+# per language the count of chosen lines as a dict side input of the step that keys each by
+# (language, chain bucket of 10,000); grouped by bucket, sorted, cut into chains of 2; per chain
+# one augmented record of twice its members' lines joined (synthesize's carries the members'
+# texts and the pairs mined from them, which quote their sentences: 12.4 KB against 6.2 KB of
+# member lines at 100k) and every member but the first as a reject; the output (the lines not
+# chosen and the augmented records, as synthesize keeps them) and the rejects written as
+# iptkit's sinks write (`held_sink`: each line keyed by its id's hash into as many files as its
+# total bytes need at 128 MiB a file, a count that is a side input, so the runner holds the
+# lines until it is known; grouped by file, sorted, gzip). Its output sink comes on top of the
+# base job's (synthesize's replaces read+write's), so its own share is an upper bound of what
 # the runner holds for synthesize's shuffles and outputs.
 SYNTH_FUNCTIONS = """
 import gzip, json
@@ -239,8 +242,8 @@ def chains(item) -> Iterator[Any]:
     ordered = sorted(item[1], key=digest)
     for start in range(0, len(ordered), ROUNDS):
         members = ordered[start : start + ROUNDS]
-        yield "\\n".join(members)
-        for member in members:
+        yield "\\n".join(members) * 2
+        for member in members[1:]:
             yield beam.pvalue.TaggedOutput("rejects", member)
 """
 SYNTH_BRANCH = """
@@ -252,7 +255,8 @@ SYNTH_BRANCH = """
        | "Bucket" >> beam.Map(bucket, sizes)
        | "Group" >> beam.GroupByKey()
        | beam.FlatMap(chains).with_outputs("rejects", main="augmented"))
-    held_sink(out.augmented, "augmented", dst)
+    kept = (lines | "Not chosen" >> beam.Filter(lambda line: not chosen(line)), out.augmented)
+    held_sink(kept | "Kept" >> beam.Flatten(), "output", dst)
     held_sink(out.rejects, "rejects", dst)
 """
 BARE = {

@@ -22,6 +22,7 @@ import zlib
 from collections.abc import Iterable, Iterator
 
 import apache_beam as beam
+from apache_beam.transforms.combiners import ToSetCombineFn
 
 from iptkit.files import atomic_write
 from iptkit.hashing import hash_int
@@ -124,6 +125,11 @@ def keyed_line(line: Line, num_shards: int) -> tuple[int, Line]:
     return shard_of(line[0], num_shards), line
 
 
+def unused(num_shards: int, used: set[int]) -> list[int]:
+    """The shards of `num_shards` that no line went to."""
+    return [i for i in range(num_shards) if i not in used]
+
+
 class WriteJsonlShards(beam.PTransform):
     """Writes records or reject rows to `directory/part-NNNNN-of-MMMMM.jsonl[.gz]`, MMMMM from
     the rows' size (`shard_count`)."""
@@ -145,11 +151,11 @@ class WriteJsonlShards(beam.PTransform):
         directory, compress = self._directory, self._compress
         target, minimum = self._target_bytes, self._min_shards
 
-        def write(item: tuple[int, Iterable[Line | None]], n: int) -> str:
+        def write(item: tuple[int, Iterable[Line]], n: int) -> str:
             fix_mmap_threshold()  # a worker that only writes
             index, rows = item
             path = f"{directory}/{shard_name(index, n, compress)}"
-            atomic_write(path, shard_content([x for x in rows if x is not None], compress))
+            atomic_write(path, shard_content(list(rows), compress))
             return path
 
         lines = pcoll | "Encode" >> beam.Map(encoded)
@@ -160,10 +166,16 @@ class WriteJsonlShards(beam.PTransform):
         )
         n = beam.pvalue.AsSingleton(count)
         keyed = lines | "Key" >> beam.Map(keyed_line, n)
-        every_shard = count | "Shards" >> beam.FlatMap(lambda k: [(i, None) for i in range(k)])
-        return (
-            (keyed, every_shard)
-            | "All" >> beam.Flatten()
-            | "Group" >> beam.GroupByKey()
-            | "Write" >> beam.Map(write, n)
+        written = keyed | "Group" >> beam.GroupByKey() | "Write" >> beam.Map(write, n)
+        # The shards no line went to, written empty beside the others: a Flatten of the lines
+        # with one marker per shard would be one more whole copy of the lines, which the
+        # in-memory runner materializes (Beam 2.78 never fuses a multi-input Flatten).
+        used = (
+            keyed
+            | "Shard" >> beam.Map(lambda kv: kv[0])
+            | "Used" >> beam.CombineGlobally(ToSetCombineFn())
+        )
+        empty = count | "Empty" >> beam.FlatMap(unused, beam.pvalue.AsSingleton(used))
+        return (written, empty | "Write empty" >> beam.Map(lambda i, n: write((i, []), n), n)) | (
+            "Paths" >> beam.Flatten()
         )

@@ -85,3 +85,15 @@ def test_a_small_target_writes_several_files_whose_union_is_the_input(tmp_path):
         tmp_path / "two", "--direct_num_workers=2", "--direct_running_mode=multi_threading"
     )
     assert two == one
+
+
+def test_every_shard_is_written_even_where_no_line_went(tmp_path):
+    rows = RECORDS[:2]
+    with beam.Pipeline() as p:
+        p | beam.Create(rows) | WriteJsonlShards(str(tmp_path), 5, True)
+    files = {f.name: gzip.decompress(f.read_bytes()) for f in sorted(tmp_path.iterdir())}
+    assert sorted(files) == [f"part-{i:05d}-of-00005.jsonl.gz" for i in range(5)]
+    assert sum(1 for data in files.values() if not data) == 5 - len(
+        {shard_of(r.id, 5) for r in rows}
+    )
+    assert b"".join(files.values()).count(b"\n") == 2
