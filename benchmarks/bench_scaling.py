@@ -18,6 +18,8 @@ own wall, CPU seconds and peak RSS), one worker, in memory:
 - `beam synth`: the same job plus synthesize's structure (chosen half, chaining buckets from a
   count side input, chains joined) and its two outputs written as iptkit's sinks write them
   (byte-sized file count as a side input, grouped by file), with no iptkit code;
+- `beam dedup`: the same job plus dedup_exact's group by normalised-text hash (lowest id kept)
+  and its two outputs written as iptkit's sinks write them, with no iptkit code;
 - `read+write`: `iptkit run` with no stage (read, output sink, rejects, ledger);
 - each stage alone after read (langid, filters, dedup_exact, dedup_near, synthesize with the
   rule miner, decontaminate against the demo's benchmark files, pack = format + tokenize + pack,
@@ -259,11 +261,36 @@ SYNTH_BRANCH = """
     held_sink(kept | "Kept" >> beam.Flatten(), "output", dst)
     held_sink(out.rejects, "rejects", dst)
 """
-BARE = {
-    "beam": BARE_BEAM.format(functions="", branch=""),
+# The same job, plus, in the same pipeline, dedup_exact's structure with no iptkit code: each
+# line keyed by a 16-byte BLAKE2b of its case-folded, whitespace-collapsed text, grouped, the
+# lowest id kept and the others rejected, the kept lines and the rejects written as iptkit's
+# sinks write (`held_sink`, above). Its output sink comes on top of the base job's (dedup_exact's
+# replaces read+write's), so its own share is an upper bound of what the runner holds for
+# dedup_exact's shuffle and outputs.
+DEDUP_FUNCTIONS = SYNTH_FUNCTIONS + """
+def text_key(line):
+    text = json.loads(line)["text"]
+    return hashlib.blake2b(" ".join(text.casefold().split()).encode(), digest_size=16).digest(), line
+
+def first(item) -> Iterator[Any]:
+    ordered = sorted(item[1], key=lambda line: line.split('"', 4)[3])
+    yield ordered[0]
+    for line in ordered[1:]:
+        yield beam.pvalue.TaggedOutput("rejects", line)
+"""
+DEDUP_BRANCH = """
+    out = (lines
+       | "Text key" >> beam.Map(text_key)
+       | "Group texts" >> beam.GroupByKey()
+       | beam.FlatMap(first).with_outputs("rejects", main="kept"))
+    held_sink(out.kept, "output", dst)
+    held_sink(out.rejects, "rejects", dst)
+"""
+BARE = {    "beam": BARE_BEAM.format(functions="", branch=""),
     "beam synth": BARE_BEAM.format(functions=SYNTH_FUNCTIONS, branch=SYNTH_BRANCH),
     "beam lsh": BARE_BEAM.format(functions=LSH_FUNCTIONS, branch=LSH_BRANCH),
     "beam pack": BARE_BEAM.format(functions=PACK_FUNCTIONS, branch=PACK_BRANCH),
+    "beam dedup": BARE_BEAM.format(functions=DEDUP_FUNCTIONS, branch=DEDUP_BRANCH),
 }
 # What each row's own share is measured against.
 BASE = {
@@ -272,6 +299,7 @@ BASE = {
     "beam lsh": "beam",
     "beam pack": "beam",
     "beam synth": "beam",
+    "beam dedup": "beam",
 }
 
 
