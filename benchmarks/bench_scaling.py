@@ -176,7 +176,7 @@ def write(item):
     return folder, (number, sum(len(v[1]) for v in docs) // ID_BYTES)
 """
 PACK_BRANCH = """
-    routed = lines | "Route" >> beam.Map(route)
+    routed = {source} | "Route" >> beam.Map({route})
     counts = beam.pvalue.AsDict(routed
        | beam.Map(lambda kv: (kv[0][0], len(kv[1][1]) // ID_BYTES))
        | beam.CombinePerKey(sum)
@@ -286,10 +286,104 @@ DEDUP_BRANCH = """
     held_sink(out.kept, "output", dst)
     held_sink(out.rejects, "rejects", dst)
 """
+# The same job, plus, in the same pipeline, mix's structure (the mix+pack row's options: lang
+# shares 0.5/0.3/0.2, total "all", scale_down) then pack's (above), with no iptkit code: each
+# line made a tokenized document of its size (its other fields as a JSON header, then 2 bytes
+# for each token the demo tokenizer gives its text, at that tokenizer's rate per character in
+# each language, so the same shares are taken), held whole for the select step, whose
+# side inputs come from every document: the token sum per language -> the plan (each
+# language's target), token totals per range of the hash order -> the range each remainder
+# ends in, the documents of that range grouped -> the cutoff. Selected documents go on to
+# pack's routing; the others are small reject lines written as iptkit's sinks write. Pack's
+# shards are not written (as in `beam pack`).
+MIX_FUNCTIONS = SYNTH_FUNCTIONS + PACK_FUNCTIONS + """
+SHARES, RANGE_SHIFT = {"en": 0.5, "ja": 0.3, "pl": 0.2}, 52
+LANG_TOKENS_PER_CHAR = {"en": 0.529, "ja": 0.888, "pl": 0.805}  # the demo tokenizer's, at 25k
+
+def tokenized(line):
+    record = json.loads(line)
+    rate = LANG_TOKENS_PER_CHAR.get(record.get("lang"), TOKENS_PER_CHAR)
+    tokens = 2 + round(len(record["text"]) * rate)
+    del record["text"]
+    head = json.dumps(record | {"kind": "raw", "copy": 0}, sort_keys=True).encode()
+    order = int.from_bytes(digest(record["id"]), "big")
+    ids = hashlib.shake_128(line.encode()).digest(tokens * ID_BYTES)
+    return record.get("lang") or "", order, record["id"], tokens, head + ids
+
+def solve(_, available):
+    total = min(available[g] / share for g, share in SHARES.items() if g in available)
+    return {g: total * share for g, share in SHARES.items() if g in available}
+
+def boundary(item, plan) -> Iterator[Any]:
+    lang, ranges = item
+    left = plan.get(lang)
+    if left is None:
+        return
+    for number, tokens in sorted(ranges):
+        if tokens >= left:
+            yield lang, (number, left)
+            return
+        left -= tokens
+    yield lang, (None, left)
+
+def in_boundary(doc, where) -> Iterator[Any]:
+    found = where.get(doc[0])
+    if found is not None and found[0] == doc[1] >> RANGE_SHIFT:
+        yield doc[0], (doc[1], doc[2], doc[3])
+
+def cutoff(item, where):
+    lang, docs = item
+    left = where[lang][1]
+    for order, key, tokens in sorted(docs):
+        left -= tokens
+        if left <= 0:
+            break
+    return lang, (order, key)
+
+def select(doc, plan, cutoffs) -> Iterator[Any]:
+    lang, order, key, tokens, payload = doc
+    if lang in plan and (cutoffs[lang] is None or (order, key) <= tuple(cutoffs[lang])):
+        yield doc
+    else:
+        reject = {"id": key, "reason": "not_sampled", "record": {"lang": lang, "tokens": tokens}}
+        yield beam.pvalue.TaggedOutput("rejects", json.dumps(reject, sort_keys=True))
+
+def route_doc(doc):
+    lang, order, key, tokens, payload = doc
+    return ("train", "train"), ((0.0, order >> 1, key), payload[-tokens * ID_BYTES :], b"")
+"""
+MIX_BRANCH = """
+    docs = lines | "Tokenize" >> beam.Map(tokenized)
+    plan = beam.pvalue.AsSingleton(p
+       | beam.Create([None])
+       | "Plan" >> beam.Map(solve, beam.pvalue.AsDict(docs
+          | beam.Map(lambda d: (d[0], d[3]))
+          | "Tokens" >> beam.CombinePerKey(sum))))
+    boundaries = (docs
+       | beam.Map(lambda d: ((d[0], d[1] >> RANGE_SHIFT), d[3]))
+       | "Range totals" >> beam.CombinePerKey(sum)
+       | beam.Map(lambda kv: (kv[0][0], (kv[0][1], kv[1])))
+       | "Ranges" >> beam.GroupByKey()
+       | "Boundary" >> beam.FlatMap(boundary, plan))
+    where = beam.pvalue.AsDict(boundaries)
+    from_docs = (docs
+       | "In boundary" >> beam.FlatMap(in_boundary, where)
+       | "Boundary docs" >> beam.GroupByKey()
+       | "Cutoff" >> beam.Map(cutoff, where))
+    from_ranges = boundaries | beam.FlatMap(lambda kv: [(kv[0], None)] if kv[1][0] is None else [])
+    cutoffs = beam.pvalue.AsDict((from_docs, from_ranges) | beam.Flatten())
+    mixed = (docs
+       | "Select" >> beam.FlatMap(select, plan, cutoffs).with_outputs("rejects", main="kept"))
+    mixed.kept | beam.Map(lambda d: d[0]) | "Taken" >> beam.combiners.Count.PerElement()
+    held_sink(mixed.rejects, "rejects", dst)
+""" + PACK_BRANCH.format(source="mixed.kept", route="route_doc")
 BARE = {    "beam": BARE_BEAM.format(functions="", branch=""),
     "beam synth": BARE_BEAM.format(functions=SYNTH_FUNCTIONS, branch=SYNTH_BRANCH),
     "beam lsh": BARE_BEAM.format(functions=LSH_FUNCTIONS, branch=LSH_BRANCH),
-    "beam pack": BARE_BEAM.format(functions=PACK_FUNCTIONS, branch=PACK_BRANCH),
+    "beam pack": BARE_BEAM.format(
+        functions=PACK_FUNCTIONS, branch=PACK_BRANCH.format(source="lines", route="route")
+    ),
+    "beam mix pack": BARE_BEAM.format(functions=MIX_FUNCTIONS, branch=MIX_BRANCH),
     "beam dedup": BARE_BEAM.format(functions=DEDUP_FUNCTIONS, branch=DEDUP_BRANCH),
 }
 # What each row's own share is measured against.
@@ -300,6 +394,7 @@ BASE = {
     "beam pack": "beam",
     "beam synth": "beam",
     "beam dedup": "beam",
+    "beam mix pack": "beam",
 }
 
 
