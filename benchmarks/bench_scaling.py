@@ -91,11 +91,13 @@ src, dst = sys.argv[1], sys.argv[2]
 {functions}
 with beam.Pipeline(options=PipelineOptions(sys.argv[3:])) as p:
     lines = p | beam.io.ReadFromText(src)
-    (lines | beam.Map(lambda line: (zlib.crc32(line.encode()) % 16, line))
+{write}{branch}
+"""
+# Its write: the lines grouped into 16 shards, sorted, written by Beam's text sink.
+BEAM_WRITE = """    (lines | beam.Map(lambda line: (zlib.crc32(line.encode()) % 16, line))
        | beam.GroupByKey()
        | beam.FlatMap(lambda kv: sorted(kv[1]))
        | beam.io.WriteToText(dst, file_name_suffix=".jsonl.gz"))
-{branch}
 """
 # The same job, plus, in the same pipeline, dedup_near's shuffles of every record with
 # elements of its sizes and no iptkit code: (128 x 32-bit signature, node = 8 hash bytes + id)
@@ -377,19 +379,37 @@ MIX_BRANCH = """
     mixed.kept | beam.Map(lambda d: d[0]) | "Taken" >> beam.combiners.Count.PerElement()
     held_sink(mixed.rejects, "rejects", dst)
 """ + PACK_BRANCH.format(source="mixed.kept", route="route_doc")
-BARE = {    "beam": BARE_BEAM.format(functions="", branch=""),
-    "beam synth": BARE_BEAM.format(functions=SYNTH_FUNCTIONS, branch=SYNTH_BRANCH),
-    "beam lsh": BARE_BEAM.format(functions=LSH_FUNCTIONS, branch=LSH_BRANCH),
-    "beam pack": BARE_BEAM.format(
-        functions=PACK_FUNCTIONS, branch=PACK_BRANCH.format(source="lines", route="route")
-    ),
-    "beam mix pack": BARE_BEAM.format(functions=MIX_FUNCTIONS, branch=MIX_BRANCH),
-    "beam dedup": BARE_BEAM.format(functions=DEDUP_FUNCTIONS, branch=DEDUP_BRANCH),
+# read+write's structure with no iptkit code, in place of the bare job's write: every line
+# keyed by its id and grouped (read's duplicate-id check), the first of each id written as
+# iptkit's sinks write (`held_sink`, above: the count of files from the total bytes, a side
+# input, then grouped by file). Against `beam`, what the id check and the byte-sized sink cost
+# the runner; against read+write, what iptkit's code adds on the same structure.
+READ_WRITE = """    firsts = (lines
+       | "Id" >> beam.Map(lambda line: (line.split('"', 4)[3], line))
+       | "Ids" >> beam.GroupByKey()
+       | "First" >> beam.Map(lambda kv: next(iter(kv[1]))))
+    held_sink(firsts, "output", dst)
+"""
+
+
+def bare(functions: str = "", branch: str = "", write: str = BEAM_WRITE) -> str:
+    return BARE_BEAM.format(functions=functions, write=write, branch=branch)
+
+
+BARE = {
+    "beam": bare(),
+    "beam read+write": bare(SYNTH_FUNCTIONS, write=READ_WRITE),
+    "beam synth": bare(SYNTH_FUNCTIONS, SYNTH_BRANCH),
+    "beam lsh": bare(LSH_FUNCTIONS, LSH_BRANCH),
+    "beam pack": bare(PACK_FUNCTIONS, PACK_BRANCH.format(source="lines", route="route")),
+    "beam mix pack": bare(MIX_FUNCTIONS, MIX_BRANCH),
+    "beam dedup": bare(DEDUP_FUNCTIONS, DEDUP_BRANCH),
 }
 # What each row's own share is measured against.
 BASE = {
     "beam": "beam",
     "read+write": "beam",
+    "beam read+write": "beam",
     "beam lsh": "beam",
     "beam pack": "beam",
     "beam synth": "beam",
