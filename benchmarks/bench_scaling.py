@@ -82,6 +82,12 @@ ROWS: dict[str, list[dict[str, Any]]] = {
         {"pack": PACK},
     ],
 }  # fmt: skip
+# The whole CPU flow in one run: every stage above once, in the data flow's order, with the
+# same options (what a one-machine run holds at once, the README's guidance).
+ROWS["flow"] = [
+    *ROWS["langid"], *ROWS["filters"], *ROWS["dedup_exact"], *ROWS["dedup_near"],
+    *ROWS["decontaminate"], *ROWS["synthesize"], *ROWS["mix+pack"],
+]  # fmt: skip
 # A bare Beam job of the same file: the runner's own memory, with nothing of iptkit's.
 BARE_BEAM = """
 import hashlib, struct, sys, zlib
