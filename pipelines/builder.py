@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import apache_beam as beam
 
 from iptkit.pipelines.flow import FORMAT_STAGE, StagePlan
-from iptkit.pipelines.ledger import CountAs, CountRejects, WriteLedger, added_key, out_key
+from iptkit.pipelines.ledger import (
+    CountAs,
+    CountEvents,
+    CountRejects,
+    WriteLedger,
+    added_key,
+    out_key,
+)
 from iptkit.pipelines.sinks import WriteJsonlShards
 from iptkit.pipelines.spec import Plan
 from iptkit.rundir import RunDir
@@ -29,8 +38,7 @@ def _count_stage(name: str, result: dict, events: list, rejects: list) -> None:
     rejects.append((name, result[REJECTS]))
     if ADDED in result:
         events.append(
-            result[ADDED]
-            | f"Count added {name}" >> beam.Map(lambda r, n=name: (added_key(n, r), 1))
+            result[ADDED] | f"Count added {name}" >> CountEvents(partial(added_key, name))
         )
 
 

@@ -1,8 +1,8 @@
 """The ledger: where every record went, stage by stage, and the check that none was lost.
 
 The counts come from the data, not from runner metrics: each stage's input, kept and rejected
-PCollections are counted inside the pipeline (a combine, so it costs one small shuffle) and
-written to RUN/.ledger/counts.json. That holds on every runner, retries included, where metric
+PCollections are counted inside the pipeline (summed per bundle where they are made, then by a
+combine, so it costs one small shuffle) and written to RUN/.ledger/counts.json. That holds on every runner, retries included, where metric
 counters may be approximate. The driver then builds RUN/stats.json and checks, for every stage,
 `in == out + sum(dropped)`. Timings do come from Beam metrics, as they are only informative.
 """
@@ -10,10 +10,13 @@ counters may be approximate. The driver then builds RUN/stats.json and checks, f
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import apache_beam as beam
+from apache_beam.transforms.window import GlobalWindows
+from apache_beam.utils.windowed_value import WindowedValue
 
 from iptkit.files import atomic_write
 from iptkit.transforms.reading.sources import READ_STAGE
@@ -39,26 +42,59 @@ def _by_reason(counts: dict[str, int], stage: str, what: str) -> dict[str, int]:
     return {k[len(prefix) :]: v for k, v in sorted(counts.items()) if k.startswith(prefix)}
 
 
-class CountAs(beam.PTransform):
-    """One `(key, 1)` event per element; summed with every other event by `WriteLedger`."""
+class _BundleCounts(beam.DoFn):
+    """Counts the elements of each key within a bundle and emits `(key, n)` when it ends.
 
-    def __init__(self, key: str):
+    Why not one `(key, 1)` event per element: every stage's events meet in the ledger's
+    Flatten, which Beam's in-memory runner materialises whole (one element per record per
+    stage, a buffer that grows with the corpus); per bundle it is a few elements. A bundle that
+    fails is retried whole with its output discarded, so the counts stay exact.
+    """
+
+    def __init__(self, key: Callable[[Any], str]):
+        super().__init__()
+        self._key = key
+        self._counts: Counter[str] = Counter()
+
+    def start_bundle(self) -> None:
+        self._counts = Counter()
+
+    def process(self, element: Any) -> Iterator[Any]:
+        self._counts[self._key(element)] += 1
+        return iter(())
+
+    def finish_bundle(self) -> Iterator[WindowedValue]:
+        for key, n in sorted(self._counts.items()):
+            yield GlobalWindows.windowed_value((key, n))
+
+
+class CountEvents(beam.PTransform):
+    """`(key(element), n)` events for the ledger, summed with every other by `WriteLedger`."""
+
+    def __init__(self, key: Callable[[Any], str]):
         super().__init__()
         self._key = key
 
     def expand(self, pcoll):
-        key = self._key
-        return pcoll | beam.Map(lambda _: (key, 1))
+        return pcoll | beam.ParDo(_BundleCounts(self._key))
 
 
-class CountRejects(beam.PTransform):
-    """One `(stage-dropped-reason, 1)` event per reject."""
+class CountAs(CountEvents):
+    """Every element under one key (a stage's kept records)."""
 
-    def expand(self, pcoll):
-        def event(r: Reject) -> tuple[str, int]:
-            return dropped_key(r.stage, r.reason), 1
+    def __init__(self, key: str):
+        super().__init__(lambda _: key)
 
-        return pcoll | beam.Map(event)
+
+def _reject_key(reject: Reject) -> str:
+    return dropped_key(reject.stage, reject.reason)
+
+
+class CountRejects(CountEvents):
+    """Rejects by stage and reason."""
+
+    def __init__(self):
+        super().__init__(_reject_key)
 
 
 class WriteLedger(beam.PTransform):
