@@ -1,8 +1,8 @@
 """The ledger: where every record went, stage by stage, and the check that none was lost.
 
 The counts come from the data, not from runner metrics: each stage's input, kept and rejected
-PCollections are counted inside the pipeline (summed per bundle where they are made, then by a
-combine, so it costs one small shuffle) and written to RUN/.ledger/counts.json. That holds on every runner, retries included, where metric
+PCollections are counted inside the pipeline (folded per bundle where they are made, then
+combined, so it costs one small shuffle) and written to RUN/.ledger/counts.json. That holds on every runner, retries included, where metric
 counters may be approximate. The driver then builds RUN/stats.json and checks, for every stage,
 `in == out + sum(dropped)`. Timings do come from Beam metrics, as they are only informative.
 """
@@ -10,15 +10,13 @@ counters may be approximate. The driver then builds RUN/stats.json and checks, f
 from __future__ import annotations
 
 import json
-from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import apache_beam as beam
-from apache_beam.transforms.window import GlobalWindows
-from apache_beam.utils.windowed_value import WindowedValue
 
 from iptkit.files import atomic_write
+from iptkit.transforms.bundle_fold import FoldBundles, Merged
 from iptkit.transforms.reading.sources import READ_STAGE
 from iptkit.transforms.record import Reject
 
@@ -42,41 +40,43 @@ def _by_reason(counts: dict[str, int], stage: str, what: str) -> dict[str, int]:
     return {k[len(prefix) :]: v for k, v in sorted(counts.items()) if k.startswith(prefix)}
 
 
-class _BundleCounts(beam.DoFn):
-    """Counts the elements of each key within a bundle and emits `(key, n)` when it ends.
+class KeyCounts(beam.CombineFn):
+    """How many elements had each `key(element)`, as a dict (the ledger's counts)."""
 
-    Why not one `(key, 1)` event per element: every stage's events meet in the ledger's
-    Flatten, which Beam's in-memory runner materialises whole (one element per record per
-    stage, a buffer that grows with the corpus); per bundle it is a few elements. A bundle that
-    fails is retried whole with its output discarded, so the counts stay exact.
-    """
-
-    def __init__(self, key: Callable[[Any], str]):
+    def __init__(self, key: Callable[[Any], str] | None = None):
         super().__init__()
         self._key = key
-        self._counts: Counter[str] = Counter()
 
-    def start_bundle(self) -> None:
-        self._counts = Counter()
+    def create_accumulator(self) -> dict[str, int]:
+        return {}
 
-    def process(self, element: Any) -> Iterator[Any]:
-        self._counts[self._key(element)] += 1
-        return iter(())
+    def add_input(self, counts: dict[str, int], element: Any) -> dict[str, int]:
+        key = self._key(element)  # type: ignore[misc]  (KeyCounts() only merges)
+        counts[key] = counts.get(key, 0) + 1
+        return counts
 
-    def finish_bundle(self) -> Iterator[WindowedValue]:
-        for key, n in sorted(self._counts.items()):
-            yield GlobalWindows.windowed_value((key, n))
+    def merge_accumulators(self, accumulators: Iterable[dict[str, int]]) -> dict[str, int]:
+        merged: dict[str, int] = {}
+        for counts in accumulators:
+            for key, n in counts.items():
+                merged[key] = merged.get(key, 0) + n
+        return merged
+
+    def extract_output(self, counts: dict[str, int]) -> dict[str, int]:
+        return dict(sorted(counts.items()))
 
 
 class CountEvents(beam.PTransform):
-    """`(key(element), n)` events for the ledger, summed with every other by `WriteLedger`."""
+    """The ledger's counts of a PCollection by `key(element)`, folded per bundle where the
+    elements are made (`FoldBundles`): every stage's counts meet in the ledger's Flatten, which
+    Beam's in-memory runner holds whole, so one event per record per stage grew with the corpus."""
 
     def __init__(self, key: Callable[[Any], str]):
         super().__init__()
         self._key = key
 
     def expand(self, pcoll):
-        return pcoll | beam.ParDo(_BundleCounts(self._key))
+        return pcoll | FoldBundles(KeyCounts(self._key))
 
 
 class CountAs(CountEvents):
@@ -98,7 +98,7 @@ class CountRejects(CountEvents):
 
 
 class WriteLedger(beam.PTransform):
-    """Sums all events and writes them, as one JSON object, to `path`."""
+    """Sums the counts of every `CountEvents` and writes them, as one JSON object, to `path`."""
 
     def __init__(self, path: str):
         super().__init__()
@@ -111,10 +111,7 @@ class WriteLedger(beam.PTransform):
             atomic_write(path, json.dumps(counts, sort_keys=True).encode("utf-8"))
 
         return (
-            events
-            | "Sum" >> beam.CombinePerKey(sum)
-            | "Collect" >> beam.combiners.ToDict()
-            | "Write" >> beam.Map(write)
+            events | "Sum" >> beam.CombineGlobally(Merged(KeyCounts())) | "Write" >> beam.Map(write)
         )
 
 

@@ -115,26 +115,25 @@ def test_atomic_write_leaves_no_file_when_interrupted(tmp_path, monkeypatch):
     assert [p.name for p in target.parent.iterdir()] == ["file.json"]
 
 
-def test_events_are_summed_per_bundle_and_exact_across_bundles():
-    """Each bundle hands the ledger one `(key, n)` per key, not one event per element (the
+def test_events_are_folded_per_bundle_and_exact_across_bundles():
+    """Each bundle hands the ledger one dict of counts, not one event per element (the
     in-memory runner holds the ledger's Flatten whole), and the sums are exact over bundles:
-    the multi-process DirectRunner splits 3,000 elements over workers and bundles."""
+    the multi-threaded DirectRunner splits 3,000 elements over workers and bundles."""
     from apache_beam.options.pipeline_options import PipelineOptions
-    from apache_beam.testing.util import assert_that
+    from apache_beam.testing.util import assert_that, equal_to
 
-    from iptkit.pipelines.ledger import CountAs, CountEvents
+    from iptkit.pipelines.ledger import CountAs, CountEvents, KeyCounts
+    from iptkit.transforms.bundle_fold import Merged
 
-    def check(events):
-        events = list(events)
-        totals: dict[str, int] = {}
-        for key, n in events:
-            totals[key] = totals.get(key, 0) + n
-        assert totals == {"all": 3000, "even": 1500, "odd": 1500}
-        assert len(events) < 300, f"{len(events)} events for 3,000 elements"
+    def few(folded):
+        assert 0 < len(folded) < 300, f"{len(folded)} events for 3,000 elements"
 
     options = PipelineOptions(["--direct_num_workers=2", "--direct_running_mode=multi_threading"])
     with beam.Pipeline(options=options) as p:
         numbers = p | beam.Create(range(3000)) | beam.Reshuffle()
         parity = numbers | "Parity" >> CountEvents(lambda n: "odd" if n % 2 else "even")
         every = numbers | "All" >> CountAs("all")
-        assert_that((parity, every) | beam.Flatten(), check)
+        folded = (parity, every) | beam.Flatten()
+        assert_that(folded | "How many" >> beam.combiners.ToList(), few, label="Few")
+        totals = folded | beam.CombineGlobally(Merged(KeyCounts()))
+        assert_that(totals, equal_to([{"all": 3000, "even": 1500, "odd": 1500}]), label="Sums")

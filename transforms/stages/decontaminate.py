@@ -49,6 +49,7 @@ from pydantic import Field, ValidationInfo, model_validator
 from iptkit.errors import IptkitError
 from iptkit.files import atomic_write, read_bytes
 from iptkit.hashing import digest, seeded_int
+from iptkit.transforms.bundle_fold import FoldBundles, Merged
 from iptkit.transforms.reading.benchmarks import BenchExample, BenchmarkSet, load_set, set_name
 from iptkit.transforms.record import Record
 from iptkit.transforms.stage import (
@@ -761,10 +762,15 @@ class Decontaminate(
         side = self.build_side_inputs(records)
         result = super().run(records, **side)
         check = list(cfg.check)
+        # Each side folded per bundle before the Flatten (`FoldBundles`): the in-memory runner
+        # holds a Flatten's input whole, one event per record.
         events = (
-            result[KEPT] | "Kept events" >> beam.Map(summary_event, name, check),
+            result[KEPT]
+            | "Kept events" >> beam.Map(summary_event, name, check)
+            | "Fold kept" >> FoldBundles(SummaryFn()),
             result[REJECTS]
-            | "Reject events" >> beam.Map(lambda r: summary_event(r.record, name, check)),
+            | "Reject events" >> beam.Map(lambda r: summary_event(r.record, name, check))
+            | "Fold rejects" >> FoldBundles(SummaryFn()),
         ) | "Events" >> beam.Flatten()
         path = self.files()["contamination"]
 
@@ -775,7 +781,7 @@ class Decontaminate(
 
         (
             events
-            | "Summary" >> beam.CombineGlobally(SummaryFn())
+            | "Summary" >> beam.CombineGlobally(Merged(SummaryFn()))
             | "Write summary" >> beam.Map(write, side["index_path"])
         )
         return result
