@@ -383,6 +383,8 @@ class Mix(
     "report"} (the last one element, the report dict, handed to pack) and writes
     RUN/STAGE/report.json."""
 
+    kept_type = TokenizedDoc
+
     def files(self) -> dict[str, str]:
         return {"mix_report": self.context.file(REPORT_NAME)}
 

@@ -288,6 +288,7 @@ class FormatTokenize(RecordStage):
 
     config_class = PackConfig
     batch_size = 1000
+    kept_type = TokenizedDoc
 
     def __init__(self, config: PackConfig, context: StageContext | None = None):
         super().__init__(config, context or StageContext("format"))
