@@ -70,9 +70,9 @@ def test_tokenized_documents_cross_the_runner_with_their_own_coder(tmp_path):
 
     config = PackConfig(tokenizer=str(write_tokenizer(tmp_path)), seq_len=64)
     records = [Record(id=f"r{i}", text="a few words " * (i + 5), source="s") for i in range(20)]
-    with beam.Pipeline() as p:
-        docs = (p | beam.Create(records) | FormatTokenize(config))[KEPT]
-        mixed = docs | Mix(MixConfig(ratios={"raw": 1.0}))
+    p = beam.Pipeline()  # built, not run: the types are the graph's
+    docs = (p | beam.Create(records) | FormatTokenize(config))[KEPT]
+    mixed = docs | Mix(MixConfig(ratios={"raw": 1.0}))
     for pcoll in (docs, mixed[KEPT]):
         assert pcoll.element_type is TokenizedDoc
         assert isinstance(beam.coders.registry.get_coder(pcoll.element_type), TokenizedDocCoder)
