@@ -2,8 +2,8 @@
 
 The counts come from the data, not from runner metrics: each stage's input, kept and rejected
 PCollections are counted inside the pipeline (folded per bundle where they are made, then
-combined, so it costs one small shuffle) and written to RUN/.ledger/counts.json. That holds on every runner, retries included, where metric
-counters may be approximate. The driver then builds RUN/stats.json and checks, for every stage,
+combined, so it costs one small shuffle) and written to RUN/.ledger/counts.json. That holds on
+every runner, retries included, where metric counters may be approximate. The driver then builds RUN/stats.json and checks, for every stage,
 `in == out + sum(dropped)`. Timings do come from Beam metrics, as they are only informative.
 """
 
@@ -41,7 +41,8 @@ def _by_reason(counts: dict[str, int], stage: str, what: str) -> dict[str, int]:
 
 
 class KeyCounts(beam.CombineFn):
-    """How many elements had each `key(element)`, as a dict (the ledger's counts)."""
+    """How many elements had each `key(element)`, as a dict (the ledger's counts). Without a
+    key it only merges counts (`Merged(KeyCounts())` in `WriteLedger`)."""
 
     def __init__(self, key: Callable[[Any], str] | None = None):
         super().__init__()
@@ -51,7 +52,7 @@ class KeyCounts(beam.CombineFn):
         return {}
 
     def add_input(self, counts: dict[str, int], element: Any) -> dict[str, int]:
-        key = self._key(element)  # type: ignore[misc]  (KeyCounts() only merges)
+        key = self._key(element)  # type: ignore[misc]
         counts[key] = counts.get(key, 0) + 1
         return counts
 
